@@ -1,0 +1,52 @@
+# Initializes a MariaDB data directory once, starts the server detached unless it already runs,
+# and waits until it answers. Prints "pid=<pid>" of the running server.
+# Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too).
+PATH="$TOOLS_PATH:$PATH"
+config="$HOST_DIR/my.cnf"
+socket="$HOST_DIR/mariadbd.sock"
+
+# The server is ours when its command line names our config: the pid file alone may be stale.
+find_server() {
+  local cmdline
+  for proc in /proc/[0-9]*; do
+    cmdline=$(tr '\0' ' ' < "$proc/cmdline" 2>/dev/null) || continue
+    if [ "$cmdline" = "mariadbd --defaults-file=$config " ]; then
+      echo "${proc#/proc/}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if ! pid=$(find_server); then
+  # The marker is written only after a complete initialization: a data directory without it
+  # is what an interrupted run left, and is made again.
+  if [ ! -e "$HOST_DIR/data.initialized" ]; then
+    rm -rf "$HOST_DIR/data"
+    if ! mariadb-install-db --defaults-file="$config" --skip-test-db \
+        --auth-root-authentication-method=socket --auth-root-socket-user="$(id -un)" \
+        > "$HOST_DIR/install-db.log" 2>&1; then
+      echo "mariadb-install-db failed; its last lines:" >&2
+      tail -n 20 "$HOST_DIR/install-db.log" >&2
+      exit 1
+    fi
+    touch "$HOST_DIR/data.initialized"
+  fi
+  # setsid: the server leaves this script's session and survives it.
+  setsid mariadbd --defaults-file="$config" < /dev/null >> "$HOST_DIR/mariadbd.out" 2>&1 &
+fi
+
+deadline=$((SECONDS + 60))
+until mariadb-admin --no-defaults --socket="$socket" --user=root ping > /dev/null 2>&1; do
+  if ! pid=$(find_server); then
+    echo "mariadbd exited while starting; the end of $HOST_DIR/mariadbd.err:" >&2
+    tail -n 15 "$HOST_DIR/mariadbd.err" >&2 || true
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "mariadbd did not answer within 60 s; see $HOST_DIR/mariadbd.err" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "pid=$(find_server)"

@@ -1,0 +1,245 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::state::Settings;
+use crate::steps::Step;
+
+/// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
+/// and tears it down, in resumable steps recorded in data.json.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version)]
+pub struct Cli {
+    /// The deployment's state file; its folder also holds the lock and the local hosts' state.
+    #[arg(long, global = true, env = "XTASK_DATA", value_name = "PATH")]
+    pub data: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Allocate the hosts (local: loopback addresses and folders) and generate the secrets.
+    Provision(StepArgs),
+    /// Install MariaDB, start the standalone server, the manager and its replicas, load the dataset.
+    InstallCluster(StepArgs),
+    /// Build and start the gatekeeper, trusted host and proxy.
+    DeployServices(StepArgs),
+    /// Run sysbench and the patterns load test.
+    Bench(StepArgs),
+    /// Collect the benchmark outputs into results/.
+    FetchResults(StepArgs),
+    /// Run every step that is not done yet, in order.
+    All(AllArgs),
+    /// Show the steps, the hosts and their health.
+    Status,
+    /// Stop and remove everything the deployment created.
+    Teardown,
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Run the step again even when it is done.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Deployment settings; given to `provision` (or `all`) and fixed for the deployment's life.
+#[derive(Debug, Default, Clone, Args)]
+pub struct SettingsArgs {
+    /// Number of read replicas (1-20) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u8>,
+    /// First three octets of the local hosts' loopback addresses [default: 127.0.1].
+    #[arg(long, value_name = "A.B.C")]
+    pub loopback_prefix: Option<String>,
+    /// TCP port of every database server [default: 3306].
+    #[arg(long, value_name = "PORT")]
+    pub db_port: Option<u16>,
+    /// TCP port of every role service [default: 8080].
+    #[arg(long, value_name = "PORT")]
+    pub service_port: Option<u16>,
+    /// Dataset size; 1 is about 1,500 rows, it grows linearly (1-1000) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub scale: Option<u32>,
+}
+
+impl SettingsArgs {
+    fn is_empty(&self) -> bool {
+        self.workers.is_none()
+            && self.loopback_prefix.is_none()
+            && self.db_port.is_none()
+            && self.service_port.is_none()
+            && self.scale.is_none()
+    }
+
+    /// Settings belong to provision; other steps use the recorded ones.
+    pub fn reject_for(&self, step: Step) -> Result<()> {
+        if !self.is_empty() {
+            bail!("settings are chosen at provision; `{step}` uses the ones in data.json");
+        }
+        Ok(())
+    }
+
+    /// The defaults with these flags applied, validated.
+    pub fn to_settings(&self) -> Result<Settings> {
+        let mut s = Settings::default();
+        if let Some(v) = self.workers {
+            s.workers = v;
+        }
+        if let Some(v) = &self.loopback_prefix {
+            s.loopback_prefix = v.clone();
+        }
+        if let Some(v) = self.db_port {
+            s.db_port = v;
+        }
+        if let Some(v) = self.service_port {
+            s.service_port = v;
+        }
+        if let Some(v) = self.scale {
+            s.dataset_scale = v;
+        }
+        validate(&s)?;
+        Ok(s)
+    }
+
+    /// Checks that flags given on a rerun agree with the deployment's recorded settings.
+    pub fn check_matches(&self, recorded: &Settings) -> Result<()> {
+        let given_and_recorded = [
+            (
+                "workers",
+                self.workers.map(|v| v.to_string()),
+                recorded.workers.to_string(),
+            ),
+            (
+                "loopback-prefix",
+                self.loopback_prefix.clone(),
+                recorded.loopback_prefix.clone(),
+            ),
+            (
+                "db-port",
+                self.db_port.map(|v| v.to_string()),
+                recorded.db_port.to_string(),
+            ),
+            (
+                "service-port",
+                self.service_port.map(|v| v.to_string()),
+                recorded.service_port.to_string(),
+            ),
+            (
+                "scale",
+                self.scale.map(|v| v.to_string()),
+                recorded.dataset_scale.to_string(),
+            ),
+        ];
+        for (name, given, have) in given_and_recorded {
+            match given {
+                Some(g) if g != have => bail!(
+                    "this deployment was provisioned with --{name} {have}, not {g}; \
+                     run `cargo xtask teardown` first to change it"
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn validate(s: &Settings) -> Result<()> {
+    if !(1..=20).contains(&s.workers) {
+        bail!("--workers must be between 1 and 20, got {}", s.workers);
+    }
+    if !(1..=1000).contains(&s.dataset_scale) {
+        bail!(
+            "--scale must be between 1 and 1000, got {}",
+            s.dataset_scale
+        );
+    }
+    let octets: Vec<_> = s.loopback_prefix.split('.').collect();
+    let valid = octets.len() == 3
+        && octets[0] == "127"
+        && octets
+            .iter()
+            .all(|o| o.parse::<u8>().is_ok_and(|n| n.to_string() == *o));
+    if !valid {
+        bail!(
+            "--loopback-prefix must be three octets inside 127.0.0.0/8 such as 127.0.1, got {:?}",
+            s.loopback_prefix
+        );
+    }
+    for (name, port) in [("db-port", s.db_port), ("service-port", s.service_port)] {
+        if port < 1024 {
+            bail!("--{name} must be 1024 or above so no root is needed, got {port}");
+        }
+    }
+    if s.db_port == s.service_port {
+        bail!("--db-port and --service-port must differ");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut SettingsArgs)) -> SettingsArgs {
+        let mut a = SettingsArgs::default();
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(
+            SettingsArgs::default().to_settings().unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_flag_named() {
+        let cases: [(SettingsArgs, &str); 6] = [
+            (args(|a| a.workers = Some(0)), "--workers"),
+            (args(|a| a.workers = Some(21)), "--workers"),
+            (args(|a| a.scale = Some(0)), "--scale"),
+            (
+                args(|a| a.loopback_prefix = Some("10.0.0".into())),
+                "--loopback-prefix",
+            ),
+            (
+                args(|a| a.loopback_prefix = Some("127.0.01".into())),
+                "--loopback-prefix",
+            ),
+            (args(|a| a.db_port = Some(80)), "--db-port"),
+        ];
+        for (a, flag) in cases {
+            let err = a.to_settings().unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn rerun_flags_must_match_the_recorded_settings() {
+        let recorded = Settings::default();
+        args(|a| a.workers = Some(3))
+            .check_matches(&recorded)
+            .unwrap();
+        SettingsArgs::default().check_matches(&recorded).unwrap();
+        let err = args(|a| a.workers = Some(2))
+            .check_matches(&recorded)
+            .unwrap_err();
+        assert!(err.to_string().contains("--workers 3, not 2"), "{err}");
+    }
+}

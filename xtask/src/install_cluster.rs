@@ -1,0 +1,230 @@
+//! install-cluster: MariaDB on every database host, the manager's replicas, the accounts and
+//! the dataset, then a check that every worker replicates and holds the same rows.
+//!
+//! Every action finds what an earlier attempt left and continues from it: a running server is
+//! adopted, accounts are created-if-missing, a complete dataset is kept, replicas resume from
+//! their GTID position.
+
+use anyhow::{bail, Context, Result};
+
+use crate::dataset::{self, Dataset};
+use crate::db;
+use crate::local;
+use crate::progress::Progress;
+use crate::render::{fill, sql_string, Script, ServerConfig};
+use crate::state::{Host, Role};
+use crate::steps::Session;
+
+const ENSURE_PACKAGES: &str = include_str!("../scripts/ensure-packages.sh");
+const DB_START: &str = include_str!("../scripts/db-start.sh");
+const ACCOUNTS: &str = include_str!("../../sql/accounts.sql");
+const REPLICATION_SOURCE: &str = include_str!("../../sql/replication-source.sql");
+const REPLICA: &str = include_str!("../../sql/replica.sql");
+
+/// How long a worker may take to apply everything the manager has.
+const CATCH_UP_SECONDS: u32 = 300;
+
+pub fn run(session: &mut Session) -> Result<()> {
+    let d = &session.deployment;
+    let db_hosts: Vec<Host> = d
+        .hosts
+        .iter()
+        .filter(|h| h.role.runs_database())
+        .cloned()
+        .collect();
+    let standalone = d
+        .hosts_with_role(Role::Standalone)
+        .next()
+        .cloned()
+        .context("no standalone host")?;
+    let manager = d
+        .hosts_with_role(Role::Manager)
+        .next()
+        .cloned()
+        .context("no manager host")?;
+    let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
+    let scale = d.settings.dataset_scale;
+
+    let tasks = 1 + db_hosts.len() + 1 + 2 + workers.len() + 2;
+    let progress = Progress::new("install-cluster", tasks as u64);
+
+    progress.task("checking for MariaDB and sysbench");
+    local::run_script(
+        &manager,
+        &Script::new("ensure-packages", ENSURE_PACKAGES),
+        b"",
+    )?;
+
+    for (index, host) in db_hosts.iter().enumerate() {
+        progress.task(format!(
+            "starting {} on {}:{}",
+            host.name, host.address, session.deployment.settings.db_port
+        ));
+        start_server(session, host, index as u32 + 1)?;
+    }
+
+    progress.task("creating accounts on the standalone server and the manager");
+    let d = &session.deployment;
+    let accounts = fill(
+        ACCOUNTS,
+        &[
+            ("APP_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
+            ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
+            ("BENCH_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
+            ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
+        ],
+    )?;
+    db::sql(&standalone, &accounts)?;
+    db::sql(&manager, &accounts)?;
+    let replication = fill(
+        REPLICATION_SOURCE,
+        &[
+            ("REPLICA_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
+            (
+                "REPLICATION_PASSWORD",
+                sql_string(&d.secrets.replication_password),
+            ),
+        ],
+    )?;
+    db::sql(&manager, &replication)?;
+
+    let dataset = dataset::generate(scale);
+    for host in [&standalone, &manager] {
+        progress.task(format!(
+            "loading the dataset (scale {scale}) on {}",
+            host.name
+        ));
+        if load_dataset(host, scale, &dataset)? {
+            progress.note(format!(
+                "{} already holds the dataset of scale {scale}",
+                host.name
+            ));
+        }
+    }
+
+    let replica = fill(
+        REPLICA,
+        &[
+            ("SOURCE_ADDRESS", sql_string(&manager.address)),
+            ("SOURCE_PORT", d.settings.db_port.to_string()),
+            (
+                "REPLICATION_PASSWORD",
+                sql_string(&d.secrets.replication_password),
+            ),
+        ],
+    )?;
+    for worker in &workers {
+        progress.task(format!("making {} a replica of the manager", worker.name));
+        db::sql(worker, &replica)?;
+    }
+
+    progress.task("waiting for the workers to apply everything the manager has");
+    let position = db::sql(&manager, "SELECT @@gtid_binlog_pos;")?
+        .trim()
+        .to_string();
+    for worker in &workers {
+        let waited = db::sql(
+            worker,
+            &format!(
+                "SELECT MASTER_GTID_WAIT({}, {CATCH_UP_SECONDS});",
+                sql_string(&position)
+            ),
+        )?;
+        let status = db::replica_status(worker)?
+            .with_context(|| format!("{} is not configured as a replica", worker.name))?;
+        if !status.healthy() {
+            bail!(
+                "replication on {} is not running (IO thread running: {}, SQL thread running: {}): {}",
+                worker.name,
+                status.io_running,
+                status.sql_running,
+                status.last_error
+            );
+        }
+        if waited.trim() != "0" {
+            bail!(
+                "{} did not reach the manager's position {position} within {CATCH_UP_SECONDS} s",
+                worker.name
+            );
+        }
+    }
+
+    progress.task("checking that every server holds the same rows");
+    for host in std::iter::once(&standalone)
+        .chain([&manager])
+        .chain(&workers)
+    {
+        verify_counts(host, &dataset)?;
+    }
+    progress.note(format!(
+        "standalone, manager and {} workers are up; every worker replicates with all {} rows",
+        workers.len(),
+        dataset.counts.iter().map(|(_, n)| n).sum::<u64>()
+    ));
+    Ok(())
+}
+
+/// Writes the server's config, starts it (or adopts the one running) and records its process.
+fn start_server(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
+    let config = ServerConfig {
+        role: host.role,
+        server_id,
+        dir: &host.dir.display().to_string(),
+        bind_address: &host.address,
+        port: session.deployment.settings.db_port,
+        // SAFETY: geteuid has no preconditions.
+        run_as_root: unsafe { libc::geteuid() } == 0,
+    }
+    .render();
+    local::put_file(host, "my.cnf", config.as_bytes())?;
+    let script =
+        Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
+    let out = local::run_script(host, &script, b"")?;
+    let pid: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("db-start on {} printed no pid: {out:?}", host.name))?;
+    let record = local::record_process(pid, "mariadbd")?;
+    session
+        .deployment
+        .processes
+        .insert(format!("{}/mariadbd", host.name), record);
+    session.save()
+}
+
+/// Loads the dataset unless the host already holds a complete load of this scale and version.
+/// Returns whether it was already there.
+fn load_dataset(host: &Host, scale: u32, dataset: &Dataset) -> Result<bool> {
+    let marker = db::sql(
+        host,
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = 'filmdb' AND table_name = 'dataset_info';",
+    )?;
+    if marker.trim() == "1" {
+        let loaded = db::sql(
+            host,
+            "SELECT scale, generator_version FROM filmdb.dataset_info;",
+        )?;
+        if loaded.trim() == format!("{scale}\t{}", dataset::GENERATOR_VERSION) {
+            return Ok(true);
+        }
+    }
+    db::sql(host, &dataset.sql).with_context(|| format!("loading the dataset on {}", host.name))?;
+    Ok(false)
+}
+
+fn verify_counts(host: &Host, dataset: &Dataset) -> Result<()> {
+    let counts = db::parse_counts(&db::sql(host, &dataset::count_query())?)?;
+    for (table, expected) in &dataset.counts {
+        let found = counts.iter().find(|(t, _)| t == table).map(|(_, n)| *n);
+        if found != Some(*expected) {
+            bail!(
+                "{} has {} rows in filmdb.{table}, expected {expected}",
+                host.name,
+                found.map_or("no".to_string(), |n| n.to_string())
+            );
+        }
+    }
+    Ok(())
+}

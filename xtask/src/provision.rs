@@ -1,0 +1,53 @@
+//! provision: decides the deployment's hosts and secrets and creates the hosts (local: a folder
+//! per loopback address).
+
+use anyhow::Result;
+
+use crate::flags::SettingsArgs;
+use crate::local;
+use crate::state::{self, Deployment, Lock, Paths, ProviderKind, Secrets};
+use crate::steps::{self, Session};
+
+/// Opens the live deployment, or plans a new one (nothing is written until the step begins).
+pub fn open(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Session> {
+    if let Some(existing) = paths.load()? {
+        if existing.is_live() {
+            args.check_matches(&existing.settings)?;
+            return steps::open_live(paths, lock);
+        }
+    }
+    let settings = args.to_settings()?;
+    let hosts = local::plan_hosts(&settings, &paths.state_dir());
+    // Checked before anything is written, so a taken address leaves no trace.
+    for host in &hosts {
+        local::check_free(host, local::port_of(host, &settings))?;
+    }
+    let deployment = Deployment {
+        format_version: state::FORMAT_VERSION,
+        id: state::new_deployment_id(),
+        provider: ProviderKind::Local,
+        created_at: state::now(),
+        torn_down_at: None,
+        settings,
+        hosts,
+        processes: Default::default(),
+        steps: Default::default(),
+        secrets: Secrets::generate(),
+    };
+    Ok(steps::new_session(paths, lock, deployment))
+}
+
+pub fn run(session: &mut Session) -> Result<()> {
+    let d = &session.deployment;
+    for host in &d.hosts {
+        local::create_dir(&host.dir)?;
+    }
+    eprintln!(
+        "provision: deployment {} with {} hosts on {}.x under {}",
+        d.id,
+        d.hosts.len(),
+        d.settings.loopback_prefix,
+        session.paths.state_dir().display()
+    );
+    Ok(())
+}

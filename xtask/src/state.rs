@@ -1,0 +1,408 @@
+//! data.json: the single checkpoint of a deployment.
+//!
+//! Every step reads it, records that it is running before it changes anything, and records the
+//! outcome after. Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash
+//! at any moment leaves either the old or the new document, never half of one. A lock on a sidecar
+//! file keeps two runs from racing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+
+use crate::steps::Step;
+
+/// Bumped whenever the document changes shape; an xtask refuses a file of another version.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub format_version: u32,
+    /// Random per deployment; names and tags of created resources carry it.
+    pub id: String,
+    pub provider: ProviderKind,
+    pub created_at: String,
+    pub torn_down_at: Option<String>,
+    pub settings: Settings,
+    pub hosts: Vec<Host>,
+    /// Processes this deployment started, keyed by what they are ("manager/mariadbd").
+    pub processes: BTreeMap<String, ProcessRecord>,
+    pub steps: BTreeMap<Step, StepRecord>,
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub workers: u8,
+    /// First three octets of the loopback addresses the local hosts get (`127.0.1` → 127.0.1.x).
+    pub loopback_prefix: String,
+    pub db_port: u16,
+    pub service_port: u16,
+    /// Size of the generated film-rental dataset; 1 is about 1,500 rows.
+    pub dataset_scale: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            workers: 3,
+            loopback_prefix: "127.0.1".to_string(),
+            db_port: 3306,
+            service_port: 8080,
+            dataset_scale: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Standalone,
+    Manager,
+    Worker,
+    Proxy,
+    TrustedHost,
+    Gatekeeper,
+}
+
+impl Role {
+    pub fn runs_database(self) -> bool {
+        matches!(self, Role::Standalone | Role::Manager | Role::Worker)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// Unique name: the role, with the index for workers ("worker-2").
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    /// Where everything of this host lives: config, data directory, socket, logs.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it tells
+    /// our process from an unrelated one that was given the same pid later.
+    pub start_ticks: u64,
+    pub program: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Default for StepRecord {
+    fn default() -> StepRecord {
+        StepRecord {
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+}
+
+/// Generated per deployment; never printed (Debug is redacted) and only stored in data.json
+/// and in 0600 files on the hosts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets {
+    pub app_password: String,
+    pub bench_password: String,
+    pub replication_password: String,
+    pub gatekeeper_token: String,
+    pub trusted_host_token: String,
+}
+
+impl Secrets {
+    pub fn generate() -> Secrets {
+        let mut rng = rand::rng();
+        let mut secret = || Alphanumeric.sample_string(&mut rng, 32);
+        Secrets {
+            app_password: secret(),
+            bench_password: secret(),
+            replication_password: secret(),
+            gatekeeper_token: secret(),
+            trusted_host_token: secret(),
+        }
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+impl Deployment {
+    pub fn hosts_with_role(&self, role: Role) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.role == role)
+    }
+
+    pub fn step(&self, step: Step) -> StepRecord {
+        self.steps.get(&step).cloned().unwrap_or_default()
+    }
+
+    pub fn step_mut(&mut self, step: Step) -> &mut StepRecord {
+        self.steps.entry(step).or_default()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.torn_down_at.is_none()
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+pub fn new_deployment_id() -> String {
+    let suffix = Alphanumeric
+        .sample_string(&mut rand::rng(), 8)
+        .to_lowercase();
+    format!("dbc-{suffix}")
+}
+
+/// Where a deployment's files are: data.json, its lock, and the folder of per-host state.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_json: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_json: PathBuf) -> Paths {
+        Paths { data_json }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.data_json.parent().unwrap_or(Path::new("."))
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        sibling(&self.data_json, ".lock")
+    }
+
+    /// Per-host folders of the local provider live here.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join(".state")
+    }
+
+    pub fn load(&self) -> Result<Option<Deployment>> {
+        let text = match fs::read_to_string(&self.data_json) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.data_json.display()))
+            }
+        };
+        parse(&text)
+            .map(Some)
+            .with_context(|| format!("{} was left untouched", self.data_json.display()))
+    }
+
+    /// Atomically replaces data.json: a crash at any point leaves the old or the new file.
+    pub fn save(&self, deployment: &Deployment) -> Result<()> {
+        let json = serde_json::to_vec_pretty(deployment).context("serializing data.json")?;
+        let tmp = sibling(&self.data_json, ".tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&json)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.data_json)?;
+            File::open(self.dir())?.sync_all()
+        };
+        write().with_context(|| format!("writing {}", self.data_json.display()))
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Parses data.json, telling a corrupt file from one written by another format version.
+pub fn parse(text: &str) -> Result<Deployment> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "data.json is not valid JSON ({e}); fix or move the file away, then run the step again"
+        )
+    })?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) => bail!(
+            "data.json has format version {v}, this xtask reads version {FORMAT_VERSION}; \
+             use the xtask that wrote it"
+        ),
+        None => bail!("data.json has no format_version: it was not written by this xtask"),
+    }
+    serde_json::from_value(value).map_err(|e| {
+        anyhow::anyhow!("data.json does not match the expected layout ({e}); fix or move it away")
+    })
+}
+
+/// Exclusive right to change a deployment, held until dropped. The lock file says who holds it.
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn acquire(paths: &Paths) -> Result<Lock> {
+        let path = paths.lock_file();
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                file.read_to_string(&mut holder).ok();
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "another run"
+                } else {
+                    holder
+                };
+                bail!(
+                    "another xtask run holds the deployment lock {} ({holder}); \
+                     wait for it to finish or stop it",
+                    path.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        let command: Vec<String> = std::env::args().collect();
+        let mut mark = || -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "pid {}: {}", std::process::id(), command.join(" "))
+        };
+        mark().with_context(|| format!("writing {}", path.display()))?;
+        Ok(Lock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Deployment {
+        Deployment {
+            format_version: FORMAT_VERSION,
+            id: "dbc-test".into(),
+            provider: ProviderKind::Local,
+            created_at: now(),
+            torn_down_at: None,
+            settings: Settings::default(),
+            hosts: vec![],
+            processes: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            secrets: Secrets::generate(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let d = sample();
+        let text = serde_json::to_string(&d).unwrap();
+        let back = parse(&text).unwrap();
+        assert_eq!(back.id, d.id);
+        assert_eq!(back.secrets, d.secrets);
+        assert_eq!(back.settings, d.settings);
+    }
+
+    #[test]
+    fn rejects_corrupt_and_foreign_files() {
+        let err = parse("{ not json").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+        let err = parse(r#"{"format_version": 99}"#).unwrap_err().to_string();
+        assert!(err.contains("format version 99"), "{err}");
+        let err = parse(r#"{"hello": 1}"#).unwrap_err().to_string();
+        assert!(err.contains("no format_version"), "{err}");
+        let err = parse(r#"{"format_version": 1}"#).unwrap_err().to_string();
+        assert!(err.contains("expected layout"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_random_and_never_printed() {
+        let (a, b) = (Secrets::generate(), Secrets::generate());
+        assert_ne!(a.app_password, b.app_password);
+        assert_eq!(a.app_password.len(), 32);
+        assert!(!format!("{a:?}").contains(&a.app_password));
+    }
+
+    #[test]
+    fn save_is_private_and_load_reads_it_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-state-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let paths = Paths::new(dir.join("data.json"));
+        assert!(paths.load().unwrap().is_none());
+        paths.save(&sample()).unwrap();
+        let mode = fs::metadata(&paths.data_json).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(paths.load().unwrap().unwrap().id, "dbc-test");
+        assert!(!sibling(&paths.data_json, ".tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        let paths = Paths::new(dir.join("data.json"));
+        let held = Lock::acquire(&paths).unwrap();
+        let err = Lock::acquire(&paths).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        Lock::acquire(&paths).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

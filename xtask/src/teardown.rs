@@ -1,0 +1,89 @@
+//! teardown: stops every process the deployment started and removes its hosts' folders.
+//! Processes are identified by pid and start time, or by a command line naming one of the
+//! deployment's own config files; nothing else is ever signalled.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::local;
+use crate::progress::Progress;
+use crate::state::{now, Lock, Paths};
+use crate::steps::{self, Session, Step};
+
+/// How long a server gets to shut down cleanly before it is killed.
+const GRACE: Duration = Duration::from_secs(60);
+
+pub fn run(paths: &Paths) -> Result<()> {
+    let lock = Lock::acquire(paths)?;
+    let Some(existing) = paths.load()? else {
+        eprintln!(
+            "teardown: nothing to do, no deployment at {}",
+            paths.data_json.display()
+        );
+        return Ok(());
+    };
+    if let Some(at) = &existing.torn_down_at {
+        eprintln!(
+            "teardown: deployment {} was already torn down at {at}; nothing to do",
+            existing.id
+        );
+        return Ok(());
+    }
+    let mut session = steps::open_live(paths, lock)?;
+    steps::run_in(&mut session, Step::Teardown, false).map(drop)
+}
+
+/// The work of the step, recorded by the step engine.
+pub fn execute(session: &mut Session) -> Result<()> {
+    let paths = session.paths.clone();
+    let hosts = session.deployment.hosts.clone();
+    let progress = Progress::new("teardown", (hosts.len() + 1) as u64);
+    for host in &hosts {
+        progress.task(format!("stopping what runs on {}", host.name));
+        let prefix = format!("{}/", host.name);
+        let recorded: Vec<String> = session
+            .deployment
+            .processes
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for key in recorded {
+            let record = session.deployment.processes[&key].clone();
+            local::stop(&record, GRACE).with_context(|| format!("stopping {key}"))?;
+            progress.note(format!("stopped {key} (pid {})", record.pid));
+            session.deployment.processes.remove(&key);
+            session.save()?;
+        }
+        // A server an interrupted run started but did not get to record.
+        let config = format!("--defaults-file={}", host.dir.join("my.cnf").display());
+        for pid in local::find_processes_with_arg(&config) {
+            let record = local::record_process(pid, "mariadbd")?;
+            local::stop(&record, GRACE)?;
+            progress.note(format!(
+                "stopped an unrecorded mariadbd of {} (pid {pid})",
+                host.name
+            ));
+        }
+    }
+    progress.task("removing the hosts' folders");
+    for host in &hosts {
+        if host.dir.exists() {
+            fs::remove_dir_all(&host.dir)
+                .with_context(|| format!("removing {}", host.dir.display()))?;
+        }
+    }
+    // The state folder goes too once it is empty; anything else in it is not ours to delete.
+    fs::remove_dir(paths.state_dir()).ok();
+
+    session.deployment.torn_down_at = Some(now());
+    drop(progress);
+    eprintln!(
+        "teardown: deployment {} removed ({} hosts); results/ is kept",
+        session.deployment.id,
+        hosts.len()
+    );
+    Ok(())
+}
