@@ -1,0 +1,454 @@
+//! End-to-end tests of the local provider against real MariaDB servers.
+//!
+//! Each test owns a folder and a loopback /24 of its own, so they run in parallel. Every
+//! deployment a test creates is torn down by a guard even when the test fails.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Deployment {
+    dir: PathBuf,
+    prefix: &'static str,
+    /// Runs xtask as another OS user (`setpriv` arguments), for the no-root case.
+    as_user: Vec<String>,
+}
+
+impl Deployment {
+    fn new(name: &str, prefix: &'static str) -> Deployment {
+        let dir = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        fs::create_dir_all(&dir).unwrap();
+        Deployment {
+            dir,
+            prefix,
+            as_user: Vec::new(),
+        }
+    }
+
+    fn data_json(&self) -> PathBuf {
+        self.dir.join("data.json")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let xtask = env!("CARGO_BIN_EXE_xtask");
+        let mut cmd = if self.as_user.is_empty() {
+            Command::new(xtask)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(&self.as_user).arg("--").arg(xtask);
+            c
+        };
+        cmd.arg("--data").arg(self.data_json()).args(args);
+        cmd.env_remove("XTASK_DATA");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs xtask and asserts it succeeded; returns stdout and stderr together.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = text(&out);
+        assert!(out.status.success(), "xtask {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs xtask and asserts it failed with a message containing `expected`.
+    fn fails(&self, args: &[&str], expected: &str) -> String {
+        let out = self.run(args);
+        let text = text(&out);
+        assert!(
+            !out.status.success(),
+            "xtask {args:?} should have failed:\n{text}"
+        );
+        assert!(
+            text.contains(expected),
+            "xtask {args:?}: expected {expected:?} in:\n{text}"
+        );
+        assert!(
+            !text.contains("panicked"),
+            "xtask {args:?} panicked:\n{text}"
+        );
+        text
+    }
+
+    fn state(&self) -> Value {
+        let text = fs::read_to_string(self.data_json()).unwrap();
+        serde_json::from_str(&text).expect("data.json must always parse")
+    }
+
+    fn provision(&self, extra: &[&str]) -> String {
+        let mut args = vec![
+            "provision",
+            "--loopback-prefix",
+            self.prefix,
+            "--scale",
+            "1",
+        ];
+        args.extend(extra);
+        self.ok(&args)
+    }
+
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(".state").join(host)
+    }
+
+    fn address(&self, host: &str) -> String {
+        let state = self.state();
+        let hosts = state["hosts"].as_array().unwrap();
+        let h = hosts.iter().find(|h| h["name"] == host).unwrap();
+        h["address"].as_str().unwrap().to_string()
+    }
+
+    /// Root query over the host's socket.
+    fn root_sql(&self, host: &str, sql: &str) -> String {
+        let socket = self.host_dir(host).join("mariadbd.sock");
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+            ])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["-e", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql} on {host}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Query over TCP as one of the deployment's accounts, the way a client on the network does.
+    fn tcp_sql(&self, host: &str, user: &str, password: &str, sql: &str) -> Output {
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--batch",
+                "--skip-column-names",
+                "--protocol=TCP",
+            ])
+            .arg(format!("--host={}", self.address(host)))
+            .arg(format!("--user={user}"))
+            .env("MYSQL_PWD", password)
+            .args(["-e", sql])
+            .output()
+            .unwrap()
+    }
+
+    /// Live (non-zombie) mariadbd processes started with one of this deployment's configs.
+    fn servers(&self) -> Vec<(String, u32)> {
+        let state_dir = self.dir.join(".state");
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let Some(config) = cmdline.strip_prefix("mariadbd --defaults-file=") else {
+                continue;
+            };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            let config = Path::new(config.trim());
+            if !zombie && config.starts_with(&state_dir) {
+                let host = config.parent().unwrap().file_name().unwrap();
+                found.push((host.to_string_lossy().into_owned(), pid));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn secret(&self, name: &str) -> String {
+        self.state()["secrets"][name].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // Whatever the test did, leave no server behind.
+        if self.data_json().exists() {
+            self.as_user.clear();
+            let _ = self.run(&["teardown"]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const TABLE_COUNTS: &str =
+    "SELECT (SELECT COUNT(*) FROM filmdb.film), (SELECT COUNT(*) FROM filmdb.actor), \
+     (SELECT COUNT(*) FROM filmdb.rental), (SELECT COUNT(*) FROM filmdb.payment)";
+
+#[test]
+fn cluster_replicates_refuses_replica_writes_and_tears_down() {
+    let d = Deployment::new("cluster", "127.0.21");
+    d.provision(&["--workers", "2"]);
+    d.ok(&["install-cluster"]);
+
+    let state = d.state();
+    assert_eq!(state["steps"]["install-cluster"]["status"], "done");
+    let servers = d.servers();
+    let hosts: Vec<&str> = servers.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(hosts, ["manager", "standalone", "worker-1", "worker-2"]);
+    for (host, pid) in &servers {
+        assert_eq!(state["processes"][format!("{host}/mariadbd")]["pid"], *pid);
+    }
+
+    // Every server holds the same dataset.
+    let counts = d.root_sql("manager", TABLE_COUNTS);
+    assert_eq!(counts.split_whitespace().next(), Some("100"), "{counts}");
+    for host in ["standalone", "worker-1", "worker-2"] {
+        assert_eq!(d.root_sql(host, TABLE_COUNTS), counts, "{host}");
+    }
+
+    // A write through the app account on the manager reaches every worker.
+    let app = d.secret("app_password");
+    let write = "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES (900001, 'Ada', 'O''Neill')";
+    let out = d.tcp_sql("manager", "app", &app, write);
+    assert!(out.status.success(), "{}", text(&out));
+    for worker in ["worker-1", "worker-2"] {
+        wait_for("the write to replicate", Duration::from_secs(30), || {
+            d.root_sql(
+                worker,
+                "SELECT last_name FROM filmdb.actor WHERE actor_id = 900001",
+            )
+            .trim()
+                == "O'Neill"
+        });
+        // Reading on a worker with the same account works; writing is refused.
+        let read = d.tcp_sql(worker, "app", &app, "SELECT COUNT(*) FROM filmdb.film");
+        assert_eq!(
+            String::from_utf8_lossy(&read.stdout).trim(),
+            "100",
+            "{}",
+            text(&read)
+        );
+        let refused = d.tcp_sql(
+            worker,
+            "app",
+            &app,
+            "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES (900002, 'No', 'Way')",
+        );
+        assert!(!refused.status.success());
+        assert!(text(&refused).contains("read-only"), "{}", text(&refused));
+    }
+    // Least privilege: the app account cannot touch other schemas; root has no network login.
+    let denied = d.tcp_sql("manager", "app", &app, "SELECT COUNT(*) FROM mysql.user");
+    assert!(text(&denied).contains("denied"), "{}", text(&denied));
+    let root = d.tcp_sql("manager", "root", "", "SELECT 1");
+    assert!(
+        !root.status.success(),
+        "root must not log in over the network"
+    );
+
+    let status = d.ok(&["status"]);
+    assert_eq!(
+        status.matches("up, replicating, lag 0 s").count(),
+        2,
+        "{status}"
+    );
+    assert!(status.contains("install-cluster  done"), "{status}");
+
+    // `all` on a done deployment redoes nothing: same servers, and it says so.
+    let pids_before = d.servers();
+    for _ in 0..2 {
+        let out = d.fails(&["all"], "not yet available");
+        assert!(out.contains("provision: already done"), "{out}");
+        assert!(out.contains("install-cluster: already done"), "{out}");
+        assert_eq!(d.servers(), pids_before);
+    }
+    assert_eq!(d.state()["steps"]["install-cluster"]["attempts"], 1);
+
+    let out = d.ok(&["teardown"]);
+    assert!(out.contains("stopped manager/mariadbd"), "{out}");
+    assert_eq!(d.servers(), []);
+    assert!(
+        !d.dir.join(".state").exists(),
+        "the state folder must be gone"
+    );
+    let state = d.state();
+    assert!(state["torn_down_at"].is_string());
+    assert_eq!(state["processes"].as_object().unwrap().len(), 0);
+    let again = d.ok(&["teardown"]);
+    assert!(again.contains("already torn down"), "{again}");
+    d.fails(&["install-cluster"], "was torn down");
+}
+
+#[test]
+fn install_cluster_killed_midway_resumes_without_duplicates() {
+    let d = Deployment::new("crash", "127.0.22");
+    d.provision(&[]);
+    let mut child = d
+        .command(&["install-cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it get some servers up, checking that data.json parses at every moment.
+    wait_for("two servers recorded", Duration::from_secs(60), || {
+        d.state()["processes"].as_object().unwrap().len() >= 2
+    });
+    // The lock keeps a second run out and names the one that holds it.
+    d.fails(&["teardown"], &format!("pid {}", child.id()));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let state = d.state();
+    assert_eq!(state["steps"]["install-cluster"]["status"], "running");
+    let hosts_before = state["hosts"].clone();
+    let started: Vec<(String, u32)> = d.servers();
+    assert!(!started.is_empty());
+
+    let out = d.ok(&["install-cluster"]);
+    assert!(out.contains("interrupted; resuming"), "{out}");
+    let state = d.state();
+    assert_eq!(state["steps"]["install-cluster"]["status"], "done");
+    assert_eq!(state["steps"]["install-cluster"]["attempts"], 2);
+    assert_eq!(state["hosts"], hosts_before);
+    // One server per database host, and those started before the kill were adopted.
+    let servers = d.servers();
+    let hosts: Vec<&str> = servers.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        hosts,
+        ["manager", "standalone", "worker-1", "worker-2", "worker-3"]
+    );
+    for server in &started {
+        assert!(
+            servers.contains(server),
+            "{server:?} was replaced: {servers:?}"
+        );
+    }
+    let counts = d.root_sql("manager", TABLE_COUNTS);
+    for worker in ["worker-1", "worker-2", "worker-3"] {
+        assert_eq!(d.root_sql(worker, TABLE_COUNTS), counts, "{worker}");
+    }
+    d.ok(&["teardown"]);
+    assert_eq!(d.servers(), []);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let d = Deployment::new("bad-input", "127.0.23");
+
+    d.fails(&["frobnicate"], "unrecognized subcommand");
+    d.fails(&["install-cluster"], "run `cargo xtask provision` first");
+    d.fails(
+        &["provision", "--workers", "0"],
+        "--workers must be between 1 and 20",
+    );
+    d.fails(&["provision", "--workers", "many"], "invalid value 'many'");
+    d.fails(
+        &["provision", "--loopback-prefix", "10.1.2"],
+        "inside 127.0.0.0/8",
+    );
+
+    // Something already listens where the manager would.
+    let taken = TcpListener::bind("127.0.23.3:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = [
+        "provision",
+        "--loopback-prefix",
+        "127.0.23",
+        "--db-port",
+        &port,
+    ];
+    d.fails(
+        &args,
+        &format!("127.0.23.3:{port} (for manager) is not free"),
+    );
+    drop(taken);
+    assert!(
+        !d.data_json().exists(),
+        "a refused provision must write nothing"
+    );
+
+    // A corrupt or foreign data.json is reported and left byte for byte as it was.
+    for (content, expected) in [
+        ("{ \"format_version\": 1, ", "not valid JSON"),
+        ("{\"format_version\": 99}", "format version 99"),
+    ] {
+        fs::write(d.data_json(), content).unwrap();
+        for args in [
+            &["provision"][..],
+            &["install-cluster"],
+            &["teardown"],
+            &["status"],
+            &["all"],
+        ] {
+            d.fails(args, expected);
+            assert_eq!(fs::read_to_string(d.data_json()).unwrap(), content);
+        }
+    }
+    fs::remove_file(d.data_json()).unwrap();
+
+    // Steps out of order, and settings given to a step other than provision.
+    d.provision(&["--workers", "1"]);
+    d.fails(&["bench"], "run `cargo xtask deploy-services`");
+    d.fails(
+        &["install-cluster", "--workers", "2"],
+        "settings are chosen at provision",
+    );
+    d.fails(
+        &["provision", "--workers", "2"],
+        "provisioned with --workers 1, not 2",
+    );
+    d.ok(&["teardown"]);
+}
+
+#[test]
+fn missing_packages_without_root_name_the_install_command() {
+    let mut d = Deployment::new("no-root", "127.0.24");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Run as nobody, in a folder nobody may write to.
+        fs::set_permissions(&d.dir, fs::Permissions::from_mode(0o777)).unwrap();
+        d.as_user = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+            .map(String::from)
+            .to_vec();
+    }
+    d.provision(&[]);
+    let mut cmd = d.command(&["install-cluster"]);
+    cmd.env("XTASK_TOOLS_PATH", "/nonexistent");
+    let out = cmd.output().unwrap();
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("sudo apt-get install -y mariadb-server mariadb-client sysbench"),
+        "{text}"
+    );
+    let state = d.state();
+    assert_eq!(state["steps"]["install-cluster"]["status"], "failed");
+    assert_eq!(state["processes"].as_object().unwrap().len(), 0);
+    assert_eq!(d.servers(), []);
+}
