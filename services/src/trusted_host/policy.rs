@@ -1,0 +1,431 @@
+//! The trusted host's query policy: deny by default, one statement of an allowed kind, checked
+//! on sqlparser's AST, and forwarded as the canonical text re-printed from that AST.
+//!
+//! Each rule has an id that appears in the rejection message and in the log. To add a rule,
+//! add a row to [`RULES`] and a check that returns `reject("its-id", ...)`.
+
+use std::fmt;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, LimitClause, ObjectName, Query, Select, SetExpr, Statement, TableFactor, Value,
+    Visit, Visitor,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::{Parser, ParserOptions};
+
+use crate::wire::Mode;
+
+/// A rule of the policy and the reason it exists.
+pub struct Rule {
+    pub id: &'static str,
+    pub why: &'static str,
+}
+
+/// The policy, readable in one place.
+pub const RULES: &[Rule] = &[
+    Rule { id: "query-length", why: "bounds parsing work and rules out payload smuggling in huge texts" },
+    Rule { id: "executable-comment", why: "MariaDB runs the inside of /*! */ and /*M! */ and reads /*+ */ as hints; sqlparser may see a plain comment" },
+    Rule { id: "parse-error", why: "what cannot be parsed cannot be checked: deny by default" },
+    Rule { id: "single-statement", why: "stacked statements would run what was never checked" },
+    Rule { id: "statement-kind", why: "reads are SELECT only; writes are INSERT, UPDATE or DELETE; no DDL, GRANT, SET, CALL, LOAD, LOCK, HANDLER or anything else" },
+    Rule { id: "where-required", why: "an UPDATE or DELETE without WHERE rewrites or empties a whole table" },
+    Rule { id: "set-operation", why: "UNION and friends are the classic way to append other tables' rows to a result" },
+    Rule { id: "into", why: "SELECT ... INTO writes files or variables on the server" },
+    Rule { id: "locking-read", why: "FOR UPDATE / LOCK IN SHARE MODE hold locks that block replication and writers" },
+    Rule { id: "system-schema", why: "mysql, information_schema, performance_schema and sys describe accounts and the server" },
+    Rule { id: "variable", why: "@@ system variables leak server configuration; @ user variables carry state between statements" },
+    Rule { id: "denied-function", why: "functions that sleep, read files, take locks, leak the server's identity or smuggle data out through errors" },
+    Rule { id: "nesting-depth", why: "deeply nested subqueries are a denial of service" },
+    Rule { id: "join-limit", why: "many-way joins are a denial of service" },
+    Rule { id: "in-list-size", why: "huge IN lists are a denial of service" },
+    Rule { id: "limit-cap", why: "a read returns at most the row cap; LIMIT must be a plain number" },
+    Rule { id: "round-trip", why: "what is forwarded must be exactly what was checked: the printed AST has to parse back to the same AST" },
+];
+
+/// Compared case-insensitively with the last part of a function's name.
+const DENIED_FUNCTIONS: &[&str] = &[
+    // Time and CPU burners.
+    "sleep", "benchmark",
+    // Files and the server's own host.
+    "load_file", "sys_exec", "sys_eval",
+    // Locks and replication waits that hold a connection.
+    "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock",
+    "master_pos_wait", "master_gtid_wait", "source_pos_wait",
+    // Error-based exfiltration.
+    "extractvalue", "updatexml", "exp", "geometrycollection", "polygon", "multipoint",
+    "multilinestring", "multipolygon", "linestring", "name_const",
+    // Identity and configuration of the server and the session.
+    "user", "current_user", "session_user", "system_user", "current_role", "version",
+    "database", "schema", "connection_id", "last_insert_id", "row_count", "found_rows",
+];
+
+const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
+
+/// The numeric bounds of the policy.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_query_bytes: usize,
+    /// How many queries may nest inside each other (the top level counts as one).
+    pub max_depth: usize,
+    pub max_joins: usize,
+    pub max_in_list: usize,
+    /// A read returns at most this many rows.
+    pub read_row_cap: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_query_bytes: 4096,
+            max_depth: 3,
+            max_joins: 6,
+            max_in_list: 100,
+            read_row_cap: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rejected by rule {}: {}", self.rule, self.reason)
+    }
+}
+
+fn reject<T>(rule: &'static str, reason: impl Into<String>) -> Result<T, Rejection> {
+    debug_assert!(RULES.iter().any(|r| r.id == rule), "unknown rule {rule}");
+    Err(Rejection {
+        rule,
+        reason: reason.into(),
+    })
+}
+
+/// Checks a query for a mode; returns the canonical text to forward.
+pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<String, Rejection> {
+    if sql.len() > limits.max_query_bytes {
+        return reject(
+            "query-length",
+            format!("the query is {} bytes, at most {} are accepted", sql.len(), limits.max_query_bytes),
+        );
+    }
+    if let Some(marker) = find_executable_comment(sql) {
+        return reject("executable-comment", format!("the query contains a {marker} comment"));
+    }
+    let mut statements = parse(sql)
+        .or_else(|e| reject("parse-error", format!("the query does not parse as MySQL: {e}")))?;
+    if statements.len() != 1 {
+        return reject(
+            "single-statement",
+            format!("exactly one statement is accepted, found {}", statements.len()),
+        );
+    }
+    let mut statement = statements.remove(0);
+    check_kind(&statement, mode)?;
+
+    let mut walker = Walker {
+        limits,
+        depth: 0,
+        tables: 0,
+    };
+    if let ControlFlow::Break(rejection) = statement.visit(&mut walker) {
+        return Err(rejection);
+    }
+    if mode.is_read() {
+        if let Statement::Query(query) = &mut statement {
+            cap_limit(query, limits.read_row_cap)?;
+        }
+    }
+
+    let canonical = statement.to_string();
+    match parse(&canonical) {
+        Ok(again) if again.len() == 1 && again[0] == statement => Ok(canonical),
+        _ => reject(
+            "round-trip",
+            "the query does not print back to the same statement; write it more plainly",
+        ),
+    }
+}
+
+fn parse(sql: &str) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
+    // Unescaping off: string literals keep their exact source form, so printing them back
+    // cannot turn a harmless string into different SQL.
+    Parser::new(&MySqlDialect {})
+        .with_options(ParserOptions::new().with_unescape(false))
+        .try_with_sql(sql)?
+        .parse_statements()
+}
+
+fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
+    let kind = statement_kind(statement);
+    if mode.is_read() {
+        let Statement::Query(query) = statement else {
+            return reject("statement-kind", format!("{} accepts only SELECT, not {kind}", mode.as_str()));
+        };
+        return check_query_body(&query.body);
+    }
+    match statement {
+        Statement::Insert(insert) => {
+            if insert.replace_into {
+                return reject("statement-kind", "REPLACE deletes rows; use INSERT or UPDATE");
+            }
+            Ok(())
+        }
+        Statement::Update(update) if update.selection.is_none() => {
+            reject("where-required", "an UPDATE needs a WHERE clause")
+        }
+        Statement::Delete(delete) if delete.selection.is_none() => {
+            reject("where-required", "a DELETE needs a WHERE clause")
+        }
+        Statement::Update(_) | Statement::Delete(_) => Ok(()),
+        _ => reject("statement-kind", format!("write accepts only INSERT, UPDATE or DELETE, not {kind}")),
+    }
+}
+
+/// A query's body must be a plain SELECT (or a parenthesized query), never a set operation or
+/// a statement dressed as a query.
+fn check_query_body(body: &SetExpr) -> Result<(), Rejection> {
+    match body {
+        SetExpr::Select(_) => Ok(()),
+        SetExpr::Query(inner) => check_query_body(&inner.body),
+        SetExpr::SetOperation { op, .. } => {
+            reject("set-operation", format!("{op} is not accepted"))
+        }
+        SetExpr::Values(_) => reject("statement-kind", "a bare VALUES list is not a read of the data"),
+        _ => reject("statement-kind", "only SELECT queries are accepted"),
+    }
+}
+
+/// The first words of a statement, for messages ("DROP TABLE", "SET").
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [first, second] if matches!(*first, "CREATE" | "DROP" | "ALTER" | "LOCK" | "LOAD") => {
+            format!("{first} {second}")
+        }
+        [first, ..] => first.to_string(),
+        [] => "an empty statement".to_string(),
+    }
+}
+
+/// Where a `/*!`, `/*M!` or `/*+` comment starts outside string literals and quoted names.
+pub fn find_executable_comment(sql: &str) -> Option<&'static str> {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' && quote != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    if bytes[i] == quote {
+                        // A doubled quote stands for the quote itself.
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let rest = &sql[i + 2..];
+                for marker in ["!", "M!", "+"] {
+                    if rest.starts_with(marker) {
+                        return Some(match marker {
+                            "!" => "/*!",
+                            "M!" => "/*M!",
+                            _ => "/*+",
+                        });
+                    }
+                }
+                // A plain comment: skip to its end.
+                match rest.find("*/") {
+                    Some(end) => i += 2 + end + 2,
+                    None => return None,
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            b'#' => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Gives a read a LIMIT no larger than the cap.
+fn cap_limit(query: &mut Query, cap: u64) -> Result<(), Rejection> {
+    let cap_expr = || Expr::value(Value::Number(cap.to_string(), false));
+    let literal = |e: &Expr| -> Result<u64, Rejection> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n.parse().or_else(|_| reject("limit-cap", format!("LIMIT {n} is not a row count"))),
+                other => reject("limit-cap", format!("LIMIT {other} is not a plain number")),
+            },
+            other => reject("limit-cap", format!("LIMIT {other} is not a plain number")),
+        }
+    };
+    match &mut query.limit_clause {
+        None => {
+            query.limit_clause = Some(LimitClause::LimitOffset {
+                limit: Some(cap_expr()),
+                offset: None,
+                limit_by: vec![],
+            })
+        }
+        Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
+            if !limit_by.is_empty() {
+                return reject("limit-cap", "LIMIT BY is not accepted");
+            }
+            if let Some(offset) = offset {
+                literal(&offset.value)?;
+            }
+            match limit {
+                Some(l) if literal(l)? <= cap => {}
+                _ => *limit = Some(cap_expr()),
+            }
+        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            literal(offset)?;
+            if literal(limit)? > cap {
+                *limit = cap_expr();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks the whole statement, wherever queries and expressions nest.
+struct Walker<'a> {
+    limits: &'a Limits,
+    depth: usize,
+    tables: usize,
+}
+
+impl Visitor for Walker<'_> {
+    type Break = Rejection;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Rejection> {
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            return break_with("nesting-depth", format!("queries nest at most {} deep", self.limits.max_depth));
+        }
+        if let Err(r) = check_no_set_operations(&query.body) {
+            return ControlFlow::Break(r);
+        }
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                if let Err(r) = check_no_set_operations(&cte.query.body) {
+                    return ControlFlow::Break(r);
+                }
+            }
+        }
+        if !query.locks.is_empty() {
+            return break_with("locking-read", "locking reads (FOR UPDATE, LOCK IN SHARE MODE) are not accepted");
+        }
+        if query.for_clause.is_some() {
+            return break_with("statement-kind", "FOR XML/JSON/BROWSE clauses are not accepted");
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<Rejection> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Rejection> {
+        if select.into.is_some() {
+            return break_with("into", "SELECT ... INTO is not accepted");
+        }
+        if !select.optimizer_hints.is_empty() {
+            return break_with("executable-comment", "optimizer hints are not accepted");
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Rejection> {
+        let parts: Vec<String> = relation.0.iter().map(|p| p.to_string()).collect();
+        if parts.len() >= 2 {
+            let schema = parts[parts.len() - 2].trim_matches('`').to_ascii_lowercase();
+            if SYSTEM_SCHEMAS.contains(&schema.as_str()) {
+                return break_with("system-schema", format!("{relation} is in the system schema {schema}"));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<Rejection> {
+        self.tables += 1;
+        if self.tables > self.limits.max_joins + 1 {
+            return break_with(
+                "join-limit",
+                format!("at most {} tables may be joined", self.limits.max_joins + 1),
+            );
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejection> {
+        match expr {
+            Expr::Function(function) => {
+                let name = function
+                    .name
+                    .0
+                    .last()
+                    .map(|p| p.to_string().trim_matches('`').to_ascii_lowercase())
+                    .unwrap_or_default();
+                if DENIED_FUNCTIONS.contains(&name.as_str()) {
+                    return break_with("denied-function", format!("the function {name}() is not accepted"));
+                }
+            }
+            Expr::InList { list, .. } if list.len() > self.limits.max_in_list => {
+                return break_with(
+                    "in-list-size",
+                    format!("IN lists hold at most {} values, found {}", self.limits.max_in_list, list.len()),
+                );
+            }
+            Expr::Identifier(ident) if ident.value.starts_with('@') => {
+                return break_with("variable", format!("the variable {} is not accepted", ident.value));
+            }
+            Expr::CompoundIdentifier(parts) if parts.iter().any(|p| p.value.starts_with('@')) => {
+                return break_with("variable", "variables are not accepted");
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn check_no_set_operations(body: &SetExpr) -> Result<(), Rejection> {
+    match body {
+        SetExpr::SetOperation { op, .. } => reject("set-operation", format!("{op} is not accepted")),
+        SetExpr::Query(inner) => check_no_set_operations(&inner.body),
+        _ => Ok(()),
+    }
+}
+
+fn break_with(rule: &'static str, reason: impl Into<String>) -> ControlFlow<Rejection> {
+    match reject::<()>(rule, reason) {
+        Err(r) => ControlFlow::Break(r),
+        Ok(()) => ControlFlow::Continue(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
