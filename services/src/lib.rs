@@ -1,6 +1,15 @@
 //! The role services of the Gatekeeper and Proxy patterns: the gatekeeper (public), the trusted
 //! host (validation) and the proxy (routing to the cluster), and what they share.
+//!
+//! Request path: client -> gatekeeper -> trusted host -> proxy -> manager or a worker.
 
+pub mod config;
 pub mod error;
+pub mod extract;
+pub mod gatekeeper;
+pub mod guard;
+pub mod proxy;
+pub mod serve;
 pub mod trusted_host;
+pub mod upstream;
 pub mod wire;

@@ -1,1 +1,55 @@
+//! The trusted host: between the public gatekeeper and the proxy. It holds no database
+//! credentials; it checks every query against the policy and forwards only the canonical text
+//! of what passed.
+
 pub mod policy;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::guard::{self, Guard};
+use crate::upstream::Upstream;
+use crate::wire::QueryRequest;
+use policy::Limits;
+
+pub struct TrustedHost {
+    pub proxy: Upstream,
+    pub limits: Limits,
+}
+
+pub fn app(trusted_host: Arc<TrustedHost>, guard: Guard) -> Router {
+    Router::new()
+        .route("/query", post(query))
+        .route_layer(middleware::from_fn_with_state(guard, guard::check))
+        .route("/health", get(health))
+        .with_state(trusted_host)
+}
+
+async fn query(
+    State(th): State<Arc<TrustedHost>>,
+    ApiJson(request): ApiJson<QueryRequest>,
+) -> Result<Response, ApiError> {
+    let canonical = policy::validate(&request.query, request.mode, &th.limits).map_err(|r| {
+        tracing::warn!(rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string())
+    })?;
+    tracing::info!(mode = request.mode.as_str(), "query accepted");
+    let forwarded = QueryRequest {
+        query: canonical,
+        mode: request.mode,
+    };
+    let (status, body) = th.proxy.query(&forwarded).await?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "service": "trusted-host" }))
+}

@@ -8,8 +8,8 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, LimitClause, ObjectName, Query, Select, SetExpr, Statement, TableFactor, Value,
-    Visit, Visitor,
+    Expr, LimitClause, ObjectName, Query, Select, SetExpr, Statement, TableFactor, Value, Visit,
+    Visitor,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -46,18 +46,45 @@ pub const RULES: &[Rule] = &[
 /// Compared case-insensitively with the last part of a function's name.
 const DENIED_FUNCTIONS: &[&str] = &[
     // Time and CPU burners.
-    "sleep", "benchmark",
+    "sleep",
+    "benchmark",
     // Files and the server's own host.
-    "load_file", "sys_exec", "sys_eval",
+    "load_file",
+    "sys_exec",
+    "sys_eval",
     // Locks and replication waits that hold a connection.
-    "get_lock", "release_lock", "release_all_locks", "is_free_lock", "is_used_lock",
-    "master_pos_wait", "master_gtid_wait", "source_pos_wait",
+    "get_lock",
+    "release_lock",
+    "release_all_locks",
+    "is_free_lock",
+    "is_used_lock",
+    "master_pos_wait",
+    "master_gtid_wait",
+    "source_pos_wait",
     // Error-based exfiltration.
-    "extractvalue", "updatexml", "exp", "geometrycollection", "polygon", "multipoint",
-    "multilinestring", "multipolygon", "linestring", "name_const",
+    "extractvalue",
+    "updatexml",
+    "exp",
+    "geometrycollection",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "linestring",
+    "name_const",
     // Identity and configuration of the server and the session.
-    "user", "current_user", "session_user", "system_user", "current_role", "version",
-    "database", "schema", "connection_id", "last_insert_id", "row_count", "found_rows",
+    "user",
+    "current_user",
+    "session_user",
+    "system_user",
+    "current_role",
+    "version",
+    "database",
+    "schema",
+    "connection_id",
+    "last_insert_id",
+    "row_count",
+    "found_rows",
 ];
 
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
@@ -111,18 +138,32 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<String, Reject
     if sql.len() > limits.max_query_bytes {
         return reject(
             "query-length",
-            format!("the query is {} bytes, at most {} are accepted", sql.len(), limits.max_query_bytes),
+            format!(
+                "the query is {} bytes, at most {} are accepted",
+                sql.len(),
+                limits.max_query_bytes
+            ),
         );
     }
     if let Some(marker) = find_executable_comment(sql) {
-        return reject("executable-comment", format!("the query contains a {marker} comment"));
+        return reject(
+            "executable-comment",
+            format!("the query contains a {marker} comment"),
+        );
     }
-    let mut statements = parse(sql)
-        .or_else(|e| reject("parse-error", format!("the query does not parse as MySQL: {e}")))?;
+    let mut statements = parse(sql).or_else(|e| {
+        reject(
+            "parse-error",
+            format!("the query does not parse as MySQL: {e}"),
+        )
+    })?;
     if statements.len() != 1 {
         return reject(
             "single-statement",
-            format!("exactly one statement is accepted, found {}", statements.len()),
+            format!(
+                "exactly one statement is accepted, found {}",
+                statements.len()
+            ),
         );
     }
     let mut statement = statements.remove(0);
@@ -165,14 +206,20 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
     let kind = statement_kind(statement);
     if mode.is_read() {
         let Statement::Query(query) = statement else {
-            return reject("statement-kind", format!("{} accepts only SELECT, not {kind}", mode.as_str()));
+            return reject(
+                "statement-kind",
+                format!("{} accepts only SELECT, not {kind}", mode.as_str()),
+            );
         };
         return check_query_body(&query.body);
     }
     match statement {
         Statement::Insert(insert) => {
             if insert.replace_into {
-                return reject("statement-kind", "REPLACE deletes rows; use INSERT or UPDATE");
+                return reject(
+                    "statement-kind",
+                    "REPLACE deletes rows; use INSERT or UPDATE",
+                );
             }
             Ok(())
         }
@@ -183,7 +230,10 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
             reject("where-required", "a DELETE needs a WHERE clause")
         }
         Statement::Update(_) | Statement::Delete(_) => Ok(()),
-        _ => reject("statement-kind", format!("write accepts only INSERT, UPDATE or DELETE, not {kind}")),
+        _ => reject(
+            "statement-kind",
+            format!("write accepts only INSERT, UPDATE or DELETE, not {kind}"),
+        ),
     }
 }
 
@@ -196,7 +246,10 @@ fn check_query_body(body: &SetExpr) -> Result<(), Rejection> {
         SetExpr::SetOperation { op, .. } => {
             reject("set-operation", format!("{op} is not accepted"))
         }
-        SetExpr::Values(_) => reject("statement-kind", "a bare VALUES list is not a read of the data"),
+        SetExpr::Values(_) => reject(
+            "statement-kind",
+            "a bare VALUES list is not a read of the data",
+        ),
         _ => reject("statement-kind", "only SELECT queries are accepted"),
     }
 }
@@ -274,7 +327,9 @@ fn cap_limit(query: &mut Query, cap: u64) -> Result<(), Rejection> {
     let literal = |e: &Expr| -> Result<u64, Rejection> {
         match e {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => n.parse().or_else(|_| reject("limit-cap", format!("LIMIT {n} is not a row count"))),
+                Value::Number(n, _) => n
+                    .parse()
+                    .or_else(|_| reject("limit-cap", format!("LIMIT {n} is not a row count"))),
                 other => reject("limit-cap", format!("LIMIT {other} is not a plain number")),
             },
             other => reject("limit-cap", format!("LIMIT {other} is not a plain number")),
@@ -288,7 +343,11 @@ fn cap_limit(query: &mut Query, cap: u64) -> Result<(), Rejection> {
                 limit_by: vec![],
             })
         }
-        Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
             if !limit_by.is_empty() {
                 return reject("limit-cap", "LIMIT BY is not accepted");
             }
@@ -323,7 +382,10 @@ impl Visitor for Walker<'_> {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Rejection> {
         self.depth += 1;
         if self.depth > self.limits.max_depth {
-            return break_with("nesting-depth", format!("queries nest at most {} deep", self.limits.max_depth));
+            return break_with(
+                "nesting-depth",
+                format!("queries nest at most {} deep", self.limits.max_depth),
+            );
         }
         if let Err(r) = check_no_set_operations(&query.body) {
             return ControlFlow::Break(r);
@@ -336,10 +398,16 @@ impl Visitor for Walker<'_> {
             }
         }
         if !query.locks.is_empty() {
-            return break_with("locking-read", "locking reads (FOR UPDATE, LOCK IN SHARE MODE) are not accepted");
+            return break_with(
+                "locking-read",
+                "locking reads (FOR UPDATE, LOCK IN SHARE MODE) are not accepted",
+            );
         }
         if query.for_clause.is_some() {
-            return break_with("statement-kind", "FOR XML/JSON/BROWSE clauses are not accepted");
+            return break_with(
+                "statement-kind",
+                "FOR XML/JSON/BROWSE clauses are not accepted",
+            );
         }
         ControlFlow::Continue(())
     }
@@ -362,9 +430,14 @@ impl Visitor for Walker<'_> {
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Rejection> {
         let parts: Vec<String> = relation.0.iter().map(|p| p.to_string()).collect();
         if parts.len() >= 2 {
-            let schema = parts[parts.len() - 2].trim_matches('`').to_ascii_lowercase();
+            let schema = parts[parts.len() - 2]
+                .trim_matches('`')
+                .to_ascii_lowercase();
             if SYSTEM_SCHEMAS.contains(&schema.as_str()) {
-                return break_with("system-schema", format!("{relation} is in the system schema {schema}"));
+                return break_with(
+                    "system-schema",
+                    format!("{relation} is in the system schema {schema}"),
+                );
             }
         }
         ControlFlow::Continue(())
@@ -391,17 +464,27 @@ impl Visitor for Walker<'_> {
                     .map(|p| p.to_string().trim_matches('`').to_ascii_lowercase())
                     .unwrap_or_default();
                 if DENIED_FUNCTIONS.contains(&name.as_str()) {
-                    return break_with("denied-function", format!("the function {name}() is not accepted"));
+                    return break_with(
+                        "denied-function",
+                        format!("the function {name}() is not accepted"),
+                    );
                 }
             }
             Expr::InList { list, .. } if list.len() > self.limits.max_in_list => {
                 return break_with(
                     "in-list-size",
-                    format!("IN lists hold at most {} values, found {}", self.limits.max_in_list, list.len()),
+                    format!(
+                        "IN lists hold at most {} values, found {}",
+                        self.limits.max_in_list,
+                        list.len()
+                    ),
                 );
             }
             Expr::Identifier(ident) if ident.value.starts_with('@') => {
-                return break_with("variable", format!("the variable {} is not accepted", ident.value));
+                return break_with(
+                    "variable",
+                    format!("the variable {} is not accepted", ident.value),
+                );
             }
             Expr::CompoundIdentifier(parts) if parts.iter().any(|p| p.value.starts_with('@')) => {
                 return break_with("variable", "variables are not accepted");
@@ -414,7 +497,9 @@ impl Visitor for Walker<'_> {
 
 fn check_no_set_operations(body: &SetExpr) -> Result<(), Rejection> {
     match body {
-        SetExpr::SetOperation { op, .. } => reject("set-operation", format!("{op} is not accepted")),
+        SetExpr::SetOperation { op, .. } => {
+            reject("set-operation", format!("{op} is not accepted"))
+        }
         SetExpr::Query(inner) => check_no_set_operations(&inner.body),
         _ => Ok(()),
     }

@@ -58,83 +58,259 @@ fn legitimate_queries_pass() {
 /// (query, mode, the rule that must refuse it)
 const ATTACKS: &[(&str, Mode, &str)] = &[
     // Stacked and empty statements.
-    ("SELECT 1; DROP TABLE film", Mode::Random, "single-statement"),
+    (
+        "SELECT 1; DROP TABLE film",
+        Mode::Random,
+        "single-statement",
+    ),
     ("SELECT 1; SELECT 2", Mode::DirectHit, "single-statement"),
     ("", Mode::Random, "single-statement"),
     ("   ;  ", Mode::Random, "single-statement"),
-    ("UPDATE film SET title = 'a' WHERE film_id = 1; DELETE FROM actor WHERE 1 = 1", Mode::Write, "single-statement"),
+    (
+        "UPDATE film SET title = 'a' WHERE film_id = 1; DELETE FROM actor WHERE 1 = 1",
+        Mode::Write,
+        "single-statement",
+    ),
     // Statement kinds.
     ("DROP TABLE film", Mode::Write, "statement-kind"),
     ("TRUNCATE TABLE film", Mode::Write, "statement-kind"),
     ("CREATE TABLE x (a INT)", Mode::Write, "statement-kind"),
-    ("ALTER TABLE film ADD COLUMN x INT", Mode::Write, "statement-kind"),
+    (
+        "ALTER TABLE film ADD COLUMN x INT",
+        Mode::Write,
+        "statement-kind",
+    ),
     ("GRANT ALL ON *.* TO 'x'@'%'", Mode::Write, "statement-kind"),
     ("SET GLOBAL read_only = 0", Mode::Write, "statement-kind"),
     ("CALL p()", Mode::Write, "statement-kind"),
     ("LOCK TABLES film WRITE", Mode::Write, "statement-kind"),
     ("SHOW GRANTS", Mode::DirectHit, "statement-kind"),
-    ("INSERT INTO actor VALUES (1, 'a', 'b')", Mode::Random, "statement-kind"),
-    ("DELETE FROM actor WHERE actor_id = 1", Mode::Customized, "statement-kind"),
+    (
+        "INSERT INTO actor VALUES (1, 'a', 'b')",
+        Mode::Random,
+        "statement-kind",
+    ),
+    (
+        "DELETE FROM actor WHERE actor_id = 1",
+        Mode::Customized,
+        "statement-kind",
+    ),
     ("SELECT * FROM film", Mode::Write, "statement-kind"),
-    ("REPLACE INTO actor VALUES (1, 'a', 'b')", Mode::Write, "statement-kind"),
+    (
+        "REPLACE INTO actor VALUES (1, 'a', 'b')",
+        Mode::Write,
+        "statement-kind",
+    ),
     ("VALUES (1), (2)", Mode::Random, "statement-kind"),
     // Writes without WHERE.
     ("UPDATE film SET title = 'x'", Mode::Write, "where-required"),
     ("DELETE FROM film", Mode::Write, "where-required"),
     // Set operations anywhere.
-    ("SELECT title FROM film UNION SELECT first_name FROM actor", Mode::Random, "set-operation"),
-    ("SELECT title FROM film UNION ALL SELECT 1", Mode::DirectHit, "set-operation"),
-    ("SELECT * FROM film WHERE film_id IN (SELECT 1 UNION SELECT 2)", Mode::Random, "set-operation"),
-    ("WITH x AS (SELECT 1 AS a UNION SELECT 2) SELECT * FROM x", Mode::Random, "set-operation"),
-    ("SELECT * FROM (SELECT 1 INTERSECT SELECT 1) t", Mode::Random, "set-operation"),
-    ("SELECT * FROM (SELECT 1 EXCEPT SELECT 2) t", Mode::Random, "set-operation"),
-    ("INSERT INTO actor (actor_id) SELECT 1 UNION SELECT 2", Mode::Write, "set-operation"),
+    (
+        "SELECT title FROM film UNION SELECT first_name FROM actor",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "SELECT title FROM film UNION ALL SELECT 1",
+        Mode::DirectHit,
+        "set-operation",
+    ),
+    (
+        "SELECT * FROM film WHERE film_id IN (SELECT 1 UNION SELECT 2)",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH x AS (SELECT 1 AS a UNION SELECT 2) SELECT * FROM x",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "SELECT * FROM (SELECT 1 INTERSECT SELECT 1) t",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "SELECT * FROM (SELECT 1 EXCEPT SELECT 2) t",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "INSERT INTO actor (actor_id) SELECT 1 UNION SELECT 2",
+        Mode::Write,
+        "set-operation",
+    ),
     // INTO.
-    ("SELECT title INTO @t FROM film LIMIT 1", Mode::Random, "into"),
+    (
+        "SELECT title INTO @t FROM film LIMIT 1",
+        Mode::Random,
+        "into",
+    ),
     // sqlparser does not know the file forms of INTO: deny by default refuses them unparsed.
-    ("SELECT * INTO OUTFILE '/tmp/x' FROM film", Mode::Random, "parse-error"),
-    ("SELECT * INTO DUMPFILE '/tmp/x' FROM film", Mode::Random, "parse-error"),
-    ("SELECT * FROM film INTO OUTFILE '/tmp/x'", Mode::Random, "parse-error"),
+    (
+        "SELECT * INTO OUTFILE '/tmp/x' FROM film",
+        Mode::Random,
+        "parse-error",
+    ),
+    (
+        "SELECT * INTO DUMPFILE '/tmp/x' FROM film",
+        Mode::Random,
+        "parse-error",
+    ),
+    (
+        "SELECT * FROM film INTO OUTFILE '/tmp/x'",
+        Mode::Random,
+        "parse-error",
+    ),
     // Locking reads.
-    ("SELECT * FROM film FOR UPDATE", Mode::Random, "locking-read"),
-    ("SELECT * FROM film WHERE film_id = 1 FOR SHARE", Mode::DirectHit, "locking-read"),
+    (
+        "SELECT * FROM film FOR UPDATE",
+        Mode::Random,
+        "locking-read",
+    ),
+    (
+        "SELECT * FROM film WHERE film_id = 1 FOR SHARE",
+        Mode::DirectHit,
+        "locking-read",
+    ),
     // System schemas.
     ("SELECT * FROM mysql.user", Mode::Random, "system-schema"),
-    ("SELECT * FROM INFORMATION_SCHEMA.TABLES", Mode::Random, "system-schema"),
-    ("SELECT * FROM `performance_schema`.threads", Mode::Random, "system-schema"),
+    (
+        "SELECT * FROM INFORMATION_SCHEMA.TABLES",
+        Mode::Random,
+        "system-schema",
+    ),
+    (
+        "SELECT * FROM `performance_schema`.threads",
+        Mode::Random,
+        "system-schema",
+    ),
     ("SELECT * FROM sys.version", Mode::Random, "system-schema"),
-    ("SELECT * FROM film WHERE film_id IN (SELECT 1 FROM `mysql`.`user`)", Mode::Random, "system-schema"),
-    ("SELECT * FROM film f JOIN mysql.db d ON 1 = 1", Mode::Random, "system-schema"),
-    ("INSERT INTO mysql.user (User) VALUES ('x')", Mode::Write, "system-schema"),
-    ("DELETE FROM mysql.global_priv WHERE User = 'root'", Mode::Write, "system-schema"),
+    (
+        "SELECT * FROM film WHERE film_id IN (SELECT 1 FROM `mysql`.`user`)",
+        Mode::Random,
+        "system-schema",
+    ),
+    (
+        "SELECT * FROM film f JOIN mysql.db d ON 1 = 1",
+        Mode::Random,
+        "system-schema",
+    ),
+    (
+        "INSERT INTO mysql.user (User) VALUES ('x')",
+        Mode::Write,
+        "system-schema",
+    ),
+    (
+        "DELETE FROM mysql.global_priv WHERE User = 'root'",
+        Mode::Write,
+        "system-schema",
+    ),
     // Variables.
     ("SELECT @@version", Mode::Random, "variable"),
     ("SELECT @@GLOBAL.secure_file_priv", Mode::Random, "variable"),
-    ("SELECT * FROM film WHERE film_id = @id", Mode::Random, "variable"),
+    (
+        "SELECT * FROM film WHERE film_id = @id",
+        Mode::Random,
+        "variable",
+    ),
     ("SELECT @a := 1", Mode::Random, "variable"),
     // Denied functions, wherever they nest, in any case.
     ("SELECT SLEEP(5)", Mode::Random, "denied-function"),
-    ("SELECT * FROM film WHERE film_id = 1 AND sLeEp(5) = 0", Mode::Random, "denied-function"),
-    ("SELECT title FROM film WHERE film_id = (SELECT BENCHMARK(1000000, MD5('a')))", Mode::Random, "denied-function"),
-    ("SELECT EXTRACTVALUE(1, CONCAT(0x7e, (SELECT title FROM film LIMIT 1)))", Mode::Random, "denied-function"),
-    ("SELECT UPDATEXML(1, CONCAT(0x7e, 1), 1)", Mode::Random, "denied-function"),
-    ("SELECT LOAD_FILE('/etc/passwd')", Mode::Random, "denied-function"),
+    (
+        "SELECT * FROM film WHERE film_id = 1 AND sLeEp(5) = 0",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT title FROM film WHERE film_id = (SELECT BENCHMARK(1000000, MD5('a')))",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT EXTRACTVALUE(1, CONCAT(0x7e, (SELECT title FROM film LIMIT 1)))",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT UPDATEXML(1, CONCAT(0x7e, 1), 1)",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT LOAD_FILE('/etc/passwd')",
+        Mode::Random,
+        "denied-function",
+    ),
     ("SELECT GET_LOCK('a', 10)", Mode::Random, "denied-function"),
     ("SELECT user()", Mode::Random, "denied-function"),
-    ("SELECT CONCAT(version(), database())", Mode::Random, "denied-function"),
-    ("UPDATE film SET title = SLEEP(3) WHERE film_id = 1", Mode::Write, "denied-function"),
-    ("INSERT INTO actor (actor_id, first_name) VALUES (1, LOAD_FILE('/etc/shadow'))", Mode::Write, "denied-function"),
-    ("SELECT CASE WHEN 1 = 1 THEN sleep(1) END", Mode::Random, "denied-function"),
-    ("SELECT COUNT(*) FROM film GROUP BY title HAVING SLEEP(1) = 0", Mode::Random, "denied-function"),
-    ("SELECT * FROM film ORDER BY (SELECT SLEEP(1))", Mode::Random, "denied-function"),
+    (
+        "SELECT CONCAT(version(), database())",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "UPDATE film SET title = SLEEP(3) WHERE film_id = 1",
+        Mode::Write,
+        "denied-function",
+    ),
+    (
+        "INSERT INTO actor (actor_id, first_name) VALUES (1, LOAD_FILE('/etc/shadow'))",
+        Mode::Write,
+        "denied-function",
+    ),
+    (
+        "SELECT CASE WHEN 1 = 1 THEN sleep(1) END",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT COUNT(*) FROM film GROUP BY title HAVING SLEEP(1) = 0",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "SELECT * FROM film ORDER BY (SELECT SLEEP(1))",
+        Mode::Random,
+        "denied-function",
+    ),
     // Executable and hint comments, outside literals.
-    ("SELECT * FROM film /*! UNION SELECT * FROM mysql.user */", Mode::Random, "executable-comment"),
-    ("SELECT * FROM film /*!50000 WHERE SLEEP(1) */", Mode::Random, "executable-comment"),
-    ("SELECT * FROM film /*M!100000 WHERE SLEEP(1) */", Mode::Random, "executable-comment"),
-    ("SELECT /*+ MAX_EXECUTION_TIME(1) */ * FROM film", Mode::Random, "executable-comment"),
-    ("UPDATE film SET title = 'a' WHERE film_id = 1 /*!50000 OR 1=1 */", Mode::Write, "executable-comment"),
-    ("SELECT 'it''s' /*!, user() */", Mode::Random, "executable-comment"),
-    (r"SELECT 'a\' /*!' /*! sleep(1) */", Mode::Random, "executable-comment"),
+    (
+        "SELECT * FROM film /*! UNION SELECT * FROM mysql.user */",
+        Mode::Random,
+        "executable-comment",
+    ),
+    (
+        "SELECT * FROM film /*!50000 WHERE SLEEP(1) */",
+        Mode::Random,
+        "executable-comment",
+    ),
+    (
+        "SELECT * FROM film /*M!100000 WHERE SLEEP(1) */",
+        Mode::Random,
+        "executable-comment",
+    ),
+    (
+        "SELECT /*+ MAX_EXECUTION_TIME(1) */ * FROM film",
+        Mode::Random,
+        "executable-comment",
+    ),
+    (
+        "UPDATE film SET title = 'a' WHERE film_id = 1 /*!50000 OR 1=1 */",
+        Mode::Write,
+        "executable-comment",
+    ),
+    (
+        "SELECT 'it''s' /*!, user() */",
+        Mode::Random,
+        "executable-comment",
+    ),
+    (
+        r"SELECT 'a\' /*!' /*! sleep(1) */",
+        Mode::Random,
+        "executable-comment",
+    ),
     // Parse errors are rejections.
     ("SELEC * FROM film", Mode::Random, "parse-error"),
     ("SELECT * FROM film WHERE", Mode::Random, "parse-error"),
@@ -149,10 +325,13 @@ fn attacks_are_refused_by_their_rule() {
     let mut wrong = Vec::new();
     for (sql, mode, rule) in ATTACKS {
         match check(sql, *mode) {
-            Ok(canonical) => wrong.push(format!("{sql:?} ({mode:?}) was accepted as {canonical:?}")),
-            Err(r) if r.rule != *rule => {
-                wrong.push(format!("{sql:?} ({mode:?}) was refused by {} instead of {rule}: {}", r.rule, r.reason))
+            Ok(canonical) => {
+                wrong.push(format!("{sql:?} ({mode:?}) was accepted as {canonical:?}"))
             }
+            Err(r) if r.rule != *rule => wrong.push(format!(
+                "{sql:?} ({mode:?}) was refused by {} instead of {rule}: {}",
+                r.rule, r.reason
+            )),
             Err(r) => assert!(r.to_string().contains(rule)),
         }
     }
@@ -161,18 +340,27 @@ fn attacks_are_refused_by_their_rule() {
 
 #[test]
 fn limits_are_enforced() {
-    let nested = "SELECT * FROM film WHERE film_id IN (SELECT film_id FROM inventory WHERE film_id IN \
+    let nested =
+        "SELECT * FROM film WHERE film_id IN (SELECT film_id FROM inventory WHERE film_id IN \
                   (SELECT film_id FROM film WHERE film_id IN (SELECT film_id FROM rental)))";
-    assert_eq!(check(nested, Mode::Random).unwrap_err().rule, "nesting-depth");
+    assert_eq!(
+        check(nested, Mode::Random).unwrap_err().rule,
+        "nesting-depth"
+    );
 
-    let joins: String = (1..=8).map(|i| format!(" JOIN film f{i} ON f{i}.film_id = f0.film_id")).collect();
+    let joins: String = (1..=8)
+        .map(|i| format!(" JOIN film f{i} ON f{i}.film_id = f0.film_id"))
+        .collect();
     let sql = format!("SELECT f0.title FROM film f0{joins}");
     assert_eq!(check(&sql, Mode::Random).unwrap_err().rule, "join-limit");
 
     let list: Vec<String> = (0..101).map(|i| i.to_string()).collect();
     let sql = format!("SELECT * FROM film WHERE film_id IN ({})", list.join(", "));
     assert_eq!(check(&sql, Mode::Random).unwrap_err().rule, "in-list-size");
-    let sql = format!("SELECT * FROM film WHERE film_id IN ({})", list[..100].join(", "));
+    let sql = format!(
+        "SELECT * FROM film WHERE film_id IN ({})",
+        list[..100].join(", ")
+    );
     check(&sql, Mode::Random).unwrap();
 
     let long = format!("SELECT '{}'", "a".repeat(5000));
@@ -189,16 +377,27 @@ fn reads_get_a_capped_limit() {
     ends("SELECT * FROM film LIMIT 5", "LIMIT 5");
     ends("SELECT * FROM film LIMIT 5000", "LIMIT 1000");
     ends("SELECT * FROM film LIMIT 10, 5000", "LIMIT 10, 1000");
-    ends("SELECT * FROM film LIMIT 5000 OFFSET 10", "LIMIT 1000 OFFSET 10");
+    ends(
+        "SELECT * FROM film LIMIT 5000 OFFSET 10",
+        "LIMIT 1000 OFFSET 10",
+    );
     let write = check("DELETE FROM actor WHERE actor_id = 1", Mode::Write).unwrap();
     assert!(!write.contains("LIMIT"));
 }
 
 #[test]
 fn literals_are_forwarded_exactly_as_written() {
-    let canonical = check(r"SELECT * FROM actor WHERE last_name = 'O\'Brien'", Mode::Random).unwrap();
+    let canonical = check(
+        r"SELECT * FROM actor WHERE last_name = 'O\'Brien'",
+        Mode::Random,
+    )
+    .unwrap();
     assert!(canonical.contains(r"'O\'Brien'"), "{canonical}");
-    let canonical = check("SELECT * FROM actor WHERE last_name = 'O''Brien'", Mode::Random).unwrap();
+    let canonical = check(
+        "SELECT * FROM actor WHERE last_name = 'O''Brien'",
+        Mode::Random,
+    )
+    .unwrap();
     assert!(canonical.contains("'O''Brien'"), "{canonical}");
     let canonical = check("SELECT '/*! SLEEP(5) */' AS s", Mode::Random).unwrap();
     assert!(canonical.contains("'/*! SLEEP(5) */'"), "{canonical}");
@@ -207,22 +406,38 @@ fn literals_are_forwarded_exactly_as_written() {
 #[test]
 fn comment_scanner_sees_only_real_comments() {
     assert_eq!(find_executable_comment("SELECT 1 /*! x */"), Some("/*!"));
-    assert_eq!(find_executable_comment("SELECT 1 /*M!100 x */"), Some("/*M!"));
+    assert_eq!(
+        find_executable_comment("SELECT 1 /*M!100 x */"),
+        Some("/*M!")
+    );
     assert_eq!(find_executable_comment("SELECT /*+ x */ 1"), Some("/*+"));
     assert_eq!(find_executable_comment("SELECT '/*! x */'"), None);
     assert_eq!(find_executable_comment("SELECT `/*!x*/` FROM t"), None);
     assert_eq!(find_executable_comment("SELECT \"/*!\" FROM t"), None);
     assert_eq!(find_executable_comment("SELECT 1 -- /*! x */"), None);
     assert_eq!(find_executable_comment("SELECT 1 # /*! x */"), None);
-    assert_eq!(find_executable_comment("SELECT 1 /* plain */ /*! x */"), Some("/*!"));
-    assert_eq!(find_executable_comment(r"SELECT 'a\'' /*! x */"), Some("/*!"));
-    assert_eq!(find_executable_comment("SELECT 'a''' /*! x */"), Some("/*!"));
+    assert_eq!(
+        find_executable_comment("SELECT 1 /* plain */ /*! x */"),
+        Some("/*!")
+    );
+    assert_eq!(
+        find_executable_comment(r"SELECT 'a\'' /*! x */"),
+        Some("/*!")
+    );
+    assert_eq!(
+        find_executable_comment("SELECT 'a''' /*! x */"),
+        Some("/*!")
+    );
 }
 
 #[test]
 fn every_rule_has_a_reason_and_a_unique_id() {
     for (i, rule) in RULES.iter().enumerate() {
         assert!(!rule.why.is_empty());
-        assert!(RULES[..i].iter().all(|r| r.id != rule.id), "{} twice", rule.id);
+        assert!(
+            RULES[..i].iter().all(|r| r.id != rule.id),
+            "{} twice",
+            rule.id
+        );
     }
 }

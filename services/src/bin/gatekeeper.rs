@@ -1,0 +1,32 @@
+//! The gatekeeper service: `gatekeeper --config PATH`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use services::config::{self, GatekeeperConfig};
+use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
+use services::serve;
+use services::upstream::Upstream;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    serve::init_logging();
+    let config: GatekeeperConfig = config::load(&serve::config_path()?)?;
+    let timeout = Duration::from_millis(config.request_timeout_ms);
+    let gatekeeper = Arc::new(Gatekeeper {
+        // The upstream gives up a little before the request's own time limit, so the client
+        // hears which hop was slow.
+        trusted_host: Upstream::new(
+            &config.trusted_host_url,
+            &config.trusted_host_token,
+            config.outgoing_address,
+            timeout.mul_f64(0.9),
+        )?,
+    });
+    let hygiene = Hygiene {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: timeout,
+        limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+    };
+    serve::serve(config.listen, gatekeeper::app(gatekeeper, hygiene)).await
+}

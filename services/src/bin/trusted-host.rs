@@ -1,0 +1,27 @@
+//! The trusted host service: `trusted-host --config PATH`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use services::config::{self, TrustedHostConfig};
+use services::guard::Guard;
+use services::serve;
+use services::trusted_host::{self, policy::Limits, TrustedHost};
+use services::upstream::Upstream;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    serve::init_logging();
+    let config: TrustedHostConfig = config::load(&serve::config_path()?)?;
+    let trusted_host = Arc::new(TrustedHost {
+        proxy: Upstream::new(
+            &config.proxy_url,
+            &config.proxy_token,
+            config.outgoing_address,
+            Duration::from_millis(config.request_timeout_ms),
+        )?,
+        limits: Limits::default(),
+    });
+    let guard = Guard::new(&config.allowed_peers, &config.token);
+    serve::serve(config.listen, trusted_host::app(trusted_host, guard)).await
+}

@@ -1,0 +1,158 @@
+//! The gatekeeper: the only public role. It serves the web pages and the JSON API, keeps the
+//! transport clean (body size, UTF-8, content type, time limits, a rate limit per client) and
+//! forwards every query to the trusted host. It holds no database credentials and judges no SQL.
+
+pub mod pages;
+pub mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{middleware, Form, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::upstream::Upstream;
+use crate::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
+use rate_limit::RateLimiter;
+
+pub struct Gatekeeper {
+    pub trusted_host: Upstream,
+}
+
+pub struct Hygiene {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub limiter: RateLimiter,
+}
+
+pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/read", get(read_page).post(read_submit))
+        .route("/write", get(write_page).post(write_submit))
+        .route("/api/query", axum::routing::post(api_query))
+        .route_layer(middleware::from_fn_with_state(
+            hygiene.limiter,
+            rate_limit::limit,
+        ))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(hygiene.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            hygiene.request_timeout,
+        ))
+        .with_state(gatekeeper)
+}
+
+async fn index() -> Html<String> {
+    Html(pages::index())
+}
+
+async fn read_page() -> Html<String> {
+    Html(pages::read(
+        "SELECT film_id, title, rating FROM film ORDER BY film_id LIMIT 10",
+        Mode::Random,
+    ))
+}
+
+async fn write_page() -> Html<String> {
+    Html(pages::write(
+        "UPDATE film SET rental_rate = 2.99 WHERE film_id = 1",
+    ))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "service": "gatekeeper" }))
+}
+
+/// The JSON API: the trusted host's answer is relayed as it is, status included.
+async fn api_query(
+    State(gk): State<Arc<Gatekeeper>>,
+    ApiJson(request): ApiJson<QueryRequest>,
+) -> Result<Response, ApiError> {
+    let (status, body) = gk.trusted_host.query(&request).await?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReadForm {
+    query: String,
+    strategy: String,
+}
+
+#[derive(Deserialize)]
+struct WriteForm {
+    query: String,
+}
+
+async fn read_submit(
+    State(gk): State<Arc<Gatekeeper>>,
+    form: Result<Form<ReadForm>, FormRejection>,
+) -> (StatusCode, Html<String>) {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return form_error(e, Mode::Random),
+    };
+    let Some(mode) = Mode::parse(&form.strategy).filter(|m| m.is_read()) else {
+        let message = format!(
+            "unknown strategy {:?}: choose direct-hit, random or customized",
+            form.strategy
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(pages::result(&form.query, Mode::Random, &Err(message))),
+        );
+    };
+    submit(&gk, form.query, mode).await
+}
+
+async fn write_submit(
+    State(gk): State<Arc<Gatekeeper>>,
+    form: Result<Form<WriteForm>, FormRejection>,
+) -> (StatusCode, Html<String>) {
+    match form {
+        Ok(Form(f)) => submit(&gk, f.query, Mode::Write).await,
+        Err(e) => form_error(e, Mode::Write),
+    }
+}
+
+fn form_error(rejection: FormRejection, mode: Mode) -> (StatusCode, Html<String>) {
+    let message = format!("the form could not be read: {}", rejection.body_text());
+    (
+        rejection.status(),
+        Html(pages::result("", mode, &Err(message))),
+    )
+}
+
+/// Sends a page's query down the chain and renders whatever comes back.
+async fn submit(gk: &Gatekeeper, query: String, mode: Mode) -> (StatusCode, Html<String>) {
+    let request = QueryRequest { query, mode };
+    let (status, outcome) = match gk.trusted_host.query(&request).await {
+        Ok((status, body)) if status.is_success() => {
+            match serde_json::from_slice::<QueryResponse>(&body) {
+                Ok(response) => (status, Ok(response)),
+                Err(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    Err("the trusted host sent an unreadable answer".to_string()),
+                ),
+            }
+        }
+        Ok((status, body)) => {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| format!("the request failed with status {status}"));
+            (status, Err(message))
+        }
+        Err(e) => (e.status, Err(e.message)),
+    };
+    (status, Html(pages::result(&request.query, mode, &outcome)))
+}

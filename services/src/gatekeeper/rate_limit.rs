@@ -1,0 +1,102 @@
+//! A token bucket per client address: a client may send `burst` requests at once and then
+//! `rate` per second on average.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ApiError;
+
+/// Past this many tracked clients, idle ones are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate,
+            burst: f64::from(burst),
+            buckets: Arc::default(),
+        }
+    }
+
+    /// Takes one token for `client` at `now`; false when it has none left.
+    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_TRACKED {
+            let (rate, burst) = (self.rate, self.burst);
+            // A bucket that has refilled completely carries no information.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn limit(
+    State(limiter): State<RateLimiter>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !limiter.allow(peer.ip(), Instant::now()) {
+        tracing::warn!(%peer, "rate limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many requests from this address; slow down",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn allows_a_burst_then_the_rate() {
+        let limiter = RateLimiter::new(2.0, 3);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| limiter.allow(a, t0)));
+        assert!(!limiter.allow(a, t0));
+        assert!(limiter.allow(b, t0), "clients have their own buckets");
+        assert!(
+            limiter.allow(a, t0 + Duration::from_millis(500)),
+            "one token after 0.5 s at 2/s"
+        );
+        assert!(!limiter.allow(a, t0 + Duration::from_millis(500)));
+    }
+}

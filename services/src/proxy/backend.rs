@@ -1,0 +1,287 @@
+//! One database server behind the proxy: its connection pool, its measured health, and how a
+//! query runs on it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::config::{BackendConfig, ProxyConfig};
+
+/// Pinned for every session, so a query means the same on every server. PIPES_AS_CONCAT makes
+/// `||` concatenation, as the trusted host's parser reads it.
+const SQL_MODE: &str =
+    "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT";
+
+/// Weight of the newest response-time sample in the moving average.
+const EWMA_WEIGHT: f64 = 0.3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Answering, replicating (workers) and not lagging beyond the threshold.
+    pub healthy: bool,
+    /// Smoothed `SELECT 1` round trip in milliseconds.
+    pub latency_ms: Option<f64>,
+    pub lag_seconds: Option<u64>,
+    pub problem: Option<String>,
+    pub checks: u64,
+}
+
+pub struct Backend {
+    pub name: String,
+    pub role: Role,
+    pool: Pool,
+    health: Mutex<Health>,
+    /// A probe or query taking longer than this counts as a failure.
+    timeout: Duration,
+}
+
+/// Why a query did not produce a result.
+#[derive(Debug)]
+pub enum QueryError {
+    /// The server ran the query and refused it (bad column, constraint, time limit...):
+    /// the same query would fail anywhere.
+    Server { code: u16, message: String },
+    /// The backend could not be reached or broke the connection.
+    Unavailable(String),
+}
+
+pub struct QueryOutput {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Json>>,
+    pub affected_rows: u64,
+}
+
+impl Backend {
+    pub fn new(backend: &BackendConfig, role: Role, config: &ProxyConfig) -> Backend {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(backend.address.clone())
+            .tcp_port(backend.port)
+            .user(Some(config.user.clone()))
+            .pass(Some(config.password.clone()))
+            .db_name(Some(config.database.clone()))
+            // Stay on TCP to the configured address: the accounts are bound to it.
+            .prefer_socket(false)
+            .init(vec![
+                format!("SET SESSION sql_mode = '{SQL_MODE}'"),
+                format!(
+                    "SET SESSION max_statement_time = {}",
+                    config.statement_time_limit_seconds
+                ),
+            ])
+            .pool_opts(
+                PoolOpts::default().with_constraints(PoolConstraints::new(0, 32).expect("0 <= 32")),
+            );
+        Backend {
+            name: backend.name.clone(),
+            role,
+            pool: Pool::new(opts),
+            health: Mutex::new(Health {
+                // Optimistic until the first probe: reads are retried elsewhere if wrong.
+                healthy: true,
+                latency_ms: None,
+                lag_seconds: None,
+                problem: None,
+                checks: 0,
+            }),
+            timeout: Duration::from_secs(config.statement_time_limit_seconds + 2),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update_health(&self, f: impl FnOnce(&mut Health)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Marks the backend failed at once, from a failure seen on the request path; the next
+    /// probe that succeeds brings it back.
+    pub fn mark_failed(&self, problem: &str) {
+        self.update_health(|h| {
+            h.healthy = false;
+            h.problem = Some(problem.to_string());
+        });
+    }
+
+    /// One measurement: a `SELECT 1` round trip on a pooled connection and, on a worker, the
+    /// replication state. Runs in the background, never on the request path.
+    pub async fn probe(&self, max_lag_seconds: u64) {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.probe_once()).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.update_health(|h| {
+            h.checks += 1;
+            match result {
+                Ok(Ok(lag)) => {
+                    h.latency_ms = Some(match h.latency_ms {
+                        Some(old) => old + EWMA_WEIGHT * (elapsed_ms - old),
+                        None => elapsed_ms,
+                    });
+                    h.lag_seconds = lag.flatten();
+                    h.problem = match (self.role, lag) {
+                        (Role::Worker, None) => Some("replication is not running".to_string()),
+                        (Role::Worker, Some(None)) => {
+                            Some("replication lag is unknown".to_string())
+                        }
+                        (Role::Worker, Some(Some(l))) if l > max_lag_seconds => {
+                            Some(format!("replication lag {l} s exceeds {max_lag_seconds} s"))
+                        }
+                        _ => None,
+                    };
+                    h.healthy = h.problem.is_none();
+                }
+                Ok(Err(e)) => {
+                    h.healthy = false;
+                    h.problem = Some(e);
+                }
+                Err(_) => {
+                    h.healthy = false;
+                    h.problem = Some(format!("no answer within {} s", self.timeout.as_secs()));
+                }
+            }
+        });
+    }
+
+    /// Ok(None) for a worker whose replication threads are not both running; Ok(Some(lag)).
+    async fn probe_once(&self) -> Result<Option<Option<u64>>, String> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| e.to_string())?;
+        conn.query_drop("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.role == Role::Manager {
+            return Ok(Some(Some(0)));
+        }
+        let status: Option<Row> = conn
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(row) = status else {
+            return Ok(None);
+        };
+        let text = |name: &str| -> Option<String> {
+            row.get_opt::<Option<String>, _>(name)?.ok().flatten()
+        };
+        let running = text("Slave_IO_Running").as_deref() == Some("Yes")
+            && text("Slave_SQL_Running").as_deref() == Some("Yes");
+        if !running {
+            return Ok(None);
+        }
+        Ok(Some(
+            text("Seconds_Behind_Master").and_then(|v| v.parse().ok()),
+        ))
+    }
+
+    /// Runs one statement. It goes as a prepared statement, which the server accepts only as a
+    /// single statement: whatever the text holds, nothing stacked can run.
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        match tokio::time::timeout(self.timeout, self.execute_once(sql)).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Unavailable(format!(
+                "{} did not answer within {} s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    async fn execute_once(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        let mut conn = self.pool.get_conn().await.map_err(classify)?;
+        let mut result = conn.exec_iter(sql, ()).await.map_err(classify)?;
+        let columns = result
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        let rows: Vec<Row> = result.collect().await.map_err(classify)?;
+        let affected_rows = result.affected_rows();
+        drop(result);
+        Ok(QueryOutput {
+            columns,
+            rows: rows.into_iter().map(row_to_json).collect(),
+            affected_rows,
+        })
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pool.clone().disconnect().await;
+    }
+}
+
+fn classify(e: mysql_async::Error) -> QueryError {
+    match e {
+        mysql_async::Error::Server(s) => QueryError::Server {
+            code: s.code,
+            message: s.message,
+        },
+        other => QueryError::Unavailable(other.to_string()),
+    }
+}
+
+fn row_to_json(row: Row) -> Vec<Json> {
+    row.unwrap().into_iter().map(value_to_json).collect()
+}
+
+fn value_to_json(value: mysql_async::Value) -> Json {
+    use mysql_async::Value as V;
+    match value {
+        V::NULL => Json::Null,
+        V::Bytes(b) => Json::String(String::from_utf8_lossy(&b).into_owned()),
+        V::Int(i) => Json::from(i),
+        V::UInt(u) => Json::from(u),
+        V::Float(f) => Json::from(f64::from(f)),
+        V::Double(d) => Json::from(d),
+        V::Date(y, mo, d, h, mi, s, us) => {
+            let mut text = format!("{y:04}-{mo:02}-{d:02}");
+            if (h, mi, s, us) != (0, 0, 0, 0) {
+                text.push_str(&format!(" {h:02}:{mi:02}:{s:02}"));
+            }
+            if us != 0 {
+                text.push_str(&format!(".{us:06}"));
+            }
+            Json::String(text)
+        }
+        V::Time(negative, days, h, mi, s, us) => {
+            let hours = u64::from(days) * 24 + u64::from(h);
+            let sign = if negative { "-" } else { "" };
+            let mut text = format!("{sign}{hours:02}:{mi:02}:{s:02}");
+            if us != 0 {
+                text.push_str(&format!(".{us:06}"));
+            }
+            Json::String(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::Value as V;
+
+    #[test]
+    fn values_become_json() {
+        assert_eq!(value_to_json(V::NULL), Json::Null);
+        assert_eq!(value_to_json(V::Bytes(b"O'Brien".to_vec())), "O'Brien");
+        assert_eq!(value_to_json(V::Int(-3)), -3);
+        assert_eq!(value_to_json(V::Date(2025, 1, 2, 0, 0, 0, 0)), "2025-01-02");
+        assert_eq!(
+            value_to_json(V::Date(2025, 1, 2, 3, 4, 5, 0)),
+            "2025-01-02 03:04:05"
+        );
+        assert_eq!(value_to_json(V::Time(true, 1, 2, 3, 4, 0)), "-26:03:04");
+    }
+}

@@ -1,0 +1,230 @@
+//! The proxy: the only role with database credentials. Writes go to the manager; reads go where
+//! their strategy says, among the workers the background monitor finds healthy.
+
+pub mod backend;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use rand::seq::IndexedRandom;
+use serde_json::json;
+
+use crate::config::ProxyConfig;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::guard::{self, Guard};
+use crate::wire::{Mode, QueryRequest, QueryResponse};
+use backend::{Backend, QueryError, Role};
+use metrics::Metrics;
+
+/// MariaDB's error when max_statement_time stops a statement.
+const STATEMENT_TIMEOUT: u16 = 1969;
+
+pub struct Proxy {
+    manager: Arc<Backend>,
+    workers: Vec<Arc<Backend>>,
+    metrics: Metrics,
+    max_lag_seconds: u64,
+    health_interval: Duration,
+}
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            manager: Arc::new(Backend::new(&config.manager, Role::Manager, config)),
+            workers: config
+                .workers
+                .iter()
+                .map(|w| Arc::new(Backend::new(w, Role::Worker, config)))
+                .collect(),
+            metrics: Metrics::default(),
+            max_lag_seconds: config.max_lag_seconds,
+            health_interval: Duration::from_millis(config.health_interval_ms),
+        })
+    }
+
+    fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        std::iter::once(&self.manager).chain(&self.workers)
+    }
+
+    /// Measures every backend once per interval, all at the same time, for as long as the
+    /// proxy lives.
+    pub fn spawn_monitor(self: &Arc<Proxy>) -> tokio::task::JoinHandle<()> {
+        let proxy = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(proxy.health_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let mut probes = tokio::task::JoinSet::new();
+                for backend in proxy.backends() {
+                    let (backend, max_lag) = (Arc::clone(backend), proxy.max_lag_seconds);
+                    probes.spawn(async move { backend.probe(max_lag).await });
+                }
+                probes.join_all().await;
+            }
+        })
+    }
+
+    /// Where a read of this strategy goes now, leaving out `failed`; with a note when it is not
+    /// where the strategy wanted.
+    fn choose_read(&self, mode: Mode, failed: Option<&str>) -> (Arc<Backend>, Option<String>) {
+        if mode == Mode::DirectHit {
+            return (Arc::clone(&self.manager), None);
+        }
+        let healthy: Vec<(&Arc<Backend>, backend::Health)> = self
+            .workers
+            .iter()
+            .filter(|w| Some(w.name.as_str()) != failed)
+            .map(|w| (w, w.health()))
+            .filter(|(_, h)| h.healthy)
+            .collect();
+        let chosen = match mode {
+            Mode::Customized => healthy
+                .iter()
+                .min_by(|a, b| {
+                    let latency = |h: &backend::Health| h.latency_ms.unwrap_or(f64::MAX);
+                    latency(&a.1).total_cmp(&latency(&b.1))
+                })
+                .map(|(w, _)| Arc::clone(w)),
+            _ => healthy.choose(&mut rand::rng()).map(|(w, _)| Arc::clone(w)),
+        };
+        match chosen {
+            Some(worker) => (worker, None),
+            None => (
+                Arc::clone(&self.manager),
+                Some("no healthy worker: served by the manager".to_string()),
+            ),
+        }
+    }
+
+    pub async fn handle(&self, request: &QueryRequest) -> Result<QueryResponse, ApiError> {
+        let started = Instant::now();
+        let mode = request.mode;
+        let (backend, mut note) = if mode.is_read() {
+            self.choose_read(mode, None)
+        } else {
+            (Arc::clone(&self.manager), None)
+        };
+        let mut result = backend.execute(&request.query).await;
+        let mut served_by = backend;
+
+        // A read that could not reach its worker is tried once more elsewhere. A write is
+        // never repeated: it may have been applied before the connection broke.
+        if let Err(QueryError::Unavailable(problem)) = &result {
+            if mode.is_read() && served_by.role == Role::Worker {
+                tracing::warn!(backend = %served_by.name, %problem, "read failed; retrying elsewhere");
+                served_by.mark_failed(problem);
+                let (retry, retry_note) = self.choose_read(mode, Some(&served_by.name));
+                note = Some(format!(
+                    "{} failed ({problem}); retried on {}{}",
+                    served_by.name,
+                    retry.name,
+                    retry_note.map(|n| format!("; {n}")).unwrap_or_default()
+                ));
+                result = retry.execute(&request.query).await;
+                served_by = retry;
+            }
+        }
+
+        let seconds = started.elapsed().as_secs_f64();
+        let (outcome, response) = match result {
+            Ok(out) => (
+                "ok",
+                Ok(QueryResponse {
+                    columns: out.columns,
+                    rows: out.rows,
+                    affected_rows: (!mode.is_read()).then_some(out.affected_rows),
+                    served_by: served_by.name.clone(),
+                    elapsed_ms: seconds * 1000.0,
+                    note,
+                }),
+            ),
+            Err(QueryError::Server { code, message }) if code == STATEMENT_TIMEOUT => (
+                "timeout",
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "query-timeout",
+                    format!("{}: {message}", served_by.name),
+                )),
+            ),
+            Err(QueryError::Server { code, message }) => (
+                "query-error",
+                Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "query-failed",
+                    format!(
+                        "{} refused the query (error {code}): {message}",
+                        served_by.name
+                    ),
+                )),
+            ),
+            Err(QueryError::Unavailable(problem)) => (
+                "unavailable",
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend-unavailable",
+                    format!("{}: {problem}", served_by.name),
+                )),
+            ),
+        };
+        self.metrics
+            .record(mode.as_str(), outcome, &served_by.name, seconds);
+        tracing::info!(mode = mode.as_str(), backend = %served_by.name, outcome, ms = seconds * 1000.0, "query");
+        response
+    }
+
+    pub async fn close(&self) {
+        for b in self.backends() {
+            b.close().await;
+        }
+    }
+}
+
+pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
+    Router::new()
+        .route("/query", post(query))
+        .route_layer(middleware::from_fn_with_state(guard, guard::check))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .with_state(proxy)
+}
+
+async fn query(
+    State(proxy): State<Arc<Proxy>>,
+    ApiJson(request): ApiJson<QueryRequest>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    proxy.handle(&request).await.map(Json)
+}
+
+async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
+    let backends: Vec<_> = proxy
+        .backends()
+        .map(|b| {
+            let h = b.health();
+            json!({
+                "name": b.name,
+                "role": b.role,
+                "healthy": h.healthy,
+                "latency_ms": h.latency_ms,
+                "lag_seconds": h.lag_seconds,
+                "problem": h.problem,
+                "checks": h.checks,
+            })
+        })
+        .collect();
+    Json(json!({ "status": "ok", "service": "proxy", "backends": backends }))
+}
+
+async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        proxy.metrics.render(),
+    )
+}

@@ -1,0 +1,74 @@
+//! The next service on the request path, reached over a persistent connection pool with a
+//! token. Its answer, success or error, is relayed as it is.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+use crate::wire::QueryRequest;
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Upstream {
+    /// `outgoing_address` is where connections leave from: the address the next service allows.
+    pub fn new(
+        base_url: &str,
+        token: &str,
+        outgoing_address: IpAddr,
+        timeout: Duration,
+    ) -> Result<Upstream> {
+        let client = reqwest::Client::builder()
+            .local_address(outgoing_address)
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Upstream {
+            client,
+            url: format!("{}/query", base_url.trim_end_matches('/')),
+            token: token.to_string(),
+        })
+    }
+
+    /// Sends the query; returns the upstream's status and JSON body.
+    pub async fn query(&self, request: &QueryRequest) -> Result<(StatusCode, Bytes), ApiError> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| upstream_error(&self.url, e))?;
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| upstream_error(&self.url, e))?;
+        Ok((status, body))
+    }
+}
+
+fn upstream_error(url: &str, e: reqwest::Error) -> ApiError {
+    tracing::warn!(%url, error = %e, "upstream call failed");
+    if e.is_timeout() {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            format!("{url} did not answer in time"),
+        )
+    } else {
+        ApiError::upstream(format!("{url} is unreachable"))
+    }
+}
