@@ -122,6 +122,33 @@ pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> 
     Ok(stdout)
 }
 
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub fn http_get(address: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpStream};
+    let addr: SocketAddr = format!("{address}:{port}")
+        .parse()
+        .context("a host address")?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP response from {addr}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
 /// Start time of a process in clock ticks since boot, or None when there is no such process
 /// (or only its zombie, which no longer does anything).
 pub fn start_ticks(pid: u32) -> Option<u64> {

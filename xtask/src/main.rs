@@ -3,6 +3,7 @@
 
 mod dataset;
 mod db;
+mod deploy_services;
 mod flags;
 mod install_cluster;
 mod local;
@@ -58,7 +59,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// The workspace root, where data.json and results/ live by default.
-fn project_root() -> PathBuf {
+pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))

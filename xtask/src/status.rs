@@ -85,7 +85,7 @@ fn role_word(role: Role) -> &'static str {
 /// far behind.
 fn health(d: &Deployment, host: &Host) -> String {
     if !host.role.runs_database() {
-        return "not deployed (deploy-services)".to_string();
+        return service_health(d, host);
     }
     let recorded = d.processes.get(&format!("{}/mariadbd", host.name));
     match recorded {
@@ -115,6 +115,19 @@ fn health(d: &Deployment, host: &Host) -> String {
             "up, replication state unknown: {}",
             first_line(&format!("{e:#}"))
         ),
+    }
+}
+
+fn service_health(d: &Deployment, host: &Host) -> String {
+    match d.processes.get(&format!("{}/service", host.name)) {
+        None => return "not deployed (cargo xtask deploy-services)".to_string(),
+        Some(p) if !local::is_running(p) => return format!("DOWN (pid {} is gone)", p.pid),
+        Some(_) => {}
+    }
+    match local::http_get(&host.address, d.settings.service_port, "/health") {
+        Ok((200, _)) => "up, /health ok".to_string(),
+        Ok((code, _)) => format!("UNHEALTHY (/health answered {code})"),
+        Err(e) => format!("DOWN (/health: {e})"),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flags::SettingsArgs;
 use crate::state::{now, Deployment, Lock, Paths, StepStatus};
-use crate::{install_cluster, provision, teardown};
+use crate::{deploy_services, install_cluster, provision, teardown};
 
 #[derive(
     Debug,
@@ -206,7 +206,8 @@ fn execute(session: &mut Session, step: Step) -> Result<()> {
     match step {
         Step::Provision => provision::run(session),
         Step::InstallCluster => install_cluster::run(session),
-        Step::DeployServices | Step::Bench | Step::FetchResults => bail!(
+        Step::DeployServices => deploy_services::run(session),
+        Step::Bench | Step::FetchResults => bail!(
             "`cargo xtask {step}` is not yet available in this version of the tool; \
              the steps before it are done and the cluster is running"
         ),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::deploy_services;
 use crate::local;
 use crate::progress::Progress;
 use crate::state::{now, Lock, Paths};
@@ -57,15 +58,21 @@ pub fn execute(session: &mut Session) -> Result<()> {
             session.deployment.processes.remove(&key);
             session.save()?;
         }
-        // A server an interrupted run started but did not get to record.
-        let config = format!("--defaults-file={}", host.dir.join("my.cnf").display());
-        for pid in local::find_processes_with_arg(&config) {
-            let record = local::record_process(pid, "mariadbd")?;
-            local::stop(&record, GRACE)?;
-            progress.note(format!(
-                "stopped an unrecorded mariadbd of {} (pid {pid})",
-                host.name
-            ));
+        // What an interrupted run started but did not get to record: a process whose command
+        // line names this host's own config file.
+        let configs = [
+            format!("--defaults-file={}", host.dir.join("my.cnf").display()),
+            deploy_services::config_path(host),
+        ];
+        for config in configs {
+            for pid in local::find_processes_with_arg(&config) {
+                let record = local::record_process(pid, "unrecorded")?;
+                local::stop(&record, GRACE)?;
+                progress.note(format!(
+                    "stopped an unrecorded process of {} (pid {pid})",
+                    host.name
+                ));
+            }
         }
     }
     progress.task("removing the hosts' folders");
