@@ -3,208 +3,15 @@
 //! Each test owns a folder and a loopback /24 of its own, so they run in parallel. Every
 //! deployment a test creates is torn down by a guard even when the test fails.
 
+mod common;
+
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use serde_json::Value;
-
-struct Deployment {
-    dir: PathBuf,
-    prefix: &'static str,
-    /// Runs xtask as another OS user (`setpriv` arguments), for the no-root case.
-    as_user: Vec<String>,
-}
-
-impl Deployment {
-    fn new(name: &str, prefix: &'static str) -> Deployment {
-        let dir = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).unwrap();
-        }
-        fs::create_dir_all(&dir).unwrap();
-        Deployment {
-            dir,
-            prefix,
-            as_user: Vec::new(),
-        }
-    }
-
-    fn data_json(&self) -> PathBuf {
-        self.dir.join("data.json")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let xtask = env!("CARGO_BIN_EXE_xtask");
-        let mut cmd = if self.as_user.is_empty() {
-            Command::new(xtask)
-        } else {
-            let mut c = Command::new("setpriv");
-            c.args(&self.as_user).arg("--").arg(xtask);
-            c
-        };
-        cmd.arg("--data").arg(self.data_json()).args(args);
-        cmd.env_remove("XTASK_DATA");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs xtask and asserts it succeeded; returns stdout and stderr together.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let text = text(&out);
-        assert!(out.status.success(), "xtask {args:?} failed:\n{text}");
-        text
-    }
-
-    /// Runs xtask and asserts it failed with a message containing `expected`.
-    fn fails(&self, args: &[&str], expected: &str) -> String {
-        let out = self.run(args);
-        let text = text(&out);
-        assert!(
-            !out.status.success(),
-            "xtask {args:?} should have failed:\n{text}"
-        );
-        assert!(
-            text.contains(expected),
-            "xtask {args:?}: expected {expected:?} in:\n{text}"
-        );
-        assert!(
-            !text.contains("panicked"),
-            "xtask {args:?} panicked:\n{text}"
-        );
-        text
-    }
-
-    fn state(&self) -> Value {
-        let text = fs::read_to_string(self.data_json()).unwrap();
-        serde_json::from_str(&text).expect("data.json must always parse")
-    }
-
-    fn provision(&self, extra: &[&str]) -> String {
-        let mut args = vec![
-            "provision",
-            "--loopback-prefix",
-            self.prefix,
-            "--scale",
-            "1",
-        ];
-        args.extend(extra);
-        self.ok(&args)
-    }
-
-    fn host_dir(&self, host: &str) -> PathBuf {
-        self.dir.join(".state").join(host)
-    }
-
-    fn address(&self, host: &str) -> String {
-        let state = self.state();
-        let hosts = state["hosts"].as_array().unwrap();
-        let h = hosts.iter().find(|h| h["name"] == host).unwrap();
-        h["address"].as_str().unwrap().to_string()
-    }
-
-    /// Root query over the host's socket.
-    fn root_sql(&self, host: &str, sql: &str) -> String {
-        let socket = self.host_dir(host).join("mariadbd.sock");
-        let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-            ])
-            .arg(format!("--socket={}", socket.display()))
-            .args(["-e", sql])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{sql} on {host}: {}", text(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Query over TCP as one of the deployment's accounts, the way a client on the network does.
-    fn tcp_sql(&self, host: &str, user: &str, password: &str, sql: &str) -> Output {
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--batch",
-                "--skip-column-names",
-                "--protocol=TCP",
-            ])
-            .arg(format!("--host={}", self.address(host)))
-            .arg(format!("--user={user}"))
-            .env("MYSQL_PWD", password)
-            .args(["-e", sql])
-            .output()
-            .unwrap()
-    }
-
-    /// Live (non-zombie) mariadbd processes started with one of this deployment's configs.
-    fn servers(&self) -> Vec<(String, u32)> {
-        let state_dir = self.dir.join(".state");
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let Some(config) = cmdline.strip_prefix("mariadbd --defaults-file=") else {
-                continue;
-            };
-            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z'));
-            let config = Path::new(config.trim());
-            if !zombie && config.starts_with(&state_dir) {
-                let host = config.parent().unwrap().file_name().unwrap();
-                found.push((host.to_string_lossy().into_owned(), pid));
-            }
-        }
-        found.sort();
-        found
-    }
-
-    fn secret(&self, name: &str) -> String {
-        self.state()["secrets"][name].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        // Whatever the test did, leave no server behind.
-        if self.data_json().exists() {
-            self.as_user.clear();
-            let _ = self.run(&["teardown"]);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{text, wait_for, Deployment};
 
 const TABLE_COUNTS: &str =
     "SELECT (SELECT COUNT(*) FROM filmdb.film), (SELECT COUNT(*) FROM filmdb.actor), \
@@ -280,19 +87,24 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     );
     assert!(status.contains("install-cluster  done"), "{status}");
 
-    // `all` on a done deployment redoes nothing: same servers, and it says so.
-    let pids_before = d.servers();
-    for _ in 0..2 {
-        let out = d.fails(&["all"], "not yet available");
-        assert!(out.contains("provision: already done"), "{out}");
-        assert!(out.contains("install-cluster: already done"), "{out}");
-        assert_eq!(d.servers(), pids_before);
-    }
+    // `all` runs what is not done yet (the services) and stops at the first step not available
+    // in this version; a second `all` redoes nothing: same processes, and it says so.
+    let out = d.fails(&["all"], "not yet available");
+    assert!(out.contains("provision: already done"), "{out}");
+    assert!(out.contains("install-cluster: already done"), "{out}");
+    assert!(out.contains("deploy-services: done"), "{out}");
+    let before = (d.servers(), d.services());
+    assert_eq!(before.1.len(), 3, "{before:?}");
+    let out = d.fails(&["all"], "not yet available");
+    assert!(out.contains("deploy-services: already done"), "{out}");
+    assert_eq!((d.servers(), d.services()), before);
     assert_eq!(d.state()["steps"]["install-cluster"]["attempts"], 1);
 
     let out = d.ok(&["teardown"]);
     assert!(out.contains("stopped manager/mariadbd"), "{out}");
+    assert!(out.contains("stopped gatekeeper/service"), "{out}");
     assert_eq!(d.servers(), []);
+    assert_eq!(d.services(), []);
     assert!(
         !d.dir.join(".state").exists(),
         "the state folder must be gone"

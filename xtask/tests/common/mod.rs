@@ -1,0 +1,356 @@
+//! Shared by the end-to-end tests: a deployment in a folder and loopback range of its own,
+//! driven through the real xtask binary, torn down by a guard even when a test fails.
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Deployment {
+    pub dir: PathBuf,
+    pub prefix: &'static str,
+    /// Runs xtask as another OS user (`setpriv` arguments), for the no-root case.
+    pub as_user: Vec<String>,
+}
+
+impl Deployment {
+    pub fn new(name: &str, prefix: &'static str) -> Deployment {
+        let dir = std::env::temp_dir().join(format!("xtask-it-{name}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        fs::create_dir_all(&dir).unwrap();
+        Deployment {
+            dir,
+            prefix,
+            as_user: Vec::new(),
+        }
+    }
+
+    pub fn data_json(&self) -> PathBuf {
+        self.dir.join("data.json")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let xtask = env!("CARGO_BIN_EXE_xtask");
+        let mut cmd = if self.as_user.is_empty() {
+            Command::new(xtask)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(&self.as_user).arg("--").arg(xtask);
+            c
+        };
+        cmd.arg("--data").arg(self.data_json()).args(args);
+        cmd.env_remove("XTASK_DATA");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs xtask and asserts it succeeded; returns stdout and stderr together.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = text(&out);
+        assert!(out.status.success(), "xtask {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs xtask and asserts it failed with a message containing `expected`.
+    pub fn fails(&self, args: &[&str], expected: &str) -> String {
+        let out = self.run(args);
+        let text = text(&out);
+        assert!(
+            !out.status.success(),
+            "xtask {args:?} should have failed:\n{text}"
+        );
+        assert!(
+            text.contains(expected),
+            "xtask {args:?}: expected {expected:?} in:\n{text}"
+        );
+        assert!(
+            !text.contains("panicked"),
+            "xtask {args:?} panicked:\n{text}"
+        );
+        text
+    }
+
+    pub fn state(&self) -> Value {
+        let text = fs::read_to_string(self.data_json()).unwrap();
+        serde_json::from_str(&text).expect("data.json must always parse")
+    }
+
+    pub fn provision(&self, extra: &[&str]) -> String {
+        let mut args = vec![
+            "provision",
+            "--loopback-prefix",
+            self.prefix,
+            "--scale",
+            "1",
+        ];
+        args.extend(extra);
+        self.ok(&args)
+    }
+
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(".state").join(host)
+    }
+
+    pub fn address(&self, host: &str) -> String {
+        let state = self.state();
+        let hosts = state["hosts"].as_array().unwrap();
+        let h = hosts.iter().find(|h| h["name"] == host).unwrap();
+        h["address"].as_str().unwrap().to_string()
+    }
+
+    /// Root query over the host's socket.
+    pub fn root_sql(&self, host: &str, sql: &str) -> String {
+        let socket = self.host_dir(host).join("mariadbd.sock");
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+            ])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["-e", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql} on {host}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Query over TCP as one of the deployment's accounts, the way a client on the network does.
+    pub fn tcp_sql(&self, host: &str, user: &str, password: &str, sql: &str) -> Output {
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--batch",
+                "--skip-column-names",
+                "--protocol=TCP",
+            ])
+            .arg(format!("--host={}", self.address(host)))
+            .arg(format!("--user={user}"))
+            .env("MYSQL_PWD", password)
+            .args(["-e", sql])
+            .output()
+            .unwrap()
+    }
+
+    /// Live (non-zombie) mariadbd processes started with one of this deployment's configs.
+    pub fn servers(&self) -> Vec<(String, u32)> {
+        let state_dir = self.dir.join(".state");
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let Some(config) = cmdline.strip_prefix("mariadbd --defaults-file=") else {
+                continue;
+            };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            let config = Path::new(config.trim());
+            if !zombie && config.starts_with(&state_dir) {
+                let host = config.parent().unwrap().file_name().unwrap();
+                found.push((host.to_string_lossy().into_owned(), pid));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Live service processes of this deployment, by host.
+    pub fn services(&self) -> Vec<(String, u32)> {
+        let state_dir = self.dir.join(".state");
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            if !zombie && args.len() >= 3 && args[1] == "--config" {
+                let config = Path::new(&args[2]);
+                if config.starts_with(&state_dir) {
+                    let host = config.parent().unwrap().file_name().unwrap();
+                    found.push((host.to_string_lossy().into_owned(), pid));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// `ip:port` of a role service.
+    pub fn service(&self, host: &str) -> String {
+        format!("{}:8080", self.address(host))
+    }
+
+    /// A query through the gatekeeper's JSON API.
+    pub fn api(&self, query: &str, mode: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "query": query, "mode": mode }).to_string();
+        let r = http(
+            None,
+            &self.service("gatekeeper"),
+            "POST",
+            "/api/query",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        let json = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+        (r.status, json)
+    }
+
+    pub fn secret(&self, name: &str) -> String {
+        self.state()["secrets"][name].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // Whatever the test did, leave no server behind.
+        if self.data_json().exists() {
+            self.as_user.clear();
+            let _ = self.run(&["teardown"]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request, optionally from a chosen source address (to test allowlists).
+pub fn http(
+    source: Option<&str>,
+    target: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use socket2::{Domain, Socket, Type};
+    let target: SocketAddr = target.parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(source) = source {
+        let ip: IpAddr = source.parse().unwrap();
+        socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    }
+    socket
+        .connect_timeout(&target.into(), Duration::from_secs(5))
+        .unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    parse_response(&read_response(&mut stream))
+}
+
+/// Reads one response: up to its Content-Length when it has one (some servers keep the
+/// connection open whatever the request said), else to the end of the stream.
+pub fn read_response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    return raw;
+                }
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    HttpResponse { status, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,762 @@
+//! End-to-end tests of the role services on a real local cluster, deployed by the real
+//! `deploy-services` step: client -> gatekeeper -> trusted host -> proxy -> MariaDB.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{http, wait_for, Deployment};
+use serde_json::{json, Value};
+
+const PREFIX: &str = "127.0.25";
+
+/// Kills, when dropped, every process whose command line mentions `marker` (a path of the
+/// test's own): the browser chromedriver started, even when the test failed half-way.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").arg("-f").arg(&self.0).status();
+    }
+}
+
+/// A process the test started itself; killed when dropped.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_patterns_route_validate_and_survive_failures() {
+    let d = Deployment::new("services", PREFIX);
+    d.provision(&[]);
+    d.ok(&["install-cluster"]);
+    let out = d.ok(&["deploy-services"]);
+    assert!(out.contains(&format!("http://{PREFIX}.9:8080/")), "{out}");
+    let status = d.ok(&["status"]);
+    assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
+
+    every_mode_returns_the_rows(&d);
+    a_write_reaches_the_workers(&d);
+    a_rejected_query_never_reaches_a_database(&d);
+    internal_services_refuse_strangers(&d);
+    bad_input_gets_clear_errors(&d);
+    a_slow_worker_is_avoided_by_customized(&d);
+    pages_work_in_a_browser(&d);
+    a_stopped_worker_is_routed_around(&d);
+
+    let metrics = http(None, &d.service("proxy"), "GET", "/metrics", &[], b"");
+    assert!(
+        metrics
+            .body
+            .contains("proxy_requests_total{mode=\"random\",outcome=\"ok\""),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics
+        .body
+        .contains("proxy_request_duration_seconds_bucket{mode=\"write\",le=\"+Inf\"}"));
+
+    // Rerunning the step replaces every service.
+    let before = d.services();
+    d.ok(&["deploy-services", "--force"]);
+    let after = d.services();
+    assert_eq!(after.len(), 3);
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.0, new.0);
+        assert_ne!(old.1, new.1, "{} was not replaced", old.0);
+    }
+    assert_eq!(d.api("SELECT 1 AS one", "direct-hit").0, 200);
+
+    d.ok(&["teardown"]);
+    assert_eq!(d.services(), []);
+    assert_eq!(d.servers(), []);
+}
+
+fn every_mode_returns_the_rows(d: &Deployment) {
+    let sql =
+        "SELECT film_id, title, rental_rate FROM film WHERE film_id IN (1, 2, 3) ORDER BY film_id";
+    let expected: Vec<Vec<String>> = d
+        .root_sql("manager", &format!("USE filmdb; {sql}"))
+        .lines()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    assert_eq!(expected.len(), 3);
+    for mode in ["direct-hit", "random", "customized"] {
+        let (status, body) = d.api(sql, mode);
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert_eq!(body["columns"], json!(["film_id", "title", "rental_rate"]));
+        let rows: Vec<Vec<String>> = body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_string().trim_matches('"').to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows, expected, "{mode}");
+        let served_by = body["served_by"].as_str().unwrap();
+        if mode == "direct-hit" {
+            assert_eq!(served_by, "manager");
+        } else {
+            assert!(
+                served_by.starts_with("worker-"),
+                "{mode} was served by {served_by}: {body}"
+            );
+        }
+        assert!(body["elapsed_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+fn a_write_reaches_the_workers(d: &Deployment) {
+    let (status, body) = d.api(
+        "INSERT INTO actor (actor_id, first_name, last_name) VALUES (990001, 'Zoe', 'O''Hara')",
+        "write",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["served_by"], "manager");
+    assert_eq!(body["affected_rows"], 1);
+    for worker in ["worker-1", "worker-2", "worker-3"] {
+        wait_for("the write on every worker", Duration::from_secs(30), || {
+            d.root_sql(
+                worker,
+                "SELECT last_name FROM filmdb.actor WHERE actor_id = 990001",
+            )
+            .trim()
+                == "O'Hara"
+        });
+    }
+    let (status, body) = d.api(
+        "SELECT last_name FROM actor WHERE actor_id = 990001",
+        "random",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([["O'Hara"]]));
+}
+
+fn a_rejected_query_never_reaches_a_database(d: &Deployment) {
+    let hosts = ["manager", "worker-1", "worker-2", "worker-3"];
+    for host in hosts {
+        let log = d.host_dir(host).join("general.log");
+        d.root_sql(
+            host,
+            &format!(
+                "SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = ON;",
+                log.display()
+            ),
+        );
+    }
+    let rejected = format!("marker-rejected-{}", std::process::id());
+    let accepted = format!("marker-accepted-{}", std::process::id());
+    for (query, mode) in [
+        (format!("SELECT '{rejected}' UNION SELECT 1"), "direct-hit"),
+        (format!("SELECT '{rejected}', SLEEP(1)"), "random"),
+        (
+            format!("SELECT '{rejected}'; DROP TABLE film"),
+            "customized",
+        ),
+        (
+            format!("UPDATE actor SET last_name = '{rejected}'"),
+            "write",
+        ),
+    ] {
+        let (status, body) = d.api(&query, mode);
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "rejected");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("rejected by rule "),
+            "{body}"
+        );
+    }
+    let (status, body) = d.api(&format!("SELECT '{accepted}' AS marker"), "direct-hit");
+    assert_eq!(status, 200, "{body}");
+    let mut logs = String::new();
+    for host in hosts {
+        d.root_sql(host, "SET GLOBAL general_log = OFF;");
+        logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
+    }
+    assert!(
+        logs.contains(&accepted),
+        "the general log does not work: the accepted query is missing"
+    );
+    assert!(
+        !logs.contains(&rejected),
+        "a rejected query reached a database"
+    );
+}
+
+fn internal_services_refuse_strangers(d: &Deployment) {
+    let query = json!({ "query": "SELECT 1", "mode": "direct-hit" }).to_string();
+    let call = |source: Option<&str>, host: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        http(
+            source,
+            &d.service(host),
+            "POST",
+            "/query",
+            &headers,
+            query.as_bytes(),
+        )
+        .status
+    };
+    let (proxy_token, trusted_token) =
+        (d.secret("trusted_host_token"), d.secret("gatekeeper_token"));
+    let (trusted_address, gatekeeper_address) =
+        (d.address("trusted-host"), d.address("gatekeeper"));
+
+    // The proxy: only from the trusted host's address, only with its token.
+    assert_eq!(
+        call(None, "proxy", Some(&proxy_token)),
+        403,
+        "right token, wrong address"
+    );
+    assert_eq!(
+        call(Some(&gatekeeper_address), "proxy", Some(&proxy_token)),
+        403
+    );
+    assert_eq!(
+        call(Some(&trusted_address), "proxy", None),
+        401,
+        "right address, no token"
+    );
+    assert_eq!(
+        call(Some(&trusted_address), "proxy", Some(&trusted_token)),
+        401,
+        "another token"
+    );
+    assert_eq!(
+        call(Some(&trusted_address), "proxy", Some(&proxy_token)),
+        200,
+        "both right"
+    );
+
+    // The trusted host: only from the gatekeeper's address, only with the gatekeeper's token.
+    assert_eq!(call(None, "trusted-host", Some(&trusted_token)), 403);
+    assert_eq!(call(Some(&gatekeeper_address), "trusted-host", None), 401);
+    assert_eq!(
+        call(
+            Some(&gatekeeper_address),
+            "trusted-host",
+            Some(&proxy_token)
+        ),
+        401
+    );
+    assert_eq!(
+        call(
+            Some(&gatekeeper_address),
+            "trusted-host",
+            Some(&trusted_token)
+        ),
+        200
+    );
+}
+
+fn bad_input_gets_clear_errors(d: &Deployment) {
+    let gatekeeper = d.service("gatekeeper");
+    let post = |content_type: &str, body: &[u8]| {
+        http(
+            None,
+            &gatekeeper,
+            "POST",
+            "/api/query",
+            &[("Content-Type", content_type)],
+            body,
+        )
+    };
+    let json_type = "application/json";
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (
+            b"{\"query\": \"SELECT 1\"".to_vec(),
+            json_type,
+            400,
+            "malformed-json",
+        ),
+        (
+            b"not json at all".to_vec(),
+            json_type,
+            400,
+            "malformed-json",
+        ),
+        (
+            br#"{"query": 5, "mode": "random"}"#.to_vec(),
+            json_type,
+            422,
+            "invalid-request",
+        ),
+        (
+            br#"{"query": "SELECT 1"}"#.to_vec(),
+            json_type,
+            422,
+            "invalid-request",
+        ),
+        (
+            br#"{"query": "SELECT 1", "mode": "fastest"}"#.to_vec(),
+            json_type,
+            422,
+            "unknown variant",
+        ),
+        (
+            br#"{"query": "", "mode": "random"}"#.to_vec(),
+            json_type,
+            422,
+            "single-statement",
+        ),
+        (
+            b"{\"query\": \"SELECT '\xff\xfe'\", \"mode\": \"random\"}".to_vec(),
+            json_type,
+            400,
+            "malformed-json",
+        ),
+        (
+            br#"{"query": "SELECT 1", "mode": "random"}"#.to_vec(),
+            "text/plain",
+            415,
+            "unsupported-content-type",
+        ),
+        (
+            format!(
+                r#"{{"query": "SELECT '{}'", "mode": "random"}}"#,
+                "a".repeat(5000)
+            )
+            .into_bytes(),
+            json_type,
+            422,
+            "query-length",
+        ),
+        (
+            format!(
+                r#"{{"query": "SELECT '{}'", "mode": "random"}}"#,
+                "a".repeat(100_000)
+            )
+            .into_bytes(),
+            json_type,
+            413,
+            "",
+        ),
+    ];
+    for (body, content_type, status, expected) in cases {
+        let r = post(content_type, &body);
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        assert_eq!(r.status, status, "{shown}: {}", r.body);
+        assert!(
+            r.body.contains(expected),
+            "{shown}: expected {expected:?} in {}",
+            r.body
+        );
+    }
+    let r = http(None, &gatekeeper, "GET", "/api/query", &[], b"");
+    assert_eq!(r.status, 405);
+
+    // A client of its own with tight limits: a slow client is cut off, a greedy one throttled.
+    let config = d.dir.join("gatekeeper-tight.json");
+    let mut settings: Value = serde_json::from_str(
+        &fs::read_to_string(d.host_dir("gatekeeper").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    settings["listen"] = json!(format!("{}:18080", d.address("gatekeeper")));
+    settings["request_timeout_ms"] = json!(1000);
+    settings["rate_per_second"] = json!(1.0);
+    settings["rate_burst"] = json!(3);
+    write_private(&config, &settings.to_string());
+    let _tight = start_service(d, "gatekeeper", &config);
+    let tight = format!("{}:18080", d.address("gatekeeper"));
+    wait_for("the tight gatekeeper", Duration::from_secs(20), || {
+        TcpStream::connect(&tight).is_ok()
+    });
+
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(&tight).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(slow, "POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\"").unwrap();
+    let answer = common::parse_response(&common::read_response(&mut slow));
+    assert_eq!(
+        answer.status, 408,
+        "a body that never arrives: {}",
+        answer.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| http(None, &tight, "GET", "/read", &[], b"").status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    let limited = http(None, &tight, "GET", "/read", &[], b"");
+    assert!(limited.body.contains("rate-limited"), "{}", limited.body);
+
+    // The public gatekeeper kept serving through all of it.
+    assert_eq!(
+        http(None, &gatekeeper, "GET", "/health", &[], b"").status,
+        200
+    );
+    assert_eq!(d.api("SELECT 1 AS one", "random").0, 200);
+}
+
+fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
+    // A forwarder in front of worker-3 that holds every answer back by 30 ms.
+    let delay = Duration::from_millis(30);
+    let forwarder = TcpListener::bind(format!("{PREFIX}.60:0")).unwrap();
+    let slow_port = forwarder.local_addr().unwrap().port();
+    let upstream = format!("{}:3306", d.address("worker-3"));
+    let stop = Arc::new(AtomicBool::new(false));
+    forward_with_delay(forwarder, upstream, delay, Arc::clone(&stop));
+
+    let token = format!("test-token-{}", std::process::id());
+    let mut settings: Value =
+        serde_json::from_str(&fs::read_to_string(d.host_dir("proxy").join("config.json")).unwrap())
+            .unwrap();
+    settings["listen"] = json!(format!("{}:18081", d.address("proxy")));
+    settings["allowed_peers"] = json!(["127.0.0.1"]);
+    settings["token"] = json!(token);
+    settings["health_interval_ms"] = json!(100);
+    settings["workers"] = json!([
+        { "name": "worker-1", "address": d.address("worker-1"), "port": 3306 },
+        { "name": "worker-slow", "address": format!("{PREFIX}.60"), "port": slow_port },
+        { "name": "worker-2", "address": d.address("worker-2"), "port": 3306 },
+    ]);
+    let config = d.dir.join("proxy-slow.json");
+    write_private(&config, &settings.to_string());
+    let _proxy = start_service(d, "proxy", &config);
+    let proxy = format!("{}:18081", d.address("proxy"));
+    wait_for("the extra proxy", Duration::from_secs(20), || {
+        TcpStream::connect(&proxy).is_ok()
+    });
+    let health = || -> Value {
+        let r = http(None, &proxy, "GET", "/health", &[], b"");
+        serde_json::from_str(&r.body).unwrap_or(Value::Null)
+    };
+    let latency = |h: &Value, name: &str| -> Option<f64> {
+        h["backends"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == name)?["latency_ms"]
+            .as_f64()
+    };
+    // Enough probes for the moving averages to settle.
+    wait_for("measured latencies", Duration::from_secs(30), || {
+        let h = health();
+        h["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["checks"].as_u64() >= Some(10)))
+    });
+    let h = health();
+    let slow = latency(&h, "worker-slow").unwrap();
+    assert!(slow >= 30.0, "the delay is measured: {h}");
+    assert!(
+        latency(&h, "worker-1").unwrap() < slow && latency(&h, "worker-2").unwrap() < slow,
+        "{h}"
+    );
+
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+    ];
+    let query = json!({ "query": "SELECT COUNT(*) FROM film", "mode": "customized" }).to_string();
+    for _ in 0..20 {
+        let r = http(None, &proxy, "POST", "/query", &headers, query.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_ne!(
+            body["served_by"], "worker-slow",
+            "customized chose the slow worker: {h}"
+        );
+    }
+    // Random still spreads over all three: the slow one is healthy, only slower.
+    let random = json!({ "query": "SELECT 1", "mode": "random" }).to_string();
+    let served: Vec<String> = (0..60)
+        .map(|_| {
+            let r = http(None, &proxy, "POST", "/query", &headers, random.as_bytes());
+            serde_json::from_str::<Value>(&r.body).unwrap()["served_by"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(served.iter().any(|s| s == "worker-slow"), "{served:?}");
+    stop.store(true, Ordering::Relaxed);
+}
+
+fn a_stopped_worker_is_routed_around(d: &Deployment) {
+    let pid = d.state()["processes"]["worker-1/mariadbd"]["pid"]
+        .as_u64()
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    // The proxy's monitor sees it within a few of its 500 ms probes.
+    wait_for(
+        "the proxy to leave worker-1 out",
+        Duration::from_secs(10),
+        || {
+            let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+            let h: Value = serde_json::from_str(&r.body).unwrap();
+            h["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["name"] == "worker-1" && b["healthy"] == false)
+        },
+    );
+    for mode in ["random", "customized"] {
+        for _ in 0..30 {
+            let (status, body) = d.api("SELECT COUNT(*) AS n FROM film", mode);
+            assert_eq!(status, 200, "{mode}: {body}");
+            assert_ne!(body["served_by"], "worker-1", "{mode}: {body}");
+        }
+    }
+    let status = d.ok(&["status"]);
+    let line = status.lines().find(|l| l.starts_with("worker-1 ")).unwrap();
+    assert!(line.contains("DOWN (pid"), "{status}");
+}
+
+/// Drives the pages in headless Chromium through chromedriver (WebDriver): fill the form,
+/// submit, see the rows.
+fn pages_work_in_a_browser(d: &Deployment) {
+    let driver_port = free_port();
+    let _driver = Spawned(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver) must be installed"),
+    );
+    let driver = format!("127.0.0.1:{driver_port}");
+    wait_for("chromedriver", Duration::from_secs(20), || {
+        TcpStream::connect(&driver).is_ok()
+    });
+    let profile = d.dir.join("chromium-profile");
+    let _browser = KillOnDrop(profile.display().to_string());
+    let capabilities = json!({ "capabilities": { "alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--disable-quic",
+                     format!("--user-data-dir={}", profile.display())]
+        }
+    }}});
+    let webdriver = |method: &str, path: &str, body: Value| -> Value {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let r = http(
+            None,
+            &driver,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        let v: Value =
+            serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{path}: {}", r.body));
+        assert!(r.status == 200, "{method} {path}: {}", r.body);
+        v["value"].clone()
+    };
+    let session = webdriver("POST", "/session", capabilities)["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = format!("/session/{session}");
+    // Element lookups wait for the page a click navigated to.
+    webdriver(
+        "POST",
+        &format!("{s}/timeouts"),
+        json!({ "implicit": 10_000 }),
+    );
+    let find = |css: &str| -> String {
+        let found = webdriver(
+            "POST",
+            &format!("{s}/element"),
+            json!({ "using": "css selector", "value": css }),
+        );
+        found
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let text_of = |css: &str| -> String {
+        webdriver(
+            "GET",
+            &format!("{s}/element/{}/text", find(css)),
+            Value::Null,
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let base = format!("http://{}", d.service("gatekeeper"));
+
+    // A read with the customized strategy.
+    webdriver(
+        "POST",
+        &format!("{s}/url"),
+        json!({ "url": format!("{base}/read") }),
+    );
+    let query = find("#query");
+    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
+    let sql = "SELECT actor_id, last_name FROM actor WHERE actor_id = 990001";
+    webdriver(
+        "POST",
+        &format!("{s}/element/{query}/value"),
+        json!({ "text": sql }),
+    );
+    let option = find("#strategy option[value='customized']");
+    webdriver("POST", &format!("{s}/element/{option}/click"), json!({}));
+    let submit = find("button[type='submit']");
+    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
+    let rows = text_of("#rows");
+    assert!(rows.contains("990001") && rows.contains("O'Hara"), "{rows}");
+    let served = text_of("#served-by");
+    assert!(served.contains("worker-"), "{served}");
+
+    // A write, then the same page shows what happened.
+    webdriver(
+        "POST",
+        &format!("{s}/url"),
+        json!({ "url": format!("{base}/write") }),
+    );
+    let query = find("#query");
+    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
+    let sql = "UPDATE actor SET first_name = 'Zed' WHERE actor_id = 990001";
+    webdriver(
+        "POST",
+        &format!("{s}/element/{query}/value"),
+        json!({ "text": sql }),
+    );
+    let submit = find("button[type='submit']");
+    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
+    assert_eq!(text_of("#affected"), "1 row(s) changed.");
+
+    // A rejected query shows the rule, as text, not markup.
+    webdriver(
+        "POST",
+        &format!("{s}/url"),
+        json!({ "url": format!("{base}/read") }),
+    );
+    let query = find("#query");
+    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
+    webdriver(
+        "POST",
+        &format!("{s}/element/{query}/value"),
+        json!({ "text": "SELECT '<b>x</b>' UNION SELECT 1" }),
+    );
+    let submit = find("button[type='submit']");
+    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
+    assert!(text_of("#error").contains("rejected by rule set-operation"));
+    let source = webdriver("GET", &format!("{s}/source"), Value::Null);
+    assert!(
+        source.as_str().unwrap().contains("&lt;b&gt;x&lt;/b&gt;"),
+        "the query is escaped in the page"
+    );
+    webdriver("DELETE", &s, Value::Null);
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Starts another instance of a deployed service binary with a config of the test's own.
+fn start_service(d: &Deployment, host: &str, config: &std::path::Path) -> Spawned {
+    let binary = d.host_dir(host).join(host);
+    let log = fs::File::create(d.dir.join(format!("{host}-extra.log"))).unwrap();
+    Spawned(
+        Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Accepts connections and relays them to `upstream`, delaying what comes back.
+fn forward_with_delay(
+    listener: TcpListener,
+    upstream: String,
+    delay: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_r, mut server_w) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_r, &mut server_w);
+                let _ = server_w.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut server_r, mut client_w) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match server_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            std::thread::sleep(delay);
+                            if client_w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
