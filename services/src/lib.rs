@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod gatekeeper;
 pub mod guard;
+pub mod loadgen;
 pub mod proxy;
 pub mod serve;
 pub mod trusted_host;

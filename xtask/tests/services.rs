@@ -48,6 +48,7 @@ fn the_patterns_route_validate_and_survive_failures() {
     assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
 
     every_mode_returns_the_rows(&d);
+    the_load_generator_measures_chain_and_database(&d);
     a_write_reaches_the_workers(&d);
     a_rejected_query_never_reaches_a_database(&d);
     internal_services_refuse_strangers(&d);
@@ -121,6 +122,53 @@ fn every_mode_returns_the_rows(d: &Deployment) {
         }
         assert!(body["elapsed_ms"].as_f64().unwrap() > 0.0);
     }
+}
+
+/// The load generator deploy-services built beside the services, for one second each way.
+fn the_load_generator_measures_chain_and_database(d: &Deployment) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let loadgen = target.join("release/loadgen");
+    let run = |args: &[&str]| -> Value {
+        let out = Command::new(&loadgen)
+            .args(args)
+            .args(["--duration", "1", "--concurrency", "2", "--films", "100"])
+            .env("LOADGEN_DB_PASSWORD", d.secret("bench_password"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let gatekeeper = format!("http://{}", d.service("gatekeeper"));
+    let chain = run(&[
+        "--gatekeeper",
+        &gatekeeper,
+        "--mode",
+        "random",
+        "--workload",
+        "mix",
+    ]);
+    let direct = run(&[
+        "--database",
+        &format!("{}:3306", d.address("manager")),
+        "--user",
+        "bench",
+        "--workload",
+        "mix",
+    ]);
+    for report in [&chain, &direct] {
+        assert!(report["requests"].as_u64().unwrap() > 10, "{report}");
+        assert_eq!(report["errors"], json!({}), "{report}");
+        assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+        assert!(!report["histogram"].as_str().unwrap().is_empty());
+    }
+    let served: Vec<&String> = chain["served_by"].as_object().unwrap().keys().collect();
+    assert!(
+        served.iter().all(|s| s.starts_with("worker-")),
+        "{served:?}"
+    );
+    assert_eq!(direct["target"], "direct-db");
 }
 
 fn a_write_reaches_the_workers(d: &Deployment) {

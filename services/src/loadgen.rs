@@ -1,0 +1,369 @@
+//! The load generator: a fixed number of clients send queries for a fixed time, either through
+//! the gatekeeper's JSON API (one of the four modes) or straight to a database server (the
+//! baseline that shows what the chain costs). Latencies go into HDR histograms.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::wire::{Mode, QueryRequest, QueryResponse};
+
+/// What the clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// One film by primary key.
+    Point,
+    /// Twenty consecutive films.
+    Range,
+    /// Four point reads for every range read.
+    Mix,
+    /// One film's rental duration changed by primary key.
+    Write,
+}
+
+impl Workload {
+    pub fn parse(text: &str) -> Option<Workload> {
+        match text {
+            "point" => Some(Workload::Point),
+            "range" => Some(Workload::Range),
+            "mix" => Some(Workload::Mix),
+            "write" => Some(Workload::Write),
+            _ => None,
+        }
+    }
+
+    /// The next query, for films numbered 1..=films.
+    pub fn query(self, rng: &mut impl Rng, films: u32) -> String {
+        let id = rng.random_range(1..=films);
+        let point =
+            || format!("SELECT film_id, title, rental_rate, length FROM film WHERE film_id = {id}");
+        let range = || {
+            let start = rng_start(id, films);
+            format!("SELECT film_id, title FROM film WHERE film_id BETWEEN {start} AND {} ORDER BY film_id", start + 19)
+        };
+        match self {
+            Workload::Point => point(),
+            Workload::Range => range(),
+            Workload::Mix if id % 5 == 0 => range(),
+            Workload::Mix => point(),
+            Workload::Write => format!(
+                "UPDATE film SET rental_duration = {} WHERE film_id = {id}",
+                3 + id % 5
+            ),
+        }
+    }
+}
+
+fn rng_start(id: u32, films: u32) -> u32 {
+    id.min(films.saturating_sub(19).max(1))
+}
+
+/// Where the queries go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The gatekeeper's JSON API at this base URL, in this mode.
+    Gatekeeper { url: String, mode: Mode },
+    /// A database server, with an account that may read (and for writes, write) filmdb.
+    Database {
+        address: String,
+        port: u16,
+        user: String,
+        password: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Target,
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Number of films in the dataset (100 per unit of scale).
+    pub films: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub throughput_rps: f64,
+    pub latency_ms: Percentiles,
+    /// Successful requests per host that served them.
+    pub served_by: BTreeMap<String, u64>,
+    /// The latency histogram (microseconds), HdrHistogram V2 compressed, base64.
+    pub histogram: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// What one client saw.
+struct ClientTally {
+    histogram: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    served_by: BTreeMap<String, u64>,
+}
+
+impl ClientTally {
+    fn new() -> ClientTally {
+        ClientTally {
+            // 1 µs to 60 s at 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            errors: BTreeMap::new(),
+            served_by: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration, outcome: Result<String, String>) {
+        match outcome {
+            Ok(served_by) => {
+                self.histogram.saturating_record(elapsed.as_micros() as u64);
+                *self.served_by.entry(served_by).or_default() += 1;
+            }
+            Err(kind) => *self.errors.entry(kind).or_default() += 1,
+        }
+    }
+}
+
+pub async fn run(plan: &Plan) -> Result<Report> {
+    if plan.concurrency == 0 || plan.films == 0 {
+        bail!("concurrency and the number of films must be at least 1");
+    }
+    let sender = Sender::new(&plan.target, plan.concurrency)?;
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..plan.concurrency {
+        let (sender, plan) = (sender.clone(), plan.clone());
+        clients.spawn(async move {
+            let mut tally = ClientTally::new();
+            while Instant::now() < deadline {
+                let query = plan.workload.query(&mut rand::rng(), plan.films);
+                let sent = Instant::now();
+                let outcome = sender.send(&query, plan.workload).await;
+                tally.record(sent.elapsed(), outcome);
+            }
+            tally
+        });
+    }
+    let mut total = ClientTally::new();
+    for tally in clients.join_all().await {
+        total
+            .histogram
+            .add(&tally.histogram)
+            .context("merging histograms")?;
+        for (k, v) in tally.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in tally.served_by {
+            *total.served_by.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    sender.close().await;
+
+    let h = &total.histogram;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let ok = h.len();
+    let mut serialized = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut serialized)
+        .map_err(|e| anyhow::anyhow!("serializing the histogram: {e:?}"))?;
+    Ok(Report {
+        target: sender.describe(),
+        workload: plan.workload,
+        concurrency: plan.concurrency,
+        duration_s: elapsed,
+        requests: ok + total.errors.values().sum::<u64>(),
+        errors: total.errors,
+        throughput_rps: ok as f64 / elapsed,
+        latency_ms: Percentiles {
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        },
+        served_by: total.served_by,
+        histogram: base64_encode(&serialized),
+    })
+}
+
+/// Sends one query and says who served it, or what kind of error it met.
+#[derive(Clone)]
+enum Sender {
+    Gatekeeper {
+        client: reqwest::Client,
+        url: String,
+        mode: Mode,
+    },
+    Database {
+        pool: mysql_async::Pool,
+        name: String,
+    },
+}
+
+impl Sender {
+    fn new(target: &Target, concurrency: usize) -> Result<Sender> {
+        Ok(match target {
+            Target::Gatekeeper { url, mode } => Sender::Gatekeeper {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(concurrency)
+                    .build()?,
+                url: format!("{}/api/query", url.trim_end_matches('/')),
+                mode: *mode,
+            },
+            Target::Database {
+                address,
+                port,
+                user,
+                password,
+            } => {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(address.clone())
+                    .tcp_port(*port)
+                    .user(Some(user.clone()))
+                    .pass(Some(password.clone()))
+                    .db_name(Some("filmdb"))
+                    .prefer_socket(false)
+                    .pool_opts(
+                        mysql_async::PoolOpts::default().with_constraints(
+                            mysql_async::PoolConstraints::new(0, concurrency.max(1))
+                                .context("pool size")?,
+                        ),
+                    );
+                Sender::Database {
+                    pool: mysql_async::Pool::new(opts),
+                    name: format!("{address}:{port}"),
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sender::Gatekeeper { mode, .. } => mode.as_str().to_string(),
+            Sender::Database { .. } => "direct-db".to_string(),
+        }
+    }
+
+    async fn send(&self, query: &str, workload: Workload) -> Result<String, String> {
+        match self {
+            Sender::Gatekeeper { client, url, mode } => {
+                let request = QueryRequest {
+                    query: query.to_string(),
+                    mode: *mode,
+                };
+                let response = client.post(url).json(&request).send().await.map_err(|e| {
+                    if e.is_timeout() {
+                        "timeout".to_string()
+                    } else {
+                        "connect".to_string()
+                    }
+                })?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(format!("http-{}", status.as_u16()));
+                }
+                let body: QueryResponse = response
+                    .json()
+                    .await
+                    .map_err(|_| "bad-response".to_string())?;
+                Ok(body.served_by)
+            }
+            Sender::Database { pool, name } => {
+                let result = async {
+                    let mut conn = pool.get_conn().await?;
+                    if workload == Workload::Write {
+                        conn.query_drop(query).await
+                    } else {
+                        conn.query::<mysql_async::Row, _>(query).await.map(drop)
+                    }
+                }
+                .await;
+                match result {
+                    Ok(()) => Ok(name.clone()),
+                    Err(mysql_async::Error::Server(e)) => Err(format!("server-{}", e.code)),
+                    Err(_) => Err("connect".to_string()),
+                }
+            }
+        }
+    }
+
+    async fn close(&self) {
+        if let Sender::Database { pool, .. } = self {
+            let _ = pool.clone().disconnect().await;
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_stay_inside_the_dataset() {
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            let q = Workload::Range.query(&mut rng, 100);
+            let numbers: Vec<u32> = q
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            let (start, end) = (numbers[0], numbers[1]);
+            assert!(start >= 1 && end <= 100 && end - start == 19, "{q}");
+        }
+        let q = Workload::Point.query(&mut rng, 1);
+        assert!(q.ends_with("film_id = 1"), "{q}");
+        assert!(Workload::Write
+            .query(&mut rng, 10)
+            .starts_with("UPDATE film SET rental_duration"));
+    }
+
+    #[test]
+    fn encodes_base64() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+}
