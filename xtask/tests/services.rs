@@ -54,6 +54,7 @@ fn the_patterns_route_validate_and_survive_failures() {
     internal_services_refuse_strangers(&d);
     bad_input_gets_clear_errors(&d);
     a_slow_worker_is_avoided_by_customized(&d);
+    a_failed_read_is_retried_elsewhere(&d);
     pages_work_in_a_browser(&d);
     a_stopped_worker_is_routed_around(&d);
 
@@ -465,12 +466,11 @@ fn bad_input_gets_clear_errors(d: &Deployment) {
 
 fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
     // A forwarder in front of worker-3 that holds every answer back by 30 ms.
-    let delay = Duration::from_millis(30);
-    let forwarder = TcpListener::bind(format!("{PREFIX}.60:0")).unwrap();
-    let slow_port = forwarder.local_addr().unwrap().port();
-    let upstream = format!("{}:3306", d.address("worker-3"));
-    let stop = Arc::new(AtomicBool::new(false));
-    forward_with_delay(forwarder, upstream, delay, Arc::clone(&stop));
+    let slow = Forwarder::start(
+        &format!("{PREFIX}.60"),
+        format!("{}:3306", d.address("worker-3")),
+        Duration::from_millis(30),
+    );
 
     let token = format!("test-token-{}", std::process::id());
     let mut settings: Value =
@@ -482,7 +482,7 @@ fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
     settings["health_interval_ms"] = json!(100);
     settings["workers"] = json!([
         { "name": "worker-1", "address": d.address("worker-1"), "port": 3306 },
-        { "name": "worker-slow", "address": format!("{PREFIX}.60"), "port": slow_port },
+        { "name": "worker-slow", "address": format!("{PREFIX}.60"), "port": slow.port() },
         { "name": "worker-2", "address": d.address("worker-2"), "port": 3306 },
     ]);
     let config = d.dir.join("proxy-slow.json");
@@ -545,7 +545,82 @@ fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
         })
         .collect();
     assert!(served.iter().any(|s| s == "worker-slow"), "{served:?}");
-    stop.store(true, Ordering::Relaxed);
+}
+
+/// A worker that dies between two health probes: the read that finds out is retried elsewhere
+/// and still answers.
+fn a_failed_read_is_retried_elsewhere(d: &Deployment) {
+    let flaky = Forwarder::start(
+        &format!("{PREFIX}.61"),
+        format!("{}:3306", d.address("worker-2")),
+        Duration::ZERO,
+    );
+    let token = format!("retry-token-{}", std::process::id());
+    let mut settings: Value =
+        serde_json::from_str(&fs::read_to_string(d.host_dir("proxy").join("config.json")).unwrap())
+            .unwrap();
+    settings["listen"] = json!(format!("{}:18082", d.address("proxy")));
+    settings["allowed_peers"] = json!(["127.0.0.1"]);
+    settings["token"] = json!(token);
+    // One probe at start, then none for an hour: only the request path can notice the failure.
+    settings["health_interval_ms"] = json!(3_600_000);
+    settings["workers"] = json!([{ "name": "worker-flaky", "address": format!("{PREFIX}.61"), "port": flaky.port() }]);
+    let config = d.dir.join("proxy-retry.json");
+    write_private(&config, &settings.to_string());
+    let _proxy = start_service(d, "proxy", &config);
+    let proxy = format!("{}:18082", d.address("proxy"));
+    wait_for("the retry proxy", Duration::from_secs(20), || {
+        TcpStream::connect(&proxy).is_ok()
+    });
+    let health = || -> Value {
+        serde_json::from_str(&http(None, &proxy, "GET", "/health", &[], b"").body).unwrap()
+    };
+    wait_for("the first probe", Duration::from_secs(20), || {
+        health()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["checks"] == 1)
+    });
+
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+    ];
+    let read = json!({ "query": "SELECT COUNT(*) FROM film", "mode": "random" }).to_string();
+    let send = || -> (u16, Value) {
+        let r = http(None, &proxy, "POST", "/query", &headers, read.as_bytes());
+        (r.status, serde_json::from_str(&r.body).unwrap())
+    };
+    let (status, body) = send();
+    assert_eq!(
+        (status, body["served_by"].as_str()),
+        (200, Some("worker-flaky")),
+        "{body}"
+    );
+
+    flaky.cut();
+    let (status, body) = send();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["served_by"], "manager", "{body}");
+    let note = body["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("worker-flaky failed") && note.contains("retried on manager"),
+        "{note}"
+    );
+    let h = health();
+    let flaky_health = h["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "worker-flaky")
+        .unwrap();
+    assert_eq!(flaky_health["healthy"], false, "{h}");
+    assert_eq!(
+        flaky_health["checks"], 1,
+        "marked down by the request, not by a probe: {h}"
+    );
 }
 
 fn a_stopped_worker_is_routed_around(d: &Deployment) {
@@ -767,44 +842,81 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Accepts connections and relays them to `upstream`, delaying what comes back.
-fn forward_with_delay(
-    listener: TcpListener,
-    upstream: String,
-    delay: Duration,
-    stop: Arc<AtomicBool>,
-) {
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(client) = client else { continue };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (mut client_r, mut server_w) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut client_r, &mut server_w);
-                let _ = server_w.shutdown(std::net::Shutdown::Write);
-            });
-            let (mut server_r, mut client_w) = (server, client);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match server_r.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            std::thread::sleep(delay);
-                            if client_w.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
+/// A TCP relay to `upstream` that holds back what comes back by `delay`, and can be cut: every
+/// connection through it is closed and new ones are refused, as when a host dies.
+struct Forwarder {
+    address: String,
+    cut: Arc<AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Forwarder {
+    fn start(address: &str, upstream: String, delay: Duration) -> Forwarder {
+        let listener = TcpListener::bind(format!("{address}:0")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let forwarder = Forwarder {
+            address: listener.local_addr().unwrap().to_string(),
+            cut: Arc::default(),
+            connections: Arc::default(),
+        };
+        let (cut, connections) = (
+            Arc::clone(&forwarder.cut),
+            Arc::clone(&forwarder.connections),
+        );
+        std::thread::spawn(move || {
+            while !cut.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                connections
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let (mut client_r, mut server_w) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_r, &mut server_w);
+                    let _ = server_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut server_r, mut client_w) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = server_r.read(&mut buf) {
+                        std::thread::sleep(delay);
+                        if client_w.write_all(&buf[..n]).is_err() {
+                            break;
                         }
                     }
-                }
-                let _ = client_w.shutdown(std::net::Shutdown::Write);
-            });
+                    let _ = client_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+        forwarder
+    }
+
+    fn port(&self) -> u16 {
+        self.address.rsplit_once(':').unwrap().1.parse().unwrap()
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        for c in self.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
-    });
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut();
+    }
 }
