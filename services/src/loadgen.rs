@@ -254,7 +254,7 @@ impl Sender {
                     );
                 Sender::Database {
                     pool: mysql_async::Pool::new(opts),
-                    name: format!("{address}:{port}"),
+                    name: name.clone(),
                 }
             }
         })

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::state::Settings;
+use crate::state::{BenchSettings, Settings};
 use crate::steps::Step;
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
@@ -30,7 +30,7 @@ pub enum Command {
     /// Build and start the gatekeeper, trusted host and proxy.
     DeployServices(StepArgs),
     /// Run sysbench and the patterns load test.
-    Bench(StepArgs),
+    Bench(BenchStepArgs),
     /// Collect the benchmark outputs into results/.
     FetchResults(StepArgs),
     /// Run every step that is not done yet, in order.
@@ -54,6 +54,43 @@ pub struct StepArgs {
 pub struct AllArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStepArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+/// How much benchmarking: fixed for a bench run, so a resumed run measures the same way.
+#[derive(Debug, Default, Clone, Args)]
+pub struct BenchArgs {
+    /// A small, fast profile (CI): 1 run, 3 s each, a 1,000-row table, 2 threads, load
+    /// concurrency 4. Flags given with it still win.
+    #[arg(long)]
+    pub quick: bool,
+    /// sysbench threads per server [default: 4].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Seconds of each sysbench run and each load-test run [default: 10].
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u32>,
+    /// Rows of each sysbench table [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub table_size: Option<u32>,
+    /// sysbench tables [default: 1].
+    #[arg(long, value_name = "N")]
+    pub tables: Option<u32>,
+    /// How many times each measurement is repeated [default: 3].
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u32>,
+    /// Clients of the patterns load test [default: 8].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u32>,
 }
 
 /// Deployment settings; given to `provision` (or `all`) and fixed for the deployment's life.
@@ -157,6 +194,62 @@ impl SettingsArgs {
     }
 }
 
+impl BenchArgs {
+    pub fn is_empty(&self) -> bool {
+        !self.quick
+            && self.threads.is_none()
+            && self.seconds.is_none()
+            && self.table_size.is_none()
+            && self.tables.is_none()
+            && self.runs.is_none()
+            && self.concurrency.is_none()
+    }
+
+    /// The classic defaults (or the quick profile) with these flags applied, validated.
+    pub fn to_settings(&self) -> Result<BenchSettings> {
+        let base = if self.quick {
+            BenchSettings {
+                threads: 2,
+                seconds: 3,
+                table_size: 1000,
+                tables: 1,
+                runs: 1,
+                concurrency: 4,
+            }
+        } else {
+            BenchSettings {
+                threads: 4,
+                seconds: 10,
+                table_size: 100_000,
+                tables: 1,
+                runs: 3,
+                concurrency: 8,
+            }
+        };
+        let s = BenchSettings {
+            threads: self.threads.unwrap_or(base.threads),
+            seconds: self.seconds.unwrap_or(base.seconds),
+            table_size: self.table_size.unwrap_or(base.table_size),
+            tables: self.tables.unwrap_or(base.tables),
+            runs: self.runs.unwrap_or(base.runs),
+            concurrency: self.concurrency.unwrap_or(base.concurrency),
+        };
+        for (name, value, max) in [
+            ("threads", s.threads, 256),
+            ("seconds", s.seconds, 3600),
+            ("table-size", s.table_size, 100_000_000),
+            ("tables", s.tables, 64),
+            ("runs", s.runs, 100),
+            ("concurrency", s.concurrency, 1024),
+        ] {
+            if !(1..=max).contains(&value) {
+                bail!("--{name} must be between 1 and {max}, got {value}");
+            }
+        }
+        Ok(s)
+    }
+}
+
 pub fn validate(s: &Settings) -> Result<()> {
     if !(1..=20).contains(&s.workers) {
         bail!("--workers must be between 1 and 20, got {}", s.workers);
@@ -228,6 +321,45 @@ mod tests {
             let err = a.to_settings().unwrap_err().to_string();
             assert!(err.contains(flag), "{err}");
         }
+    }
+
+    #[test]
+    fn bench_profiles_and_overrides() {
+        let classic = BenchArgs::default().to_settings().unwrap();
+        assert_eq!(
+            (
+                classic.threads,
+                classic.seconds,
+                classic.table_size,
+                classic.runs
+            ),
+            (4, 10, 100_000, 3)
+        );
+        let quick = BenchArgs {
+            quick: true,
+            runs: Some(2),
+            ..BenchArgs::default()
+        }
+        .to_settings()
+        .unwrap();
+        assert_eq!((quick.seconds, quick.table_size, quick.runs), (3, 1000, 2));
+        let err = BenchArgs {
+            threads: Some(0),
+            ..BenchArgs::default()
+        }
+        .to_settings()
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--threads must be between 1 and 256"),
+            "{err}"
+        );
+        assert!(BenchArgs::default().is_empty());
+        assert!(!BenchArgs {
+            quick: true,
+            ..BenchArgs::default()
+        }
+        .is_empty());
     }
 
     #[test]

@@ -90,22 +90,12 @@ pub fn put_file(host: &Host, name: &str, contents: &[u8]) -> Result<PathBuf> {
 /// script's error output. The script dies with this process (a killed xtask leaves no half-done
 /// script behind); what it starts detached, like a database server, lives on.
 pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> {
-    let output = duct::cmd("bash", ["-c", &script.text()])
+    let output = dies_with_us(duct::cmd("bash", ["-c", &script.text()]))
         .dir(&host.dir)
         .stdin_bytes(stdin)
         .stdout_capture()
         .stderr_capture()
         .unchecked()
-        .before_spawn(|command| {
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            Ok(())
-        })
         .run()
         .with_context(|| format!("starting bash for {} on {}", script.name(), host.name))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -147,6 +137,21 @@ pub fn http_get(address: &str, port: u16, path: &str) -> Result<(u16, String)> {
         .map_or("", |(_, b)| b)
         .to_string();
     Ok((status, body))
+}
+
+/// Makes a command die with this process: a killed xtask leaves no half-done work running
+/// that a rerun would collide with. What the command itself starts detached lives on.
+pub fn dies_with_us(command: duct::Expression) -> duct::Expression {
+    command.before_spawn(|command| {
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        Ok(())
+    })
 }
 
 /// Start time of a process in clock ticks since boot, or None when there is no such process

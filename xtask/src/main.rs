@@ -1,9 +1,12 @@
 //! `cargo xtask`: deploys, benchmarks and tears down the database cluster, one resumable step
 //! at a time. This file only dispatches; each step has its own module.
 
+mod bench;
+mod charts;
 mod dataset;
 mod db;
 mod deploy_services;
+mod fetch_results;
 mod flags;
 mod install_cluster;
 mod local;
@@ -21,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use crate::flags::{Cli, Command};
+use crate::flags::{BenchArgs, Cli, Command, StepArgs};
 use crate::state::Paths;
 use crate::steps::Step;
 
@@ -38,21 +41,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let paths = Paths::new(cli.data.unwrap_or_else(|| project_root().join("data.json")));
+    let none = BenchArgs::default();
+    let step = |step, a: &StepArgs, bench: &BenchArgs| {
+        steps::run(&paths, step, a.force, &a.settings, bench).map(drop)
+    };
     match cli.command {
-        Command::Provision(a) => {
-            steps::run(&paths, Step::Provision, a.force, &a.settings).map(drop)
-        }
-        Command::InstallCluster(a) => {
-            steps::run(&paths, Step::InstallCluster, a.force, &a.settings).map(drop)
-        }
-        Command::DeployServices(a) => {
-            steps::run(&paths, Step::DeployServices, a.force, &a.settings).map(drop)
-        }
-        Command::Bench(a) => steps::run(&paths, Step::Bench, a.force, &a.settings).map(drop),
-        Command::FetchResults(a) => {
-            steps::run(&paths, Step::FetchResults, a.force, &a.settings).map(drop)
-        }
-        Command::All(a) => steps::run_all(&paths, &a.settings),
+        Command::Provision(a) => step(Step::Provision, &a, &none),
+        Command::InstallCluster(a) => step(Step::InstallCluster, &a, &none),
+        Command::DeployServices(a) => step(Step::DeployServices, &a, &none),
+        Command::Bench(a) => step(Step::Bench, &a.step, &a.bench),
+        Command::FetchResults(a) => step(Step::FetchResults, &a, &none),
+        Command::All(a) => steps::run_all(&paths, &a.settings, &a.bench),
         Command::Status => status::run(&paths),
         Command::Teardown => teardown::run(&paths),
     }

@@ -33,6 +33,7 @@ pub fn open(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Session> {
         processes: Default::default(),
         steps: Default::default(),
         secrets: Secrets::generate(),
+        bench: None,
     };
     Ok(steps::new_session(paths, lock, deployment))
 }

@@ -35,6 +35,27 @@ pub struct Deployment {
     pub processes: BTreeMap<String, ProcessRecord>,
     pub steps: BTreeMap<Step, StepRecord>,
     pub secrets: Secrets,
+    /// The current (or last) benchmark run.
+    #[serde(default)]
+    pub bench: Option<BenchRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchRun {
+    /// Names the run's raw folder and its rows in results/.
+    pub id: String,
+    pub started_at: String,
+    pub settings: BenchSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchSettings {
+    pub threads: u32,
+    pub seconds: u32,
+    pub table_size: u32,
+    pub tables: u32,
+    pub runs: u32,
+    pub concurrency: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,6 +364,7 @@ mod tests {
             processes: BTreeMap::new(),
             steps: BTreeMap::new(),
             secrets: Secrets::generate(),
+            bench: None,
         }
     }
 

@@ -10,9 +10,9 @@ use std::fmt;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::SettingsArgs;
+use crate::flags::{BenchArgs, SettingsArgs};
 use crate::state::{now, Deployment, Lock, Paths, StepStatus};
-use crate::{deploy_services, install_cluster, provision, teardown};
+use crate::{bench, deploy_services, fetch_results, install_cluster, provision, teardown};
 
 #[derive(
     Debug,
@@ -92,7 +92,13 @@ pub enum Outcome {
 }
 
 /// Runs one pipeline step (or skips it when done and not forced).
-pub fn run(paths: &Paths, step: Step, force: bool, settings: &SettingsArgs) -> Result<Outcome> {
+pub fn run(
+    paths: &Paths,
+    step: Step,
+    force: bool,
+    settings: &SettingsArgs,
+    bench_args: &BenchArgs,
+) -> Result<Outcome> {
     let lock = Lock::acquire(paths)?;
     let mut session = match step {
         Step::Provision => provision::open(paths, lock, settings)?,
@@ -101,14 +107,20 @@ pub fn run(paths: &Paths, step: Step, force: bool, settings: &SettingsArgs) -> R
             open_live(paths, lock)?
         }
     };
+    if step == Step::Bench {
+        bench::choose_run(&mut session.deployment, bench_args, force)?;
+    }
     run_in(&mut session, step, force)
 }
 
 /// Runs every pipeline step that is not done yet, in order, under one lock.
-pub fn run_all(paths: &Paths, settings: &SettingsArgs) -> Result<()> {
+pub fn run_all(paths: &Paths, settings: &SettingsArgs, bench_args: &BenchArgs) -> Result<()> {
     let lock = Lock::acquire(paths)?;
     let mut session = provision::open(paths, lock, settings)?;
     for step in Step::PIPELINE {
+        if step == Step::Bench {
+            bench::choose_run(&mut session.deployment, bench_args, false)?;
+        }
         run_in(&mut session, step, false)
             .with_context(|| format!("resume with `cargo xtask {step}` once the cause is fixed"))?;
     }
@@ -185,6 +197,15 @@ pub fn run_in(session: &mut Session, step: Step, force: bool) -> Result<Outcome>
             record.error = Some(format!("{e:#}"));
         }
     }
+    // A step done again may have changed what the steps after it used: they are to be done
+    // again too.
+    if result.is_ok() && record.attempts > 1 {
+        for later in Step::PIPELINE.iter().skip_while(|s| **s != step).skip(1) {
+            if let Some(r) = session.deployment.steps.get_mut(later) {
+                r.status = StepStatus::Pending;
+            }
+        }
+    }
     session.save()?;
     result.with_context(|| format!("step `{step}` failed"))?;
     eprintln!("{step}: done in {:.1} s", started.elapsed().as_secs_f64());
@@ -207,10 +228,8 @@ fn execute(session: &mut Session, step: Step) -> Result<()> {
         Step::Provision => provision::run(session),
         Step::InstallCluster => install_cluster::run(session),
         Step::DeployServices => deploy_services::run(session),
-        Step::Bench | Step::FetchResults => bail!(
-            "`cargo xtask {step}` is not yet available in this version of the tool; \
-             the steps before it are done and the cluster is running"
-        ),
+        Step::Bench => bench::run(session),
+        Step::FetchResults => fetch_results::run(session),
         Step::Teardown => teardown::execute(session),
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! loadgen --gatekeeper URL --mode MODE   [options]   through the patterns
-//! loadgen --database ADDRESS:PORT --user USER [options]   straight to a server; the password
-//!                                                         comes from LOADGEN_DB_PASSWORD
+//! loadgen --database ADDRESS:PORT --user USER [--name NAME] [options]
+//!                                  straight to a server (reported as NAME); the password
+//!                                  comes from LOADGEN_DB_PASSWORD
 //! options: --workload point|range|mix|write (mix)  --concurrency N (8)  --duration SECONDS (10)
 //!          --films N (films in the dataset, 1000)  --out PATH (the JSON report; stdout if absent)
 //! ```
@@ -71,6 +72,7 @@ fn parse(args: Vec<String>) -> Result<(Plan, Option<String>)> {
                 address: host.to_string(),
                 port: port.parse().context("--database takes ADDRESS:PORT")?,
                 user: take("user").context("--database needs --user")?,
+                name: take("name").unwrap_or_else(|| address.clone()),
                 password: std::env::var("LOADGEN_DB_PASSWORD")
                     .context("set LOADGEN_DB_PASSWORD")?,
             }
