@@ -238,6 +238,7 @@ impl Sender {
                 port,
                 user,
                 password,
+                name,
             } => {
                 let opts = mysql_async::OptsBuilder::default()
                     .ip_or_hostname(address.clone())
