@@ -76,6 +76,8 @@ pub enum Target {
         port: u16,
         user: String,
         password: String,
+        /// How the server is named in the report ("manager").
+        name: String,
     },
 }
 
