@@ -48,6 +48,8 @@ impl Deployment {
         };
         cmd.arg("--data").arg(self.data_json()).args(args);
         cmd.env_remove("XTASK_DATA");
+        // Results of a test stay in its folder, never in the repository's results/.
+        cmd.env("XTASK_RESULTS", self.dir.join("results"));
         cmd
     }
 
