@@ -5,17 +5,8 @@ PATH="$TOOLS_PATH:$PATH"
 config="$HOST_DIR/my.cnf"
 socket="$HOST_DIR/mariadbd.sock"
 
-# The server is ours when its command line names our config: the pid file alone may be stale.
 find_server() {
-  local cmdline
-  for proc in /proc/[0-9]*; do
-    cmdline=$(tr '\0' ' ' < "$proc/cmdline" 2>/dev/null) || continue
-    if [ "$cmdline" = "mariadbd --defaults-file=$config " ]; then
-      echo "${proc#/proc/}"
-      return 0
-    fi
-  done
-  return 1
+  find_process mariadbd --defaults-file="$config"
 }
 
 if ! pid=$(find_server); then

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::db;
+use crate::deploy_services;
 use crate::flags::BenchArgs;
 use crate::local;
 use crate::progress::Progress;
@@ -73,9 +74,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     for sub in ["sysbench", "patterns"] {
         local::create_dir(&dir.join(sub))?;
     }
-    let loadgen = crate::project_root().join("target/release/loadgen");
-    let loadgen = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or(loadgen, |t| PathBuf::from(t).join("release/loadgen"));
+    let loadgen = deploy_services::release_dir().join("loadgen");
     if !loadgen.exists() {
         bail!(
             "{} is missing; run `cargo xtask deploy-services --force`, which builds it",
@@ -84,16 +83,8 @@ pub fn run(session: &mut Session) -> Result<()> {
     }
     write_metadata(&dir, d, &run)?;
 
-    let standalone = d
-        .hosts_with_role(Role::Standalone)
-        .next()
-        .cloned()
-        .context("no standalone host")?;
-    let manager = d
-        .hosts_with_role(Role::Manager)
-        .next()
-        .cloned()
-        .context("no manager host")?;
+    let standalone = d.host(Role::Standalone)?.clone();
+    let manager = d.host(Role::Manager)?.clone();
     let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
     let configs = sysbench_configs(session)?;
     let sysbench_out = |host: &str, workload: &str, n: u32| {
@@ -201,11 +192,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     sysbench_admin(&configs[&manager.name], s, "cleanup")?;
 
     // The patterns load test.
-    let gatekeeper = d
-        .hosts_with_role(Role::Gatekeeper)
-        .next()
-        .context("no gatekeeper host")?;
-    let gatekeeper_url = format!("http://{}:{}", gatekeeper.address, d.settings.service_port);
+    let gatekeeper_url = d.gatekeeper_url()?;
     let films = (100 * d.settings.dataset_scale).to_string();
     for n in 1..=s.runs {
         for mode in MODES {

@@ -39,12 +39,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     let bin_dir = build()?;
 
     for role in ORDER {
-        let host = session
-            .deployment
-            .hosts_with_role(role)
-            .next()
-            .cloned()
-            .with_context(|| format!("data.json has no {role:?} host"))?;
+        let host = session.deployment.host(role)?.clone();
         let name = binary_name(role).context("not a service role")?;
         progress.task(format!("starting {name} on {}", host.address));
         stop_service(session, &host)?;
@@ -57,19 +52,18 @@ pub fn run(session: &mut Session) -> Result<()> {
         start_service(session, &host, name)?;
         wait_healthy(session, &host)?;
     }
-    let gatekeeper = session
-        .deployment
-        .hosts_with_role(Role::Gatekeeper)
-        .next()
-        .context("no gatekeeper")?;
-    let base = format!(
-        "http://{}:{}",
-        gatekeeper.address, session.deployment.settings.service_port
-    );
+    let base = session.deployment.gatekeeper_url()?;
     progress.note(format!(
         "the gatekeeper is up: {base}/ (pages {base}/read and {base}/write, JSON API POST {base}/api/query)"
     ));
     Ok(())
+}
+
+/// Where release builds of this workspace land (the services and the load generator).
+pub fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::project_root().join("target"), PathBuf::from)
+        .join("release")
 }
 
 /// Builds the services for this machine and returns the folder with the binaries.
@@ -84,18 +78,12 @@ fn build() -> Result<PathBuf> {
     )
     .run()
     .context("building the services failed; the compiler's output above says why")?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release"))
+    Ok(release_dir())
 }
 
 /// The service's config: its address, whom it accepts, whom it calls and the tokens.
 fn config_for(d: &Deployment, role: Role) -> Result<serde_json::Value> {
-    let host = |role| {
-        d.hosts_with_role(role)
-            .next()
-            .with_context(|| format!("no {role:?} host"))
-    };
+    let host = |role| d.host(role);
     let port = d.settings.service_port;
     let url = |h: &Host| format!("http://{}:{port}", h.address);
     let listen = |h: &Host| format!("{}:{port}", h.address);
@@ -183,18 +171,13 @@ fn start_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
     let script = Script::new("service-start", SERVICE_START)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", name);
-    let out = local::run_script(host, &script, b"")?;
-    let pid: u32 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pid="))
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("service-start on {} printed no pid: {out:?}", host.name))?;
-    let record = local::record_process(pid, name)?;
-    session
-        .deployment
-        .processes
-        .insert(format!("{}/service", host.name), record);
-    session.save()
+    local::start_and_record(
+        session,
+        host,
+        &script,
+        format!("{}/service", host.name),
+        name,
+    )
 }
 
 fn wait_healthy(session: &Session, host: &Host) -> Result<()> {

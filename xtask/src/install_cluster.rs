@@ -32,16 +32,8 @@ pub fn run(session: &mut Session) -> Result<()> {
         .filter(|h| h.role.runs_database())
         .cloned()
         .collect();
-    let standalone = d
-        .hosts_with_role(Role::Standalone)
-        .next()
-        .cloned()
-        .context("no standalone host")?;
-    let manager = d
-        .hosts_with_role(Role::Manager)
-        .next()
-        .cloned()
-        .context("no manager host")?;
+    let standalone = d.host(Role::Standalone)?.clone();
+    let manager = d.host(Role::Manager)?.clone();
     let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
     let scale = d.settings.dataset_scale;
 
@@ -180,18 +172,13 @@ fn start_server(session: &mut Session, host: &Host, server_id: u32) -> Result<()
     local::put_file(host, "my.cnf", config.as_bytes())?;
     let script =
         Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
-    let out = local::run_script(host, &script, b"")?;
-    let pid: u32 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pid="))
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("db-start on {} printed no pid: {out:?}", host.name))?;
-    let record = local::record_process(pid, "mariadbd")?;
-    session
-        .deployment
-        .processes
-        .insert(format!("{}/mariadbd", host.name), record);
-    session.save()
+    local::start_and_record(
+        session,
+        host,
+        &script,
+        format!("{}/mariadbd", host.name),
+        "mariadbd",
+    )
 }
 
 /// Loads the dataset unless the host already holds a complete load of this scale and version.

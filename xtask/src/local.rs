@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::render::Script;
 use crate::state::{Host, ProcessRecord, Role, Settings};
+use crate::steps::Session;
 
 /// The address local clients connect from: Linux routes 127.0.0.0/8 with `src 127.0.0.1`, so a
 /// connection to any loopback host comes from there, and the database accounts are bound to it.
@@ -152,6 +153,26 @@ pub fn dies_with_us(command: duct::Expression) -> duct::Expression {
         }
         Ok(())
     })
+}
+
+/// Runs a start script that prints `pid=<pid>` of the process it started (or found already
+/// running), and records that process in data.json under `key` at once.
+pub fn start_and_record(
+    session: &mut Session,
+    host: &Host,
+    script: &Script,
+    key: String,
+    program: &str,
+) -> Result<()> {
+    let out = run_script(host, script, b"")?;
+    let pid: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("{} on {} printed no pid: {out:?}", script.name(), host.name))?;
+    let record = record_process(pid, program)?;
+    session.deployment.processes.insert(key, record);
+    session.save()
 }
 
 /// Start time of a process in clock ticks since boot, or None when there is no such process

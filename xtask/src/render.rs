@@ -10,6 +10,9 @@ use anyhow::{bail, Result};
 
 use crate::state::Role;
 
+/// Functions every script may use.
+const LIB: &str = include_str!("../scripts/lib.sh");
+
 /// A bash script with its parameters, ready to run on a host.
 pub struct Script {
     name: &'static str,
@@ -35,7 +38,8 @@ impl Script {
         self.name
     }
 
-    /// The full text: strict mode, the parameters, the tool search path, then the body.
+    /// The full text: strict mode, the parameters, the tool search path, the shared functions,
+    /// then the body.
     pub fn text(&self) -> String {
         let mut text = String::from("set -euo pipefail\n");
         for (name, value) in &self.params {
@@ -44,6 +48,7 @@ impl Script {
         // MariaDB's server programs live in sbin, which is not on a normal user's PATH;
         // XTASK_TOOLS_PATH, when set, replaces where the database programs are looked for.
         text.push_str("TOOLS_PATH=\"${XTASK_TOOLS_PATH:-$PATH:/usr/sbin:/sbin}\"\n");
+        text.push_str(LIB);
         text.push_str(self.body);
         text
     }

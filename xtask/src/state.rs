@@ -189,6 +189,22 @@ impl Deployment {
         self.hosts.iter().filter(move |h| h.role == role)
     }
 
+    /// Where people and the load generator reach the deployment.
+    pub fn gatekeeper_url(&self) -> Result<String> {
+        let gatekeeper = self.host(Role::Gatekeeper)?;
+        Ok(format!(
+            "http://{}:{}",
+            gatekeeper.address, self.settings.service_port
+        ))
+    }
+
+    /// The host of a role there is one of (everything but the workers).
+    pub fn host(&self, role: Role) -> Result<&Host> {
+        self.hosts_with_role(role)
+            .next()
+            .with_context(|| format!("data.json has no {role:?} host"))
+    }
+
     pub fn step(&self, step: Step) -> StepRecord {
         self.steps.get(&step).cloned().unwrap_or_default()
     }

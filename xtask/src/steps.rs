@@ -125,14 +125,10 @@ pub fn run_all(paths: &Paths, settings: &SettingsArgs, bench_args: &BenchArgs) -
             .with_context(|| format!("resume with `cargo xtask {step}` once the cause is fixed"))?;
     }
     let d = &session.deployment;
-    let gatekeeper = d
-        .hosts_with_role(crate::state::Role::Gatekeeper)
-        .next()
-        .map(|g| format!("http://{}:{}/", g.address, d.settings.service_port))
-        .unwrap_or_default();
+    let gatekeeper = d.gatekeeper_url()?;
     eprintln!(
         "\nall steps are done.\n  results:    {}/summary.md (CSVs and charts beside it)\n  \
-         gatekeeper: {gatekeeper}\n  status:     cargo xtask status\n  tear down:  cargo xtask teardown",
+         gatekeeper: {gatekeeper}/\n  status:     cargo xtask status\n  tear down:  cargo xtask teardown",
         crate::fetch_results::results_dir().display()
     );
     Ok(())

@@ -419,20 +419,10 @@ fn bad_input_gets_clear_errors(d: &Deployment) {
     assert_eq!(r.status, 405);
 
     // A client of its own with tight limits: a slow client is cut off, a greedy one throttled.
-    let config = d.dir.join("gatekeeper-tight.json");
-    let mut settings: Value = serde_json::from_str(
-        &fs::read_to_string(d.host_dir("gatekeeper").join("config.json")).unwrap(),
-    )
-    .unwrap();
-    settings["listen"] = json!(format!("{}:18080", d.address("gatekeeper")));
-    settings["request_timeout_ms"] = json!(1000);
-    settings["rate_per_second"] = json!(1.0);
-    settings["rate_burst"] = json!(3);
-    write_private(&config, &settings.to_string());
-    let _tight = start_service(d, "gatekeeper", &config);
-    let tight = format!("{}:18080", d.address("gatekeeper"));
-    wait_for("the tight gatekeeper", Duration::from_secs(20), || {
-        TcpStream::connect(&tight).is_ok()
+    let (_tight, tight) = start_variant(d, "gatekeeper", 18080, |c| {
+        c["request_timeout_ms"] = json!(1000);
+        c["rate_per_second"] = json!(1.0);
+        c["rate_burst"] = json!(3);
     });
 
     let started = Instant::now();
@@ -473,24 +463,15 @@ fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
     );
 
     let token = format!("test-token-{}", std::process::id());
-    let mut settings: Value =
-        serde_json::from_str(&fs::read_to_string(d.host_dir("proxy").join("config.json")).unwrap())
-            .unwrap();
-    settings["listen"] = json!(format!("{}:18081", d.address("proxy")));
-    settings["allowed_peers"] = json!(["127.0.0.1"]);
-    settings["token"] = json!(token);
-    settings["health_interval_ms"] = json!(100);
-    settings["workers"] = json!([
-        { "name": "worker-1", "address": d.address("worker-1"), "port": 3306 },
-        { "name": "worker-slow", "address": format!("{PREFIX}.60"), "port": slow.port() },
-        { "name": "worker-2", "address": d.address("worker-2"), "port": 3306 },
-    ]);
-    let config = d.dir.join("proxy-slow.json");
-    write_private(&config, &settings.to_string());
-    let _proxy = start_service(d, "proxy", &config);
-    let proxy = format!("{}:18081", d.address("proxy"));
-    wait_for("the extra proxy", Duration::from_secs(20), || {
-        TcpStream::connect(&proxy).is_ok()
+    let (_proxy, proxy) = start_variant(d, "proxy", 18081, |c| {
+        c["allowed_peers"] = json!(["127.0.0.1"]);
+        c["token"] = json!(token);
+        c["health_interval_ms"] = json!(100);
+        c["workers"] = json!([
+            { "name": "worker-1", "address": d.address("worker-1"), "port": 3306 },
+            { "name": "worker-slow", "address": format!("{PREFIX}.60"), "port": slow.port() },
+            { "name": "worker-2", "address": d.address("worker-2"), "port": 3306 },
+        ]);
     });
     let health = || -> Value {
         let r = http(None, &proxy, "GET", "/health", &[], b"");
@@ -556,21 +537,12 @@ fn a_failed_read_is_retried_elsewhere(d: &Deployment) {
         Duration::ZERO,
     );
     let token = format!("retry-token-{}", std::process::id());
-    let mut settings: Value =
-        serde_json::from_str(&fs::read_to_string(d.host_dir("proxy").join("config.json")).unwrap())
-            .unwrap();
-    settings["listen"] = json!(format!("{}:18082", d.address("proxy")));
-    settings["allowed_peers"] = json!(["127.0.0.1"]);
-    settings["token"] = json!(token);
-    // One probe at start, then none for an hour: only the request path can notice the failure.
-    settings["health_interval_ms"] = json!(3_600_000);
-    settings["workers"] = json!([{ "name": "worker-flaky", "address": format!("{PREFIX}.61"), "port": flaky.port() }]);
-    let config = d.dir.join("proxy-retry.json");
-    write_private(&config, &settings.to_string());
-    let _proxy = start_service(d, "proxy", &config);
-    let proxy = format!("{}:18082", d.address("proxy"));
-    wait_for("the retry proxy", Duration::from_secs(20), || {
-        TcpStream::connect(&proxy).is_ok()
+    let (_proxy, proxy) = start_variant(d, "proxy", 18082, |c| {
+        c["allowed_peers"] = json!(["127.0.0.1"]);
+        c["token"] = json!(token);
+        // One probe at start, then none for an hour: only the request path can notice a failure.
+        c["health_interval_ms"] = json!(3_600_000);
+        c["workers"] = json!([{ "name": "worker-flaky", "address": format!("{PREFIX}.61"), "port": flaky.port() }]);
     });
     let health = || -> Value {
         serde_json::from_str(&http(None, &proxy, "GET", "/health", &[], b"").body).unwrap()
@@ -742,63 +714,47 @@ fn pages_work_in_a_browser(d: &Deployment) {
         .to_string()
     };
     let base = format!("http://{}", d.service("gatekeeper"));
+    // Opens a page, types the query, picks the strategy (on /read) and submits, as a person would.
+    let submit = |page: &str, sql: &str, strategy: Option<&str>| {
+        webdriver(
+            "POST",
+            &format!("{s}/url"),
+            json!({ "url": format!("{base}/{page}") }),
+        );
+        let query = find("#query");
+        webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
+        webdriver(
+            "POST",
+            &format!("{s}/element/{query}/value"),
+            json!({ "text": sql }),
+        );
+        if let Some(strategy) = strategy {
+            let option = find(&format!("#strategy option[value='{strategy}']"));
+            webdriver("POST", &format!("{s}/element/{option}/click"), json!({}));
+        }
+        let button = find("button[type='submit']");
+        webdriver("POST", &format!("{s}/element/{button}/click"), json!({}));
+    };
 
-    // A read with the customized strategy.
-    webdriver(
-        "POST",
-        &format!("{s}/url"),
-        json!({ "url": format!("{base}/read") }),
-    );
-    let query = find("#query");
-    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
     let sql = "SELECT actor_id, last_name FROM actor WHERE actor_id = 990001";
-    webdriver(
-        "POST",
-        &format!("{s}/element/{query}/value"),
-        json!({ "text": sql }),
-    );
-    let option = find("#strategy option[value='customized']");
-    webdriver("POST", &format!("{s}/element/{option}/click"), json!({}));
-    let submit = find("button[type='submit']");
-    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
+    submit("read", sql, Some("customized"));
     let rows = text_of("#rows");
     assert!(rows.contains("990001") && rows.contains("O'Hara"), "{rows}");
     let served = text_of("#served-by");
-    assert!(served.contains("worker-"), "{served}");
+    assert!(
+        served.contains("worker-") && served.contains("customized"),
+        "{served}"
+    );
 
-    // A write, then the same page shows what happened.
-    webdriver(
-        "POST",
-        &format!("{s}/url"),
-        json!({ "url": format!("{base}/write") }),
+    submit(
+        "write",
+        "UPDATE actor SET first_name = 'Zed' WHERE actor_id = 990001",
+        None,
     );
-    let query = find("#query");
-    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
-    let sql = "UPDATE actor SET first_name = 'Zed' WHERE actor_id = 990001";
-    webdriver(
-        "POST",
-        &format!("{s}/element/{query}/value"),
-        json!({ "text": sql }),
-    );
-    let submit = find("button[type='submit']");
-    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
     assert_eq!(text_of("#affected"), "1 row(s) changed.");
 
     // A rejected query shows the rule, as text, not markup.
-    webdriver(
-        "POST",
-        &format!("{s}/url"),
-        json!({ "url": format!("{base}/read") }),
-    );
-    let query = find("#query");
-    webdriver("POST", &format!("{s}/element/{query}/clear"), json!({}));
-    webdriver(
-        "POST",
-        &format!("{s}/element/{query}/value"),
-        json!({ "text": "SELECT '<b>x</b>' UNION SELECT 1" }),
-    );
-    let submit = find("button[type='submit']");
-    webdriver("POST", &format!("{s}/element/{submit}/click"), json!({}));
+    submit("read", "SELECT '<b>x</b>' UNION SELECT 1", Some("random"));
     assert!(text_of("#error").contains("rejected by rule set-operation"));
     let source = webdriver("GET", &format!("{s}/source"), Value::Null);
     assert!(
@@ -819,19 +775,37 @@ fn write_private(path: &std::path::Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-/// Starts another instance of a deployed service binary with a config of the test's own.
-fn start_service(d: &Deployment, host: &str, config: &std::path::Path) -> Spawned {
-    let binary = d.host_dir(host).join(host);
-    let log = fs::File::create(d.dir.join(format!("{host}-extra.log"))).unwrap();
-    Spawned(
-        Command::new(binary)
+/// Starts another instance of a deployed service on `port` of the same host, with the deployed
+/// config changed by `change`; returns it once it listens, with its address.
+fn start_variant(
+    d: &Deployment,
+    host: &str,
+    port: u16,
+    change: impl FnOnce(&mut Value),
+) -> (Spawned, String) {
+    let deployed = fs::read_to_string(d.host_dir(host).join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&deployed).unwrap();
+    let listen = format!("{}:{port}", d.address(host));
+    config["listen"] = json!(listen);
+    change(&mut config);
+    let path = d.dir.join(format!("{host}-{port}.json"));
+    write_private(&path, &config.to_string());
+    let log = fs::File::create(d.dir.join(format!("{host}-{port}.log"))).unwrap();
+    let process = Spawned(
+        Command::new(d.host_dir(host).join(host))
             .arg("--config")
-            .arg(config)
+            .arg(&path)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
-    )
+    );
+    wait_for(
+        &format!("{host} on {listen}"),
+        Duration::from_secs(20),
+        || TcpStream::connect(&listen).is_ok(),
+    );
+    (process, listen)
 }
 
 fn free_port() -> u16 {
