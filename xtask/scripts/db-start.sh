@@ -10,6 +10,7 @@ find_server() {
 }
 
 if ! pid=$(find_server); then
+  mkdir -p -m 700 "$HOST_DIR/tmp"
   # The marker is written only after a complete initialization: a data directory without it
   # is what an interrupted run left, and is made again.
   if [ ! -e "$HOST_DIR/data.initialized" ]; then
@@ -17,8 +18,10 @@ if ! pid=$(find_server); then
     if ! mariadb-install-db --defaults-file="$config" --skip-test-db \
         --auth-root-authentication-method=socket --auth-root-socket-user="$(id -un)" \
         > "$HOST_DIR/install-db.log" 2>&1; then
-      echo "mariadb-install-db failed; its last lines:" >&2
-      tail -n 20 "$HOST_DIR/install-db.log" >&2
+      # The tool's own output is mostly generic advice; the server's error log says why.
+      echo "mariadb-install-db failed: $(head -n 2 "$HOST_DIR/install-db.log" | tr '\n' ' ')" >&2
+      echo "the end of $HOST_DIR/mariadbd.err:" >&2
+      tail -n 15 "$HOST_DIR/mariadbd.err" >&2 || true
       exit 1
     fi
     touch "$HOST_DIR/data.initialized"

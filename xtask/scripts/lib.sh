@@ -5,7 +5,7 @@
 find_process() {
   local expected="$* " cmdline
   for proc in /proc/[0-9]*; do
-    cmdline=$(tr '\0' ' ' < "$proc/cmdline" 2>/dev/null) || continue
+    cmdline=$(tr '\0' ' ' 2>/dev/null < "$proc/cmdline") || continue
     if [ "$cmdline" = "$expected" ]; then
       echo "${proc#/proc/}"
       return 0

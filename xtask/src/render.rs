@@ -130,6 +130,9 @@ impl ServerConfig<'_> {
              socket={dir}/mariadbd.sock\n\
              pid-file={dir}/mariadbd.pid\n\
              log-error={dir}/mariadbd.err\n\
+             # Its own temporary folder: a starting server deletes every `#sql*` file in its\n\
+             # tmpdir, which would pull temporary tables from under a neighbour sharing /tmp.\n\
+             tmpdir={dir}/tmp\n\
              bind-address={bind_address}\n\
              port={port}\n\
              server-id={server_id}\n\
@@ -222,6 +225,7 @@ mod tests {
         assert!(manager.contains("log-bin=mariadb-bin"));
         assert!(manager.contains("bind-address=127.0.1.3\nport=3306\nserver-id=7\n"));
         assert!(manager.contains("socket=/srv/h/mariadbd.sock"));
+        assert!(manager.contains("tmpdir=/srv/h/tmp\n"));
         assert!(!manager.contains("read_only"));
         assert!(!manager.contains("user=root"));
         let worker = config(Role::Worker).render();
