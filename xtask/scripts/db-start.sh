@@ -1,5 +1,5 @@
 # Initializes a MariaDB data directory once, starts the server detached unless it already runs,
-# and waits until it answers. Prints "pid=<pid>" of the running server.
+# and waits until it answers. Prints the running server's identity (report_process).
 # Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too).
 PATH="$TOOLS_PATH:$PATH"
 config="$HOST_DIR/my.cnf"
@@ -43,4 +43,4 @@ until mariadb-admin --no-defaults --socket="$socket" --user=root ping > /dev/nul
   fi
   sleep 0.1
 done
-echo "pid=$(find_server)"
+report_process "$(find_server)"

@@ -13,3 +13,15 @@ find_process() {
   done
   return 1
 }
+
+# Prints "pid=<pid> start_ticks=<ticks>" for a live process. The start time (field 22 of
+# /proc/PID/stat) lets a later run tell this process from an unrelated one given the same pid.
+report_process() {
+  local stat fields
+  if ! stat=$(cat 2>/dev/null < "/proc/$1/stat"); then
+    echo "process $1 exited right after it started" >&2
+    return 1
+  fi
+  read -r -a fields <<< "${stat##*) }"
+  echo "pid=$1 start_ticks=${fields[19]}"
+}

@@ -1,4 +1,5 @@
-# Starts a role service detached unless it already runs, and prints "pid=<pid>".
+# Starts a role service detached unless it already runs, and prints its identity
+# (report_process).
 # The binary and its config.json are in the host's folder; the service logs to service.log.
 # Parameters: HOST_DIR, SERVICE (the binary's name).
 binary="$HOST_DIR/$SERVICE"
@@ -9,4 +10,4 @@ if ! pid=$(find_process "$binary" --config "$config"); then
   setsid "$binary" --config "$config" < /dev/null >> "$HOST_DIR/service.log" 2>&1 &
   pid=$!
 fi
-echo "pid=$pid"
+report_process "$pid"

@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::render::sql_string;
 use crate::state::{now, BenchRun, BenchSettings, Deployment, Host, Role, StepStatus};
 use crate::steps::{Session, Step};
+use crate::transport;
 
 /// The sysbench workloads, in the order they run.
 pub const WORKLOADS: [&str; 3] = ["oltp_read_write", "oltp_read_only", "oltp_point_select"];
@@ -309,12 +310,14 @@ fn sysbench_configs(session: &Session) -> Result<std::collections::BTreeMap<Stri
         let path = dir.join(format!("{}.sysbench.cfg", host.name));
         let bench_dir = Host {
             dir: dir.clone(),
+            ssh: None,
             ..host.clone()
         };
-        local::put_file(
+        transport::put_file(
             &bench_dir,
             &format!("{}.sysbench.cfg", host.name),
             text.as_bytes(),
+            false,
         )?;
         configs.insert(host.name.clone(), path);
     }

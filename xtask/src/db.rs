@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::local;
+use crate::transport;
 use crate::render::Script;
 use crate::state::Host;
 
@@ -19,7 +19,7 @@ fn run_sql(host: &Host, sql: &str, headers: &str) -> Result<String> {
     let script = Script::new("db-sql", DB_SQL)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("HEADERS", headers);
-    local::run_script(host, &script, sql.as_bytes())
+    transport::run_script(host, &script, sql.as_bytes())
 }
 
 /// The replication state of a replica, from `SHOW SLAVE STATUS`.

@@ -14,6 +14,7 @@ use crate::progress::Progress;
 use crate::render::Script;
 use crate::state::{Deployment, Host, Role};
 use crate::steps::Session;
+use crate::transport;
 
 const SERVICE_START: &str = include_str!("../scripts/service-start.sh");
 
@@ -163,7 +164,7 @@ fn install(
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700))?;
     std::fs::rename(&staged, host.dir.join(name)).context("placing the service binary")?;
     let config = serde_json::to_vec_pretty(config).context("serializing the config")?;
-    local::put_file(host, "config.json", &config)?;
+    transport::put_file(host, "config.json", &config, false)?;
     Ok(())
 }
 
@@ -171,7 +172,7 @@ fn start_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
     let script = Script::new("service-start", SERVICE_START)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", name);
-    local::start_and_record(
+    transport::start_and_record(
         session,
         host,
         &script,

@@ -14,6 +14,7 @@ use crate::progress::Progress;
 use crate::render::{fill, sql_string, Script, ServerConfig};
 use crate::state::{Host, Role};
 use crate::steps::Session;
+use crate::transport;
 
 const ENSURE_PACKAGES: &str = include_str!("../scripts/ensure-packages.sh");
 const DB_START: &str = include_str!("../scripts/db-start.sh");
@@ -41,7 +42,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     let progress = Progress::new("install-cluster", tasks as u64);
 
     progress.task("checking for MariaDB and sysbench");
-    local::run_script(
+    transport::run_script(
         &manager,
         &Script::new("ensure-packages", ENSURE_PACKAGES),
         b"",
@@ -169,10 +170,10 @@ fn start_server(session: &mut Session, host: &Host, server_id: u32) -> Result<()
         run_as_root: unsafe { libc::geteuid() } == 0,
     }
     .render();
-    local::put_file(host, "my.cnf", config.as_bytes())?;
+    transport::put_file(host, "my.cnf", config.as_bytes(), false)?;
     let script =
         Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
-    local::start_and_record(
+    transport::start_and_record(
         session,
         host,
         &script,

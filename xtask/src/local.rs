@@ -1,19 +1,18 @@
 //! The local provider: every host is a loopback address on this machine with its own folder,
 //! and the provider-neutral scripts run under bash as the current user.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::render::Script;
 use crate::state::{Host, ProcessRecord, Role, Settings};
-use crate::steps::Session;
 
 /// The address local clients connect from: Linux routes 127.0.0.0/8 with `src 127.0.0.1`, so a
 /// connection to any loopback host comes from there, and the database accounts are bound to it.
@@ -36,6 +35,7 @@ pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
         .map(|(i, (role, name))| Host {
             address: format!("{}.{}", settings.loopback_prefix, i + 2),
             dir: state_dir.join(&name),
+            ssh: None,
             name,
             role,
         })
@@ -71,23 +71,7 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// Writes a file into a host's folder, readable by its owner only (it may hold secrets).
-pub fn put_file(host: &Host, name: &str, contents: &[u8]) -> Result<PathBuf> {
-    let path = host.dir.join(name);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(contents)
-    };
-    write().with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
-/// Runs a script for a host, feeding it `stdin`; returns what it printed. A failure carries the
+/// Runs a script for a host of this machine, feeding it `stdin`; returns what it printed. A failure carries the
 /// script's error output. The script dies with this process (a killed xtask leaves no half-done
 /// script behind); what it starts detached, like a database server, lives on.
 pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> {
@@ -153,26 +137,6 @@ pub fn dies_with_us(command: duct::Expression) -> duct::Expression {
         }
         Ok(())
     })
-}
-
-/// Runs a start script that prints `pid=<pid>` of the process it started (or found already
-/// running), and records that process in data.json under `key` at once.
-pub fn start_and_record(
-    session: &mut Session,
-    host: &Host,
-    script: &Script,
-    key: String,
-    program: &str,
-) -> Result<()> {
-    let out = run_script(host, script, b"")?;
-    let pid: u32 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pid="))
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("{} on {} printed no pid: {out:?}", script.name(), host.name))?;
-    let record = record_process(pid, program)?;
-    session.deployment.processes.insert(key, record);
-    session.save()
 }
 
 /// Start time of a process in clock ticks since boot, or None when there is no such process
@@ -313,7 +277,8 @@ mod tests {
             name: "manager".into(),
             role: Role::Manager,
             address: "127.0.9.77".into(),
-            dir: PathBuf::from("/x"),
+            dir: "/x".into(),
+            ssh: None,
         };
         let err = format!("{:#}", check_free(&host, port).unwrap_err());
         assert!(

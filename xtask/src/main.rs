@@ -13,10 +13,12 @@ mod local;
 mod progress;
 mod provision;
 mod render;
+mod ssh;
 mod state;
 mod status;
 mod steps;
 mod teardown;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
+use crate::ssh::SshEndpoint;
 use crate::steps::Step;
 
 /// Bumped whenever the document changes shape; an xtask refuses a file of another version.
@@ -112,6 +113,9 @@ pub struct Host {
     pub address: String,
     /// Where everything of this host lives: config, data directory, socket, logs.
     pub dir: PathBuf,
+    /// How to reach a remote host; None for a host of this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshEndpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sshd;
+
 pub struct Deployment {
     pub dir: PathBuf,
     pub prefix: &'static str,

@@ -1,0 +1,74 @@
+//! The provider-neutral scripts over the SSH transport: a real sshd on 127.0.0.1 stands in for
+//! the remote hosts, and install-cluster installs a working cluster through it.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::sshd::Sshd;
+use common::{text, wait_for, Deployment};
+use serde_json::json;
+
+#[test]
+fn install_cluster_runs_its_scripts_over_ssh() {
+    let d = Deployment::new("over-ssh", "127.0.27");
+    d.provision(&["--workers", "2"]);
+    let sshd = Sshd::start(&d.dir.join("sshd"));
+
+    // Every database host is reached the way an AWS host is: over SSH, with the deployment's
+    // own known_hosts and a log per host. The folders are the same paths seen from "there".
+    let mut state = d.state();
+    for host in state["hosts"].as_array_mut().unwrap() {
+        let name = host["name"].as_str().unwrap().to_string();
+        if ["standalone", "manager", "worker-1", "worker-2"].contains(&name.as_str()) {
+            host["ssh"] = json!({
+                "address": "127.0.0.1",
+                "port": sshd.port,
+                "user": sshd.user,
+                "key_file": sshd.key,
+                "known_hosts": d.dir.join("known_hosts"),
+                "sudo": false,
+                "log_file": d.dir.join(format!("logs/{name}.log")),
+            });
+        }
+    }
+    fs::write(d.data_json(), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+
+    d.ok(&["install-cluster"]);
+
+    // It went through sshd: logins with the deployment's key, and each host's log has the
+    // scripts that ran there.
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+    for host in ["standalone", "manager", "worker-1", "worker-2"] {
+        let log = fs::read_to_string(d.dir.join(format!("logs/{host}.log"))).unwrap();
+        assert!(log.contains("(exit 0)"), "{host}: {log}");
+        assert!(log.contains(&format!("# db-start for {host}")), "{host}: {log}");
+    }
+    assert!(fs::read_to_string(d.dir.join("known_hosts"))
+        .unwrap()
+        .contains("ssh-ed25519"));
+
+    // And what it installed is a working cluster: a write on the manager reaches the workers.
+    let servers = d.servers();
+    assert_eq!(servers.len(), 4, "{servers:?}");
+    let app = d.secret("app_password");
+    let write = "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES (900011, 'Grace', 'Hopper')";
+    let out = d.tcp_sql("manager", "app", &app, write);
+    assert!(out.status.success(), "{}", text(&out));
+    for worker in ["worker-1", "worker-2"] {
+        wait_for("the write to replicate", Duration::from_secs(30), || {
+            d.root_sql(worker, "SELECT last_name FROM filmdb.actor WHERE actor_id = 900011")
+                .trim()
+                == "Hopper"
+        });
+    }
+    // The servers' config files hold no secret, yet went through put_file: owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(d.host_dir("manager").join("my.cnf")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The processes recorded over SSH are the real ones: teardown stops them all.
+    d.ok(&["teardown"]);
+    assert!(d.servers().is_empty(), "{:?}", d.servers());
+}
