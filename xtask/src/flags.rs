@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::state::{BenchSettings, Settings};
+use crate::state::{AwsSettings, BenchSettings, ProviderKind, Settings};
 use crate::steps::Step;
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
@@ -96,6 +96,9 @@ pub struct BenchArgs {
 /// Deployment settings; given to `provision` (or `all`) and fixed for the deployment's life.
 #[derive(Debug, Default, Clone, Args)]
 pub struct SettingsArgs {
+    /// Where the hosts are: loopback addresses of this machine, or EC2 instances [default: local].
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
     /// Number of read replicas (1-20) [default: 3].
     #[arg(long, value_name = "N")]
     pub workers: Option<u8>,
@@ -111,11 +114,44 @@ pub struct SettingsArgs {
     /// Dataset size; 1 is about 1,500 rows, it grows linearly (1-1000) [default: 10].
     #[arg(long, value_name = "N")]
     pub scale: Option<u32>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// The aws provider's settings (with `--provider aws`).
+#[derive(Debug, Default, Clone, Args)]
+pub struct AwsArgs {
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// An EC2-compatible endpoint to use instead of AWS's (for example a local moto server).
+    #[arg(long, env = "XTASK_AWS_ENDPOINT", value_name = "URL")]
+    pub aws_endpoint: Option<String>,
+    /// Image of every instance [default: the latest Ubuntu LTS (amd64) from Canonical].
+    #[arg(long, value_name = "AMI_ID")]
+    pub ami: Option<String>,
+    /// Instance type of the database hosts [default: t2.micro].
+    #[arg(long, value_name = "TYPE")]
+    pub db_instance_type: Option<String>,
+    /// Instance type of the gatekeeper, trusted host and proxy [default: t2.large].
+    #[arg(long, value_name = "TYPE")]
+    pub service_instance_type: Option<String>,
+    /// Addresses allowed to log in with SSH [default: this machine's public address /32].
+    #[arg(long, value_name = "CIDR")]
+    pub ssh_cidr: Option<String>,
+    /// Addresses allowed to reach the gatekeeper [default: 0.0.0.0/0].
+    #[arg(long, value_name = "CIDR")]
+    pub http_cidr: Option<String>,
+    /// Rust target the services are built for [default: x86_64-unknown-linux-musl].
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
 }
 
 impl SettingsArgs {
     fn is_empty(&self) -> bool {
-        self.workers.is_none()
+        self.provider.is_none()
+            && self.aws.is_empty()
+            && self.workers.is_none()
             && self.loopback_prefix.is_none()
             && self.db_port.is_none()
             && self.service_port.is_none()
@@ -148,13 +184,54 @@ impl SettingsArgs {
         if let Some(v) = self.scale {
             s.dataset_scale = v;
         }
+        match self.provider.unwrap_or(ProviderKind::Local) {
+            ProviderKind::Local if !self.aws.is_empty() => {
+                bail!("the AWS flags (--region, --ami, ...) need --provider aws")
+            }
+            ProviderKind::Local => {}
+            ProviderKind::Aws => s.aws = Some(self.aws.to_settings()?),
+        }
         validate(&s)?;
         Ok(s)
     }
 
+    pub fn provider(&self) -> ProviderKind {
+        self.provider.unwrap_or(ProviderKind::Local)
+    }
+
     /// Checks that flags given on a rerun agree with the deployment's recorded settings.
     pub fn check_matches(&self, recorded: &Settings) -> Result<()> {
+        let recorded_aws = recorded.aws.clone().unwrap_or_else(AwsSettings::unset);
         let given_and_recorded = [
+            (
+                "provider",
+                self.provider.map(|p| format!("{p:?}").to_lowercase()),
+                if recorded.aws.is_some() { "aws" } else { "local" }.to_string(),
+            ),
+            (
+                "region",
+                self.aws.region.clone(),
+                recorded_aws.region.unwrap_or_default(),
+            ),
+            (
+                "aws-endpoint",
+                self.aws.aws_endpoint.clone(),
+                recorded_aws.endpoint.unwrap_or_default(),
+            ),
+            ("ami", self.aws.ami.clone(), recorded_aws.ami.unwrap_or_default()),
+            (
+                "db-instance-type",
+                self.aws.db_instance_type.clone(),
+                recorded_aws.db_instance_type,
+            ),
+            (
+                "service-instance-type",
+                self.aws.service_instance_type.clone(),
+                recorded_aws.service_instance_type,
+            ),
+            ("ssh-cidr", self.aws.ssh_cidr.clone(), recorded_aws.ssh_cidr),
+            ("http-cidr", self.aws.http_cidr.clone(), recorded_aws.http_cidr),
+            ("target", self.aws.target.clone(), recorded_aws.target),
             (
                 "workers",
                 self.workers.map(|v| v.to_string()),
@@ -192,6 +269,63 @@ impl SettingsArgs {
         }
         Ok(())
     }
+}
+
+impl AwsArgs {
+    fn is_empty(&self) -> bool {
+        self.region.is_none()
+            && self.aws_endpoint.is_none()
+            && self.ami.is_none()
+            && self.db_instance_type.is_none()
+            && self.service_instance_type.is_none()
+            && self.ssh_cidr.is_none()
+            && self.http_cidr.is_none()
+            && self.target.is_none()
+    }
+
+    /// The aws defaults with these flags applied. The SSH source address, when not given, is
+    /// found at provision (it needs the network).
+    fn to_settings(&self) -> Result<AwsSettings> {
+        let defaults = AwsSettings::default();
+        let s = AwsSettings {
+            region: self.region.clone(),
+            endpoint: self.aws_endpoint.clone(),
+            ami: self.ami.clone(),
+            db_instance_type: self
+                .db_instance_type
+                .clone()
+                .unwrap_or(defaults.db_instance_type),
+            service_instance_type: self
+                .service_instance_type
+                .clone()
+                .unwrap_or(defaults.service_instance_type),
+            ssh_cidr: self.ssh_cidr.clone().unwrap_or_default(),
+            http_cidr: self.http_cidr.clone().unwrap_or(defaults.http_cidr),
+            target: self.target.clone().unwrap_or(defaults.target),
+        };
+        for (flag, cidr) in [("ssh-cidr", &s.ssh_cidr), ("http-cidr", &s.http_cidr)] {
+            if !(cidr.is_empty() || is_ipv4_cidr(cidr)) {
+                bail!("--{flag} must be an IPv4 CIDR such as 203.0.113.7/32, got {cidr:?}");
+            }
+        }
+        if let Some(ami) = &s.ami {
+            if !ami.starts_with("ami-") {
+                bail!("--ami must be an image id such as ami-0abcdef1234567890, got {ami:?}");
+            }
+        }
+        if let Some(url) = &s.endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--aws-endpoint must be an http:// or https:// URL, got {url:?}");
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn is_ipv4_cidr(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(ip, bits)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+    })
 }
 
 impl BenchArgs {
@@ -360,6 +494,48 @@ mod tests {
             ..BenchArgs::default()
         }
         .is_empty());
+    }
+
+    #[test]
+    fn aws_settings_need_the_aws_provider_and_valid_values() {
+        let err = args(|a| a.aws.region = Some("eu-west-1".into()))
+            .to_settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("need --provider aws"), "{err}");
+        let aws = args(|a| {
+            a.provider = Some(ProviderKind::Aws);
+            a.aws.ssh_cidr = Some("203.0.113.7/32".into());
+        })
+        .to_settings()
+        .unwrap()
+        .aws
+        .unwrap();
+        assert_eq!(aws.db_instance_type, "t2.micro");
+        assert_eq!(aws.service_instance_type, "t2.large");
+        assert_eq!(aws.http_cidr, "0.0.0.0/0");
+        assert_eq!(aws.target, "x86_64-unknown-linux-musl");
+        for (bad, flag) in [
+            (args(|a| a.aws.ssh_cidr = Some("203.0.113.7".into())), "--ssh-cidr"),
+            (args(|a| a.aws.http_cidr = Some("10.0.0.0/33".into())), "--http-cidr"),
+            (args(|a| a.aws.ami = Some("ubuntu".into())), "--ami"),
+            (args(|a| a.aws.aws_endpoint = Some("localhost:5000".into())), "--aws-endpoint"),
+        ] {
+            let bad = SettingsArgs {
+                provider: Some(ProviderKind::Aws),
+                ..bad
+            };
+            let err = bad.to_settings().unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+        let recorded = args(|a| a.provider = Some(ProviderKind::Aws)).to_settings().unwrap();
+        let err = args(|a| a.aws.db_instance_type = Some("t3.small".into()))
+            .check_matches(&recorded)
+            .unwrap_err();
+        assert!(err.to_string().contains("--db-instance-type t2.micro, not t3.small"), "{err}");
+        let err = args(|a| a.provider = Some(ProviderKind::Local))
+            .check_matches(&recorded)
+            .unwrap_err();
+        assert!(err.to_string().contains("--provider aws, not local"), "{err}");
     }
 
     #[test]

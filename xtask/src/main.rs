@@ -1,6 +1,7 @@
 //! `cargo xtask`: deploys, benchmarks and tears down the database cluster, one resumable step
 //! at a time. This file only dispatches; each step has its own module.
 
+mod aws;
 mod bench;
 mod charts;
 mod dataset;

@@ -1,8 +1,9 @@
 //! provision: decides the deployment's hosts and secrets and creates the hosts (local: a folder
-//! per loopback address).
+//! per loopback address; aws: an instance per host, see `aws`).
 
 use anyhow::Result;
 
+use crate::aws;
 use crate::flags::SettingsArgs;
 use crate::local;
 use crate::state::{self, Deployment, Lock, Paths, ProviderKind, Secrets};
@@ -17,15 +18,23 @@ pub fn open(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Session> {
         }
     }
     let settings = args.to_settings()?;
-    let hosts = local::plan_hosts(&settings, &paths.state_dir());
-    // Checked before anything is written, so a taken address leaves no trace.
-    for host in &hosts {
-        local::check_free(host, local::port_of(host, &settings))?;
-    }
+    let id = state::new_deployment_id();
+    let provider = args.provider();
+    let hosts = match provider {
+        ProviderKind::Local => {
+            let hosts = local::plan_hosts(&settings, &paths.state_dir());
+            // Checked before anything is written, so a taken address leaves no trace.
+            for host in &hosts {
+                local::check_free(host, local::port_of(host, &settings))?;
+            }
+            hosts
+        }
+        ProviderKind::Aws => aws::plan_hosts(&settings, paths, &id),
+    };
     let deployment = Deployment {
         format_version: state::FORMAT_VERSION,
-        id: state::new_deployment_id(),
-        provider: ProviderKind::Local,
+        id,
+        provider,
         created_at: state::now(),
         torn_down_at: None,
         settings,
@@ -34,11 +43,15 @@ pub fn open(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Session> {
         steps: Default::default(),
         secrets: Secrets::generate(),
         bench: None,
+        aws: (provider == ProviderKind::Aws).then(Default::default),
     };
     Ok(steps::new_session(paths, lock, deployment))
 }
 
 pub fn run(session: &mut Session) -> Result<()> {
+    if session.deployment.provider == ProviderKind::Aws {
+        return aws::provision(session);
+    }
     let d = &session.deployment;
     for host in &d.hosts {
         local::create_dir(&host.dir)?;

@@ -39,6 +39,34 @@ pub struct Deployment {
     /// The current (or last) benchmark run.
     #[serde(default)]
     pub bench: Option<BenchRun>,
+    /// What the aws provider created in the cloud, recorded as soon as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsResources>,
+}
+
+/// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
+/// which is what provision adopts and teardown removes: this record is a cross-check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsResources {
+    /// The region the resources live in, as resolved when provision first ran.
+    pub region: Option<String>,
+    pub ami: Option<String>,
+    pub vpc_id: Option<String>,
+    pub key_name: Option<String>,
+    /// Security group ids by the role group they serve.
+    pub security_groups: BTreeMap<String, String>,
+    /// Instances by host name.
+    pub instances: BTreeMap<String, InstanceRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The RunInstances idempotency token, saved before the call.
+    pub client_token: String,
+    pub instance_id: Option<String>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub public_dns: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,10 +87,13 @@ pub struct BenchSettings {
     pub concurrency: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
+    /// Every host is a loopback address of this machine.
     Local,
+    /// Every host is an EC2 instance, reached over SSH.
+    Aws,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +105,55 @@ pub struct Settings {
     pub service_port: u16,
     /// Size of the generated film-rental dataset; 1 is about 1,500 rows.
     pub dataset_scale: u32,
+    /// The aws provider's settings; None on the local provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsSettings {
+    /// None: the standard AWS chain decides (AWS_REGION, ~/.aws/config).
+    pub region: Option<String>,
+    /// An EC2-compatible API to use instead of AWS's (a test's moto server).
+    pub endpoint: Option<String>,
+    /// None: the latest Ubuntu LTS image, looked up at provision.
+    pub ami: Option<String>,
+    pub db_instance_type: String,
+    pub service_instance_type: String,
+    /// Who may log in with SSH: the operator's address.
+    pub ssh_cidr: String,
+    /// Who may reach the gatekeeper's web pages and API.
+    pub http_cidr: String,
+    /// The instances' Rust target: the services are cross-compiled for it.
+    pub target: String,
+}
+
+impl Default for AwsSettings {
+    fn default() -> AwsSettings {
+        AwsSettings {
+            region: None,
+            endpoint: None,
+            ami: None,
+            db_instance_type: "t2.micro".to_string(),
+            service_instance_type: "t2.large".to_string(),
+            ssh_cidr: String::new(),
+            http_cidr: "0.0.0.0/0".to_string(),
+            target: "x86_64-unknown-linux-musl".to_string(),
+        }
+    }
+}
+
+impl AwsSettings {
+    /// Compares as "nothing recorded" with every flag of a local deployment.
+    pub fn unset() -> AwsSettings {
+        AwsSettings {
+            db_instance_type: String::new(),
+            service_instance_type: String::new(),
+            http_cidr: String::new(),
+            target: String::new(),
+            ..AwsSettings::default()
+        }
+    }
 }
 
 impl Default for Settings {
@@ -84,6 +164,7 @@ impl Default for Settings {
             db_port: 3306,
             service_port: 8080,
             dataset_scale: 10,
+            aws: None,
         }
     }
 }
@@ -100,6 +181,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name as data.json spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+            Role::Proxy => "proxy",
+            Role::TrustedHost => "trusted-host",
+            Role::Gatekeeper => "gatekeeper",
+        }
+    }
+
     pub fn runs_database(self) -> bool {
         matches!(self, Role::Standalone | Role::Manager | Role::Worker)
     }
@@ -385,6 +478,7 @@ mod tests {
             steps: BTreeMap::new(),
             secrets: Secrets::generate(),
             bench: None,
+            aws: None,
         }
     }
 

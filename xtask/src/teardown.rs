@@ -1,4 +1,5 @@
-//! teardown: stops every process the deployment started and removes its hosts' folders.
+//! teardown: stops every process the deployment started and removes its hosts' folders (aws:
+//! terminates the instances and deletes what provision created, see `aws`).
 //! Processes are identified by pid and start time, or by a command line naming one of the
 //! deployment's own config files; nothing else is ever signalled.
 
@@ -7,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::aws;
 use crate::deploy_services;
 use crate::local;
 use crate::progress::Progress;
-use crate::state::{now, Lock, Paths};
+use crate::state::{now, Lock, Paths, ProviderKind};
 use crate::steps::{self, Session, Step};
 
 /// How long a server gets to shut down cleanly before it is killed.
@@ -38,6 +40,32 @@ pub fn run(paths: &Paths) -> Result<()> {
 
 /// The work of the step, recorded by the step engine.
 pub fn execute(session: &mut Session) -> Result<()> {
+    match session.deployment.provider {
+        ProviderKind::Local => stop_local_hosts(session)?,
+        ProviderKind::Aws => {
+            aws::teardown(session)?;
+            // What this machine kept of the remote hosts: their logs and pinned host keys.
+            let state = session.paths.state_dir();
+            for dir in [state.join("logs"), state.join("ssh")] {
+                if dir.exists() {
+                    fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+                }
+            }
+            fs::remove_file(state.join("known_hosts")).ok();
+            fs::remove_dir(&state).ok();
+        }
+    }
+    session.deployment.torn_down_at = Some(now());
+    eprintln!(
+        "teardown: deployment {} removed ({} hosts); results/ is kept",
+        session.deployment.id,
+        session.deployment.hosts.len()
+    );
+    Ok(())
+}
+
+/// Stops every process of the local hosts and removes their folders.
+fn stop_local_hosts(session: &mut Session) -> Result<()> {
     let paths = session.paths.clone();
     let hosts = session.deployment.hosts.clone();
     let progress = Progress::new("teardown", (hosts.len() + 1) as u64);
@@ -84,13 +112,5 @@ pub fn execute(session: &mut Session) -> Result<()> {
     }
     // The state folder goes too once it is empty; anything else in it is not ours to delete.
     fs::remove_dir(paths.state_dir()).ok();
-
-    session.deployment.torn_down_at = Some(now());
-    drop(progress);
-    eprintln!(
-        "teardown: deployment {} removed ({} hosts); results/ is kept",
-        session.deployment.id,
-        hosts.len()
-    );
     Ok(())
 }

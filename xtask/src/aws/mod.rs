@@ -1,0 +1,169 @@
+//! The aws provider: every host is an EC2 instance in the default VPC, reached over SSH.
+//!
+//! Every resource is tagged with the deployment id, its role and index. The tags are the truth:
+//! provision adopts what already carries them (so a resumed or retried run never creates
+//! twice) and teardown removes everything that carries them (so a lost data.json leaks
+//! nothing). data.json records the same resources as soon as they are known.
+
+mod provision;
+mod teardown;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::Client;
+
+use crate::ssh::SshEndpoint;
+use crate::state::{AwsSettings, Host, Paths, Role, Settings};
+
+pub use provision::provision;
+pub use teardown::teardown;
+
+/// Where the instances keep each host's folder (scripts run there through sudo).
+const REMOTE_ROOT: &str = "/var/lib/dbcluster";
+/// The login user of Canonical's Ubuntu images.
+const SSH_USER: &str = "ubuntu";
+/// Tag naming what created a resource, for people browsing the console.
+const MANAGED_BY: &str = "cargo-xtask";
+
+/// The hosts of an aws deployment: the same roles and names as the local provider's, each an
+/// instance whose addresses are filled in once it runs.
+pub fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Host> {
+    crate::local::plan_hosts(settings, &paths.state_dir())
+        .into_iter()
+        .map(|host| Host {
+            address: String::new(),
+            dir: Path::new(REMOTE_ROOT).join(&host.name),
+            ssh: Some(SshEndpoint {
+                address: String::new(),
+                port: 22,
+                user: SSH_USER.to_string(),
+                key_file: key_file(paths, deployment_id),
+                known_hosts: paths.state_dir().join("known_hosts"),
+                sudo: true,
+                log_file: paths.state_dir().join("logs").join(format!("{}.log", host.name)),
+            }),
+            ..host
+        })
+        .collect()
+}
+
+/// The deployment's private key: next to data.json, ignored by git, mode 0600.
+pub fn key_file(paths: &Paths, deployment_id: &str) -> PathBuf {
+    paths.dir().join(format!("{deployment_id}.pem"))
+}
+
+/// Which security group a role's instances are in.
+pub fn group_of(role: Role) -> &'static str {
+    match role {
+        Role::Gatekeeper => "gatekeeper",
+        Role::TrustedHost => "trusted-host",
+        Role::Proxy => "proxy",
+        Role::Standalone | Role::Manager | Role::Worker => "database",
+    }
+}
+
+/// Runs the async SDK calls of a step to completion.
+fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+/// An EC2 client from the standard AWS chain (environment, ~/.aws, SSO, session tokens), with
+/// the recorded region and endpoint. Returns the region it resolved to.
+async fn client(settings: &AwsSettings, recorded_region: Option<&str>) -> Result<(Client, String)> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = recorded_region.or(settings.region.as_deref()) {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let config = loader.load().await;
+    let region = config
+        .region()
+        .map(|r| r.to_string())
+        .context("no AWS region is set: pass --region, or set AWS_REGION, or run `aws configure`")?;
+    Ok((Client::new(&config), region))
+}
+
+/// Turns an SDK error into one that says what was being done and, for the errors a person can
+/// fix (credentials, permissions), what to do.
+fn explain<E>(what: &str, error: aws_sdk_ec2::error::SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = error.code().unwrap_or_default().to_string();
+    let detail = DisplayErrorContext(&error).to_string();
+    let credentials_problem = matches!(
+        code.as_str(),
+        "AuthFailure" | "RequestExpired" | "ExpiredToken" | "InvalidClientTokenId"
+    ) || detail.contains("credentials")
+        || detail.contains("Credentials");
+    if credentials_problem {
+        anyhow!(
+            "{what}: AWS refused the credentials or found none ({detail}). Set AWS_ACCESS_KEY_ID \
+             and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials, as in a \
+             classroom account; copy fresh ones when they expire), or AWS_PROFILE for a profile \
+             in ~/.aws/credentials, then run the step again"
+        )
+    } else if code == "UnauthorizedOperation" {
+        anyhow!("{what}: these credentials may not do this ({detail}); use an account or role with EC2 permissions")
+    } else {
+        anyhow!("{what}: {detail}")
+    }
+}
+
+/// The error code of an SDK error ("InvalidPermission.Duplicate"), if the service sent one.
+fn code_of<E: ProvideErrorMetadata>(error: &aws_sdk_ec2::error::SdkError<E>) -> &str {
+    error.code().unwrap_or_default()
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// The tags every resource of the deployment carries, plus its own name and role.
+fn tags_for(resource: ResourceType, deployment: &str, name: &str, role: &str, index: u32) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(tag("Name", &format!("{deployment}-{name}")))
+        .tags(tag("deployment", deployment))
+        .tags(tag("role", role))
+        .tags(tag("index", &index.to_string()))
+        .tags(tag("managed-by", MANAGED_BY))
+        .build()
+}
+
+fn filter(name: &str, values: &[&str]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+fn deployment_filter(deployment: &str) -> Filter {
+    filter("tag:deployment", &[deployment])
+}
+
+/// Fails with the setting to fix when a recorded aws deployment lacks its settings.
+fn settings_of(settings: &Settings) -> Result<&AwsSettings> {
+    settings
+        .aws
+        .as_ref()
+        .ok_or_else(|| anyhow!("data.json of an aws deployment has no aws settings"))
+}
+
+fn require<T>(value: Option<T>, what: &str) -> Result<T> {
+    match value {
+        Some(v) => Ok(v),
+        None => bail!("the EC2 API answered without {what}"),
+    }
+}
