@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn reads_the_identity_a_start_script_reports() {
-        let script = Script::new("t", "sleep 30 &\nreport_process \"$!\"\n");
+        let script = Script::new(
+            "t",
+            "sleep 30 < /dev/null > /dev/null 2>&1 &\nreport_process \"$!\"\n",
+        );
         let host = Host {
             name: "here".into(),
             role: crate::state::Role::Proxy,

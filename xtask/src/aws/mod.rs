@@ -100,24 +100,25 @@ fn explain<E>(what: &str, error: aws_sdk_ec2::error::SdkError<E>) -> anyhow::Err
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    const FIX: &str = "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for \
+        temporary credentials, as in a classroom account; copy fresh ones when they expire), or \
+        AWS_PROFILE for a profile in ~/.aws/credentials, then run the step again";
     let code = error.code().unwrap_or_default().to_string();
+    let message = error.message().unwrap_or_default().to_string();
     let detail = DisplayErrorContext(&error).to_string();
-    let credentials_problem = matches!(
+    if matches!(
         code.as_str(),
         "AuthFailure" | "RequestExpired" | "ExpiredToken" | "InvalidClientTokenId"
-    ) || detail.contains("credentials")
-        || detail.contains("Credentials");
-    if credentials_problem {
-        anyhow!(
-            "{what}: AWS refused the credentials or found none ({detail}). Set AWS_ACCESS_KEY_ID \
-             and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials, as in a \
-             classroom account; copy fresh ones when they expire), or AWS_PROFILE for a profile \
-             in ~/.aws/credentials, then run the step again"
-        )
+    ) {
+        anyhow!("{what}: AWS refused the credentials ({code}: {message}). {FIX}")
+    } else if detail.contains("CredentialsNotLoaded") {
+        anyhow!("{what}: found no AWS credentials. {FIX}")
     } else if code == "UnauthorizedOperation" {
-        anyhow!("{what}: these credentials may not do this ({detail}); use an account or role with EC2 permissions")
-    } else {
+        anyhow!("{what}: these credentials may not do this ({message}); use an account or role with EC2 permissions")
+    } else if code.is_empty() {
         anyhow!("{what}: {detail}")
+    } else {
+        anyhow!("{what}: {code}: {message}")
     }
 }
 

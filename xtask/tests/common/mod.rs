@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod moto;
 pub mod sshd;
 
 pub struct Deployment {
@@ -19,6 +20,8 @@ pub struct Deployment {
     pub prefix: &'static str,
     /// Runs xtask as another OS user (`setpriv` arguments), for the no-root case.
     pub as_user: Vec<String>,
+    /// Extra environment of every xtask run (the AWS tests' credentials and endpoint).
+    pub env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -32,6 +35,7 @@ impl Deployment {
             dir,
             prefix,
             as_user: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -52,6 +56,9 @@ impl Deployment {
         cmd.env_remove("XTASK_DATA");
         // Results of a test stay in its folder, never in the repository's results/.
         cmd.env("XTASK_RESULTS", self.dir.join("results"));
+        // The AWS SDK must never look for credentials at the instance metadata address.
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

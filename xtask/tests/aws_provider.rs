@@ -1,0 +1,248 @@
+//! The aws provider's provision and teardown against the moto EC2 emulator on 127.0.0.1.
+//! Only provision and teardown run: the later steps would SSH to the addresses moto made up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::moto::Moto;
+use common::{text, Deployment};
+use serde_json::Value;
+
+const OPERATOR: &str = "198.51.100.7/32";
+
+fn aws_deployment(name: &str, moto: &Moto) -> Deployment {
+    let mut d = Deployment::new(name, "127.0.28");
+    d.env = moto.env();
+    d
+}
+
+fn provision_args(workers: &str) -> Vec<&str> {
+    vec![
+        "provision",
+        "--provider",
+        "aws",
+        "--region",
+        "us-east-1",
+        "--ssh-cidr",
+        OPERATOR,
+        "--workers",
+        workers,
+    ]
+}
+
+/// The deployment's instances that are not terminated, by host name.
+fn live_instances(resources: &Value) -> BTreeMap<String, Value> {
+    let mut live = BTreeMap::new();
+    for instance in resources["instances"].as_array().unwrap() {
+        if instance["state"] != "terminated" {
+            let host = instance["tags"]["Name"].as_str().unwrap();
+            let host = host.split_once('-').unwrap().1.split_once('-').unwrap().1;
+            let previous = live.insert(host.to_string(), instance.clone());
+            assert!(previous.is_none(), "two live instances for {host}: {resources}");
+        }
+    }
+    live
+}
+
+fn group<'a>(resources: &'a Value, id: &str, role: &str) -> &'a Value {
+    let name = format!("{id}-{role}");
+    resources["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no group {name}: {resources}"))
+}
+
+/// The rules of a group as (port, source) pairs, a source being a CIDR or a group's role.
+fn rules(resources: &Value, id: &str, role: &str) -> Vec<(u64, String)> {
+    let roles: BTreeMap<String, String> = resources["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let role = g["name"].as_str().unwrap().strip_prefix(&format!("{id}-")).unwrap();
+            (g["id"].as_str().unwrap().to_string(), role.to_string())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for rule in group(resources, id, role)["rules"].as_array().unwrap() {
+        let port = rule["port"].as_u64().unwrap();
+        for cidr in rule["cidrs"].as_array().unwrap() {
+            found.push((port, cidr.as_str().unwrap().to_string()));
+        }
+        for g in rule["groups"].as_array().unwrap() {
+            found.push((port, format!("group:{}", roles[g.as_str().unwrap()])));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws", &moto);
+    d.ok(&provision_args("2"));
+    let state = d.state();
+    let id = state["id"].as_str().unwrap().to_string();
+    let resources = moto.resources(&id);
+
+    // One running instance per host, of the configured type, with the deployment's key, the
+    // newest Ubuntu LTS image moto knows (16.04 beside 14.04) and its role's group.
+    let live = live_instances(&resources);
+    let hosts: Vec<&str> = live.keys().map(String::as_str).collect();
+    assert_eq!(
+        hosts,
+        ["gatekeeper", "manager", "proxy", "standalone", "trusted-host", "worker-1", "worker-2"]
+    );
+    for (host, instance) in &live {
+        let database = ["standalone", "manager", "worker-1", "worker-2"].contains(&host.as_str());
+        let expected_type = if database { "t2.micro" } else { "t2.large" };
+        assert_eq!(instance["type"], expected_type, "{host}");
+        assert_eq!(instance["key"], id.as_str(), "{host}");
+        assert_eq!(instance["image"], "ami-785db401", "{host}");
+        assert_eq!(instance["tags"]["deployment"], id.as_str());
+        let role_group = if database { "database" } else { host.as_str() };
+        assert_eq!(
+            instance["groups"][0],
+            group(&resources, &id, role_group)["id"],
+            "{host}"
+        );
+        // data.json has its addresses: the private one to talk on, the public one for SSH.
+        let recorded = &state["aws"]["instances"][host.as_str()];
+        assert_eq!(recorded["instance_id"], instance["id"]);
+        let h = state["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host.as_str()).unwrap();
+        assert_eq!(h["address"], recorded["private_ip"]);
+        assert_eq!(h["ssh"]["address"], recorded["public_ip"]);
+        assert_eq!(h["ssh"]["user"], "ubuntu");
+    }
+    assert_eq!(live["worker-2"]["tags"]["role"], "worker");
+
+    // Each tier is reachable only from the one in front of it, by group reference; SSH only
+    // from the operator; the world only reaches the gatekeeper.
+    let ssh = (22, OPERATOR.to_string());
+    let g = |role: &str| format!("group:{role}");
+    assert_eq!(
+        rules(&resources, &id, "gatekeeper"),
+        [ssh.clone(), (8080, "0.0.0.0/0".into()), (8080, g("proxy"))]
+    );
+    assert_eq!(rules(&resources, &id, "trusted-host"), [ssh.clone(), (8080, g("gatekeeper"))]);
+    assert_eq!(rules(&resources, &id, "proxy"), [ssh.clone(), (8080, g("trusted-host"))]);
+    assert_eq!(
+        rules(&resources, &id, "database"),
+        [ssh, (3306, g("database")), (3306, g("proxy"))]
+    );
+
+    // The key pair, with its private half next to data.json, owner-only.
+    assert!(resources["keys"].as_array().unwrap().contains(&Value::from(id.as_str())));
+    let key = d.dir.join(format!("{id}.pem"));
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let key_text = fs::read_to_string(&key).unwrap();
+    assert!(key_text.contains("PRIVATE KEY"));
+
+    // A launch whose response was lost: data.json knows the tokens but no instance ids. The
+    // rerun finds the instances by their tags and launches nothing.
+    let mut lost = d.state();
+    for instance in lost["aws"]["instances"].as_object_mut().unwrap().values_mut() {
+        instance["instance_id"] = Value::Null;
+    }
+    fs::write(d.data_json(), serde_json::to_vec_pretty(&lost).unwrap()).unwrap();
+    let out = d.ok(&["provision", "--force"]);
+    let again = moto.resources(&id);
+    assert_eq!(live_instances(&again).len(), 7, "{out}");
+    assert_eq!(again["instances"].as_array().unwrap().len(), 7, "nothing new was launched");
+    assert_eq!(d.state()["aws"]["instances"]["manager"]["instance_id"], live["manager"]["id"]);
+    assert_eq!(fs::read_to_string(&key).unwrap(), key_text, "the key is reused, never replaced");
+
+    // Teardown removes everything with the tag and says what it removed.
+    let out = d.ok(&["teardown"]);
+    assert!(out.contains("terminated 7 instances"), "{out}");
+    assert!(out.contains(&format!("deleted security group {id}-database")), "{out}");
+    assert!(out.contains(&format!("deleted key pair {id}")), "{out}");
+    let after = moto.resources(&id);
+    assert!(live_instances(&after).is_empty(), "{after}");
+    assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
+    assert!(!after["keys"].as_array().unwrap().contains(&Value::from(id.as_str())));
+    assert!(!key.exists());
+    let out = d.ok(&["teardown"]);
+    assert!(out.contains("already torn down"), "{out}");
+}
+
+#[test]
+fn provision_killed_midway_resumes_without_duplicates() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-killed", &moto);
+    let mut child = d
+        .command(&provision_args("3"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as the launches are about to start (a client token is saved), or at the
+    // latest when it finishes; data.json must parse at every point.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed_while = "finished before it could be killed";
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Ok(text) = fs::read_to_string(d.data_json()) {
+            let state: Value = serde_json::from_str(&text).expect("data.json must always parse");
+            let launching = state["aws"]["instances"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty());
+            if launching {
+                child.kill().unwrap();
+                killed_while = "launching instances";
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "provision did not get to the launches");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    eprintln!("provision was killed while {killed_while}");
+    let state = d.state();
+    let id = state["id"].as_str().unwrap().to_string();
+
+    let out = d.ok(&["provision"]);
+    let resources = moto.resources(&id);
+    let live = live_instances(&resources);
+    assert_eq!(live.len(), 8, "one instance per host after the rerun: {out}");
+    assert_eq!(d.state()["steps"]["provision"]["status"], "done");
+    let groups = resources["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{resources}");
+    d.ok(&["teardown"]);
+    assert!(live_instances(&moto.resources(&id)).is_empty());
+}
+
+#[test]
+fn missing_credentials_are_named_and_nothing_is_lost() {
+    let moto = Moto::start();
+    let mut d = aws_deployment("aws-nocreds", &moto);
+    d.env.retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"));
+    let out = d
+        .command(&provision_args("1"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let message = text(&out);
+    assert!(!out.status.success(), "{message}");
+    assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+    assert!(message.contains("AWS_SESSION_TOKEN"), "{message}");
+    let state = d.state();
+    assert_eq!(state["steps"]["provision"]["status"], "failed");
+    // With credentials, the same deployment goes on.
+    d.env = moto.env();
+    d.ok(&["provision"]);
+    d.ok(&["teardown"]);
+}
