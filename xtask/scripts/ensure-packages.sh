@@ -1,9 +1,10 @@
-# Makes sure MariaDB (server and client) and sysbench are installed.
+# Makes sure the programs a host needs are installed (a database host: MariaDB's server and
+# client, and sysbench; the bench client: sysbench).
 # As root, missing packages are installed with apt-get; otherwise the exact command is printed.
-# Parameters: none (TOOLS_PATH is set by the header).
-packages="mariadb-server mariadb-client sysbench"
+# Parameters: PROGRAMS, PACKAGES (space-separated).
+packages="$PACKAGES"
 missing=()
-for program in mariadbd mariadb-install-db mariadb mariadb-admin sysbench; do
+for program in $PROGRAMS; do
   PATH="$TOOLS_PATH" command -v "$program" >/dev/null 2>&1 || missing+=("$program")
 done
 if [ ${#missing[@]} -eq 0 ]; then
@@ -12,6 +13,10 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing programs: ${missing[*]}. Install them with: sudo apt-get install -y $packages" >&2
   exit 3
+fi
+# A fresh cloud instance is still being set up by cloud-init, which holds apt's locks.
+if command -v cloud-init > /dev/null 2>&1; then
+  cloud-init status --wait > /dev/null 2>&1 || true
 fi
 echo "installing $packages (missing: ${missing[*]})" >&2
 export DEBIAN_FRONTEND=noninteractive
@@ -23,3 +28,8 @@ for program in "${missing[@]}"; do
     exit 3
   fi
 done
+# The package's own server (started by systemd where it runs) is not part of the deployment,
+# which starts a server per host with its own config: it is stopped and kept from starting.
+if [ -d /run/systemd/system ] && [[ " $packages " == *" mariadb-server "* ]]; then
+  systemctl disable --now mariadb > /dev/null 2>&1 || true
+fi

@@ -1,10 +1,12 @@
 //! bench: sysbench against the standalone server and the cluster, then the patterns load test
-//! through the gatekeeper and straight to the manager. Raw outputs go to the bench client's run
-//! folder (local: `.state/bench/<run-id>/`), one file per measurement, each written whole or not
-//! at all: a resumed run skips what is there and does the rest.
+//! through the gatekeeper and straight to the manager. Everything runs on the bench client host
+//! (local: this machine; aws: the proxy's instance, which may reach the databases and the
+//! gatekeeper and serves no database) through the provider-neutral scripts. Raw outputs go to
+//! the client's run folder (`bench/<run-id>/`), one file per measurement, each written whole or
+//! not at all: a resumed run skips what is there and does the rest.
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -12,9 +14,8 @@ use serde_json::json;
 use crate::db;
 use crate::deploy_services;
 use crate::flags::BenchArgs;
-use crate::local;
 use crate::progress::Progress;
-use crate::render::sql_string;
+use crate::render::{sql_string, Script};
 use crate::state::{now, BenchRun, BenchSettings, Deployment, Host, Role, StepStatus};
 use crate::steps::{Session, Step};
 use crate::transport;
@@ -25,6 +26,11 @@ pub const WORKLOADS: [&str; 3] = ["oltp_read_write", "oltp_read_only", "oltp_poi
 pub const MODES: [&str; 5] = ["direct-db", "direct-hit", "random", "customized", "write"];
 /// Where the local provider's benchmarks run, recorded with every result.
 const LOCAL_CLIENT: &str = "this machine (local provider: clients and servers share its cores)";
+
+const ENSURE_PACKAGES: &str = include_str!("../scripts/ensure-packages.sh");
+const BENCH_LIST: &str = include_str!("../scripts/bench-list.sh");
+const BENCH_SYSBENCH: &str = include_str!("../scripts/bench-sysbench.sh");
+const BENCH_LOADGEN: &str = include_str!("../scripts/bench-loadgen.sh");
 
 /// Decides the bench run a `bench` (or `all`) works on: the interrupted one, or a new one.
 pub fn choose_run(d: &mut Deployment, args: &BenchArgs, force: bool) -> Result<()> {
@@ -58,9 +64,80 @@ pub fn choose_run(d: &mut Deployment, args: &BenchArgs, force: bool) -> Result<(
     Ok(())
 }
 
-/// The folder where a run's raw outputs are written.
-pub fn run_dir(session: &Session, run: &BenchRun) -> PathBuf {
-    session.paths.state_dir().join("bench").join(&run.id)
+/// The host the benchmarks run on: the proxy's host, in a `bench` folder of its own (local:
+/// `.state/bench` of this machine).
+pub fn bench_client(session: &Session) -> Result<Host> {
+    let proxy = session.deployment.host(Role::Proxy)?;
+    let dir = match proxy.ssh {
+        Some(_) => proxy.dir.join("bench"),
+        None => session.paths.state_dir().join("bench"),
+    };
+    Ok(Host {
+        name: "bench-client".to_string(),
+        dir,
+        ..proxy.clone()
+    })
+}
+
+/// Runs the measurements of one bench run on the client, skipping the ones already there.
+struct Bench<'a> {
+    client: Host,
+    run: &'a BenchRun,
+    /// Outputs already in the run folder, relative to it.
+    done: BTreeSet<String>,
+}
+
+impl Bench<'_> {
+    fn sysbench_out(&self, host: &str, workload: &str, n: u32) -> String {
+        format!("sysbench/{host}-{workload}-run{n}.txt")
+    }
+
+    fn patterns_out(&self, mode: &str, n: u32) -> String {
+        format!("patterns/{mode}-run{n}.json")
+    }
+
+    fn has(&self, out: &str) -> bool {
+        self.done.contains(out)
+    }
+
+    /// One sysbench command against several servers at once, each (config, output) a pair;
+    /// an output of None discards the report.
+    fn sysbench(
+        &mut self,
+        command: &str,
+        workload: &str,
+        s: &BenchSettings,
+        targets: &[(String, Option<String>)],
+    ) -> Result<()> {
+        let lines: Vec<String> = targets
+            .iter()
+            .map(|(config, out)| {
+                let out = out
+                    .as_ref()
+                    .map_or("-".to_string(), |o| format!("{}/{o}", self.run.id));
+                format!("{config} {out}")
+            })
+            .collect();
+        let script = Script::new("bench-sysbench", BENCH_SYSBENCH)
+            .param("COMMAND", command)
+            .param("ARGS", sysbench_args(workload, s).join(" "))
+            .param("TARGETS", lines.join("\n"));
+        transport::run_script(&self.client, &script, b"")
+            .with_context(|| format!("sysbench {command} {workload}"))?;
+        self.done
+            .extend(targets.iter().filter_map(|(_, out)| out.clone()));
+        Ok(())
+    }
+
+    fn loadgen(&mut self, loadgen: &str, args: &[String], out: String) -> Result<()> {
+        let script = Script::new("bench-loadgen", BENCH_LOADGEN)
+            .param("LOADGEN", loadgen)
+            .param("ARGS", args.join(" "))
+            .param("OUT", format!("{}/{out}", self.run.id));
+        transport::run_script(&self.client, &script, b"")?;
+        self.done.insert(out);
+        Ok(())
+    }
 }
 
 pub fn run(session: &mut Session) -> Result<()> {
@@ -70,43 +147,65 @@ pub fn run(session: &mut Session) -> Result<()> {
         .clone()
         .context("no bench run was chosen; this is a bug in the step engine")?;
     let s = &run.settings;
+    let client = bench_client(session)?;
     let d = &session.deployment;
-    let dir = run_dir(session, &run);
-    for sub in ["sysbench", "patterns"] {
-        local::create_dir(&dir.join(sub))?;
-    }
-    let loadgen = deploy_services::release_dir().join("loadgen");
-    if !loadgen.exists() {
+    let target = deploy_services::target_of(d);
+    let built_loadgen = deploy_services::release_dir(target).join("loadgen");
+    if !built_loadgen.exists() {
         bail!(
             "{} is missing; run `cargo xtask deploy-services --force`, which builds it",
-            loadgen.display()
+            built_loadgen.display()
         );
     }
-    write_metadata(&dir, d, &run)?;
+    let loadgen = match &client.ssh {
+        Some(ssh) => {
+            ssh.wait_ready(deploy_services::SSH_READY_TIMEOUT)?;
+            let ensure = Script::new("ensure-packages", ENSURE_PACKAGES)
+                .param("PROGRAMS", "sysbench")
+                .param("PACKAGES", "sysbench");
+            transport::run_script(&client, &ensure, b"")?;
+            let bytes = fs::read(&built_loadgen)
+                .with_context(|| format!("reading {}", built_loadgen.display()))?;
+            transport::put_file(&client, "loadgen", &bytes, true)?;
+            "./loadgen".to_string()
+        }
+        None => built_loadgen.display().to_string(),
+    };
+    let listed = transport::run_script(
+        &client,
+        &Script::new("bench-list", BENCH_LIST).param("RUN", run.id.clone()),
+        b"",
+    )?;
+    let mut bench = Bench {
+        client,
+        run: &run,
+        done: listed.lines().map(str::to_string).collect(),
+    };
+    // A resumed run keeps the metadata it started with.
+    if !bench.has("run.json") {
+        write_metadata(&bench.client, d, &run)?;
+    }
+    write_client_files(&bench.client, d)?;
 
     let standalone = d.host(Role::Standalone)?.clone();
     let manager = d.host(Role::Manager)?.clone();
     let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
-    let configs = sysbench_configs(session)?;
-    let sysbench_out = |host: &str, workload: &str, n: u32| {
-        dir.join(format!("sysbench/{host}-{workload}-run{n}.txt"))
-    };
-    let patterns_out = |mode: &str, n: u32| dir.join(format!("patterns/{mode}-run{n}.json"));
+    let config = |host: &Host| format!("{}.sysbench.cfg", host.name);
 
     // Every measurement, to count what is left for the progress line.
     let mut pending = 0u32;
     for n in 1..=s.runs {
         for workload in WORKLOADS {
-            pending += u32::from(!sysbench_out("standalone", workload, n).exists());
+            pending += u32::from(!bench.has(&bench.sysbench_out("standalone", workload, n)));
             let cluster_host = if workload == "oltp_read_write" {
                 "manager"
             } else {
                 "worker-1"
             };
-            pending += u32::from(!sysbench_out(cluster_host, workload, n).exists());
+            pending += u32::from(!bench.has(&bench.sysbench_out(cluster_host, workload, n)));
         }
         for mode in MODES {
-            pending += u32::from(!patterns_out(mode, n).exists());
+            pending += u32::from(!bench.has(&bench.patterns_out(mode, n)));
         }
     }
     let progress = Progress::new("bench", u64::from(pending) + 2);
@@ -116,17 +215,18 @@ pub fn run(session: &mut Session) -> Result<()> {
     let standalone_left = (1..=s.runs).any(|n| {
         WORKLOADS
             .iter()
-            .any(|w| !sysbench_out("standalone", w, n).exists())
+            .any(|w| !bench.has(&bench.sysbench_out("standalone", w, n)))
     });
     if standalone_left {
         progress.task("sysbench prepare on the standalone server");
-        sysbench_admin(&configs[&standalone.name], s, "cleanup")?;
-        sysbench_admin(&configs[&standalone.name], s, "prepare")?;
+        for command in ["cleanup", "prepare"] {
+            bench.sysbench(command, "oltp_read_write", s, &[(config(&standalone), None)])?;
+        }
     }
     for n in 1..=s.runs {
         for workload in WORKLOADS {
-            let out = sysbench_out("standalone", workload, n);
-            if out.exists() {
+            let out = bench.sysbench_out("standalone", workload, n);
+            if bench.has(&out) {
                 continue;
             }
             progress.task(format!(
@@ -134,41 +234,43 @@ pub fn run(session: &mut Session) -> Result<()> {
                 s.runs,
                 left(pending)
             ));
-            sysbench_run(&[&configs[&standalone.name]], workload, s, &[out])?;
+            bench.sysbench("run", workload, s, &[(config(&standalone), Some(out))])?;
             pending -= 1;
         }
     }
 
     // sysbench on the cluster: writes on the manager, reads on every worker at once.
     let cluster_left = (1..=s.runs).any(|n| {
-        !sysbench_out("manager", "oltp_read_write", n).exists()
+        !bench.has(&bench.sysbench_out("manager", "oltp_read_write", n))
             || workers.iter().any(|w| {
                 WORKLOADS[1..]
                     .iter()
-                    .any(|wl| !sysbench_out(&w.name, wl, n).exists())
+                    .any(|wl| !bench.has(&bench.sysbench_out(&w.name, wl, n)))
             })
     });
     if cluster_left {
         progress.task("sysbench prepare on the manager, replicated to the workers");
-        sysbench_admin(&configs[&manager.name], s, "cleanup")?;
-        sysbench_admin(&configs[&manager.name], s, "prepare")?;
+        for command in ["cleanup", "prepare"] {
+            bench.sysbench(command, "oltp_read_write", s, &[(config(&manager), None)])?;
+        }
     }
     for n in 1..=s.runs {
-        let out = sysbench_out("manager", "oltp_read_write", n);
-        if !out.exists() {
+        let out = bench.sysbench_out("manager", "oltp_read_write", n);
+        if !bench.has(&out) {
             progress.task(format!(
                 "sysbench oltp_read_write on the manager, run {n}/{}, {}",
                 s.runs,
                 left(pending)
             ));
-            sysbench_run(&[&configs[&manager.name]], "oltp_read_write", s, &[out])?;
+            bench.sysbench("run", "oltp_read_write", s, &[(config(&manager), Some(out))])?;
             pending -= 1;
         }
         for workload in &WORKLOADS[1..] {
-            if workers
+            let targets: Vec<(String, Option<String>)> = workers
                 .iter()
-                .all(|w| sysbench_out(&w.name, workload, n).exists())
-            {
+                .map(|w| (config(w), Some(bench.sysbench_out(&w.name, workload, n))))
+                .collect();
+            if targets.iter().all(|(_, out)| bench.has(out.as_deref().unwrap_or_default())) {
                 continue;
             }
             // The replicas read what the manager wrote: they catch up first.
@@ -179,26 +281,21 @@ pub fn run(session: &mut Session) -> Result<()> {
                 s.runs,
                 left(pending)
             ));
-            let outs: Vec<PathBuf> = workers
-                .iter()
-                .map(|w| sysbench_out(&w.name, workload, n))
-                .collect();
-            let configs: Vec<&Path> = workers.iter().map(|w| configs[&w.name].as_path()).collect();
-            sysbench_run(&configs, workload, s, &outs)?;
+            bench.sysbench("run", workload, s, &targets)?;
             pending -= 1;
         }
     }
     progress.task("sysbench cleanup on the standalone server and the manager");
-    sysbench_admin(&configs[&standalone.name], s, "cleanup")?;
-    sysbench_admin(&configs[&manager.name], s, "cleanup")?;
+    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&standalone), None)])?;
+    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
 
     // The patterns load test.
     let gatekeeper_url = d.gatekeeper_url()?;
     let films = (100 * d.settings.dataset_scale).to_string();
     for n in 1..=s.runs {
         for mode in MODES {
-            let out = patterns_out(mode, n);
-            if out.exists() {
+            let out = bench.patterns_out(mode, n);
+            if bench.has(&out) {
                 continue;
             }
             progress.task(format!(
@@ -221,8 +318,6 @@ pub fn run(session: &mut Session) -> Result<()> {
                 args.extend([
                     "--database".to_string(),
                     format!("{}:{}", manager.address, d.settings.db_port),
-                ]);
-                args.extend([
                     "--user".to_string(),
                     "bench".to_string(),
                     "--name".to_string(),
@@ -236,97 +331,81 @@ pub fn run(session: &mut Session) -> Result<()> {
                     mode.to_string(),
                 ]);
             }
-            let tmp = out.with_extension("json.tmp");
-            args.extend(["--out".to_string(), tmp.display().to_string()]);
-            local::dies_with_us(duct::cmd(&loadgen, &args))
-                .env("LOADGEN_DB_PASSWORD", &d.secrets.bench_password)
-                .stdout_null()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .context("running the load generator")
-                .and_then(|o| {
-                    if o.status.success() {
-                        Ok(())
-                    } else {
-                        bail!(
-                            "the load generator failed ({mode}): {}",
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        )
-                    }
-                })?;
-            fs::rename(&tmp, &out).with_context(|| format!("placing {}", out.display()))?;
+            bench
+                .loadgen(&loadgen, &args, out)
+                .with_context(|| format!("the load test of {mode}"))?;
             pending -= 1;
         }
     }
     progress.note(format!(
-        "run {} is complete in {}; `cargo xtask fetch-results` turns it into results/",
+        "run {} is complete in {} on {}; `cargo xtask fetch-results` turns it into results/",
         run.id,
-        dir.display()
+        bench.client.dir.join(&run.id).display(),
+        bench.client.ssh.as_ref().map_or("this machine".to_string(), |s| s.target())
     ));
     Ok(())
 }
 
 /// What a run was: kept with its raw outputs and copied into every row of the results.
-fn write_metadata(dir: &Path, d: &Deployment, run: &BenchRun) -> Result<()> {
-    let path = dir.join("run.json");
-    if path.exists() {
-        return Ok(());
-    }
+fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
     let revision = duct::cmd!("git", "rev-parse", "--short", "HEAD")
         .dir(crate::project_root())
         .stderr_null()
         .read()
         .unwrap_or_else(|_| "unknown".to_string());
+    let (provider, instance_type, ran_on) = match &d.settings.aws {
+        Some(aws) => (
+            "aws",
+            aws.db_instance_type.clone(),
+            format!(
+                "the proxy's instance ({}), apart from the database hosts",
+                aws.service_instance_type
+            ),
+        ),
+        None => ("local", "local".to_string(), LOCAL_CLIENT.to_string()),
+    };
     let meta = json!({
         "run_id": run.id,
         "started_at": run.started_at,
-        "provider": "local",
+        "provider": provider,
         "deployment": d.id,
         "git_revision": revision.trim(),
-        "instance_type": "local",
-        "ran_on": LOCAL_CLIENT,
+        "instance_type": instance_type,
+        "ran_on": ran_on,
         "workers": d.settings.workers,
         "dataset_scale": d.settings.dataset_scale,
         "settings": run.settings,
         "cluster_reads": "one sysbench per worker, all at the same time; the cluster row adds them up",
     });
-    fs::write(&path, serde_json::to_vec_pretty(&meta)?)
-        .with_context(|| format!("writing {}", path.display()))
+    let text = serde_json::to_vec_pretty(&meta)?;
+    transport::put_file(client, &format!("{}/run.json", run.id), &text, false)
 }
 
-/// One sysbench connection file per database host, readable by the owner only: the password
-/// must not appear on a command line.
-fn sysbench_configs(session: &Session) -> Result<std::collections::BTreeMap<String, PathBuf>> {
-    let d = &session.deployment;
-    let dir = session.paths.state_dir().join("bench");
-    local::create_dir(&dir)?;
-    let mut configs = std::collections::BTreeMap::new();
+/// One sysbench connection file per database host, and the load generator's password file,
+/// readable by the owner only: a password must not appear on a command line.
+fn write_client_files(client: &Host, d: &Deployment) -> Result<()> {
     for host in d.hosts.iter().filter(|h| h.role.runs_database()) {
         let text = format!(
             "db-driver=mysql\nmysql-host={}\nmysql-port={}\nmysql-user=bench\nmysql-password={}\nmysql-db=sbtest\n",
             host.address, d.settings.db_port, d.secrets.bench_password
         );
-        let path = dir.join(format!("{}.sysbench.cfg", host.name));
-        let bench_dir = Host {
-            dir: dir.clone(),
-            ssh: None,
-            ..host.clone()
-        };
         transport::put_file(
-            &bench_dir,
+            client,
             &format!("{}.sysbench.cfg", host.name),
             text.as_bytes(),
             false,
         )?;
-        configs.insert(host.name.clone(), path);
     }
-    Ok(configs)
+    transport::put_file(
+        client,
+        "bench.password",
+        d.secrets.bench_password.as_bytes(),
+        false,
+    )
 }
 
-fn sysbench_args(config: &Path, workload: &str, s: &BenchSettings, command: &str) -> Vec<String> {
+fn sysbench_args(workload: &str, s: &BenchSettings) -> Vec<String> {
     vec![
-        format!("--config-file={}", config.display()),
         workload.to_string(),
         format!("--tables={}", s.tables),
         format!("--table-size={}", s.table_size),
@@ -335,73 +414,7 @@ fn sysbench_args(config: &Path, workload: &str, s: &BenchSettings, command: &str
         "--report-interval=0".to_string(),
         // Deadlocks and lock waits are counted and retried, as in the classic setup.
         "--mysql-ignore-errors=1213,1205,1020".to_string(),
-        command.to_string(),
     ]
-}
-
-/// Prepares or cleans up sysbench's tables on one server (both safe to repeat).
-fn sysbench_admin(config: &Path, s: &BenchSettings, command: &str) -> Result<()> {
-    let o = local::dies_with_us(duct::cmd(
-        "sysbench",
-        sysbench_args(config, "oltp_read_write", s, command),
-    ))
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .context("starting sysbench")?;
-    if !o.status.success() {
-        bail!("sysbench {command} failed: {}", tail(&o.stdout, &o.stderr));
-    }
-    Ok(())
-}
-
-/// Runs a workload against every config at the same time, each report into its `outs` entry,
-/// written whole or not at all.
-fn sysbench_run(
-    configs: &[&Path],
-    workload: &str,
-    s: &BenchSettings,
-    outs: &[PathBuf],
-) -> Result<()> {
-    let staged = |out: &Path| out.with_extension("txt.tmp");
-    let handles = configs
-        .iter()
-        .zip(outs)
-        .map(|(config, out)| {
-            local::dies_with_us(duct::cmd(
-                "sysbench",
-                sysbench_args(config, workload, s, "run"),
-            ))
-            .stdout_path(staged(out))
-            .stderr_capture()
-            .unchecked()
-            .start()
-            .context("starting sysbench")
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for (handle, out) in handles.iter().zip(outs) {
-        let o = handle.wait().context("waiting for sysbench")?;
-        if !o.status.success() {
-            let report = fs::read(staged(out)).unwrap_or_default();
-            bail!(
-                "sysbench {workload} run failed: {}",
-                tail(&report, &o.stderr)
-            );
-        }
-        fs::rename(staged(out), out).with_context(|| format!("placing {}", out.display()))?;
-    }
-    Ok(())
-}
-
-fn tail(stdout: &[u8], stderr: &[u8]) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(stdout),
-        String::from_utf8_lossy(stderr)
-    );
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 fn wait_for_replicas(manager: &Host, workers: &[Host]) -> Result<()> {

@@ -1,8 +1,9 @@
-//! deploy-services: builds the gatekeeper, trusted host and proxy in release mode, places each
-//! binary with its config on its host, starts it detached and waits for its /health. A rerun
-//! replaces running services: each gets SIGTERM and finishes its requests in flight first.
+//! deploy-services: builds the gatekeeper, trusted host and proxy in release mode (for the
+//! instances' target on aws), places each binary with its config on its host, starts it
+//! (local: detached; aws: a systemd unit) and waits for its /health. A rerun replaces running
+//! services: each gets SIGTERM and finishes its requests in flight first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -12,15 +13,19 @@ use xshell::{cmd, Shell};
 use crate::local;
 use crate::progress::Progress;
 use crate::render::Script;
-use crate::state::{Deployment, Host, Role};
+use crate::state::{Deployment, Host, ProviderKind, Role};
 use crate::steps::Session;
 use crate::transport;
 
 const SERVICE_START: &str = include_str!("../scripts/service-start.sh");
+const SERVICE_STOP: &str = include_str!("../scripts/service-stop.sh");
+const SERVICE_HEALTH: &str = include_str!("../scripts/service-health.sh");
 
 /// How long a service gets to finish its requests when replaced.
 const GRACE: Duration = Duration::from_secs(20);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new instance may take to accept SSH logins.
+pub const SSH_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Started back to front, so each service finds the one it calls already up.
 const ORDER: [Role; 3] = [Role::Proxy, Role::TrustedHost, Role::Gatekeeper];
@@ -36,14 +41,21 @@ pub fn binary_name(role: Role) -> Option<&'static str> {
 
 pub fn run(session: &mut Session) -> Result<()> {
     let progress = Progress::new("deploy-services", 4);
-    progress.task("building the services (cargo build --release -p services)");
-    let bin_dir = build()?;
+    let target = target_of(&session.deployment);
+    progress.task(format!(
+        "building the services (cargo build --release -p services{})",
+        target.map_or(String::new(), |t| format!(" --target {t}"))
+    ));
+    let bin_dir = build(target)?;
 
     for role in ORDER {
         let host = session.deployment.host(role)?.clone();
         let name = binary_name(role).context("not a service role")?;
         progress.task(format!("starting {name} on {}", host.address));
-        stop_service(session, &host)?;
+        if let Some(ssh) = &host.ssh {
+            ssh.wait_ready(SSH_READY_TIMEOUT)?;
+        }
+        stop_service(session, &host, name)?;
         install(
             &host,
             &bin_dir.join(name),
@@ -60,26 +72,83 @@ pub fn run(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
-/// Where release builds of this workspace land (the services and the load generator).
-pub fn release_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| crate::project_root().join("target"), PathBuf::from)
-        .join("release")
+/// The Rust target the services are built for: None for this machine's own.
+pub fn target_of(d: &Deployment) -> Option<&str> {
+    d.settings.aws.as_ref().map(|aws| aws.target.as_str())
 }
 
-/// Builds the services for this machine and returns the folder with the binaries.
-fn build() -> Result<PathBuf> {
+/// How a host's services are kept running: systemd on cloud instances, a detached process of
+/// its own session on this machine.
+fn supervisor(d: &Deployment) -> &'static str {
+    match d.provider {
+        ProviderKind::Aws => "systemd",
+        ProviderKind::Local => "detached",
+    }
+}
+
+/// Where release builds of this workspace land (the services and the load generator), for a
+/// target or for this machine.
+pub fn release_dir(target: Option<&str>) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::project_root().join("target"), PathBuf::from);
+    match target {
+        Some(t) => base.join(t).join("release"),
+        None => base.join("release"),
+    }
+}
+
+/// Builds the services and returns the folder with the binaries.
+fn build(target: Option<&str>) -> Result<PathBuf> {
     let root = crate::project_root();
     let sh = Shell::new().context("starting a shell")?;
     sh.change_dir(&root);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let target_args: Vec<String> = match target {
+        Some(t) => {
+            check_target(t)?;
+            vec!["--target".to_string(), t.to_string()]
+        }
+        None => Vec::new(),
+    };
     cmd!(
         sh,
-        "{cargo} build --release --package services --bins --quiet"
+        "{cargo} build --release --package services --bins --quiet {target_args...}"
     )
     .run()
-    .context("building the services failed; the compiler's output above says why")?;
-    Ok(release_dir())
+    .with_context(|| match target {
+        Some(t) if t.contains("musl") => format!(
+            "building the services for {t} failed; the compiler's output above says why. A \
+             linker error usually means the musl C toolchain is missing: `sudo apt-get install \
+             musl-tools`; or build for the instances' glibc with `--target \
+             x86_64-unknown-linux-gnu` at provision"
+        ),
+        _ => "building the services failed; the compiler's output above says why".to_string(),
+    })?;
+    Ok(release_dir(target))
+}
+
+/// Fails, with the command that fixes it, when the Rust standard library of `target` is not
+/// installed.
+fn check_target(target: &str) -> Result<()> {
+    let sysroot = duct::cmd!("rustc", "--print", "sysroot")
+        .read()
+        .context("running rustc --print sysroot")?;
+    let lib = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(target)
+        .join("lib");
+    if !lib.is_dir() {
+        bail!(
+            "the Rust target {target} is not installed: run `rustup target add {target}`{}",
+            if target.contains("musl") {
+                " (and `sudo apt-get install musl-tools` for crates that build C), or provision \
+                 with --target x86_64-unknown-linux-gnu to build for the instances' glibc"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The service's config: its address, whom it accepts, whom it calls and the tokens.
@@ -133,15 +202,25 @@ fn config_for(d: &Deployment, role: Role) -> Result<serde_json::Value> {
 }
 
 /// Stops the service of a host: the one recorded and any other started with its config.
-fn stop_service(session: &mut Session, host: &Host) -> Result<()> {
+fn stop_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
     let key = format!("{}/service", host.name);
-    if let Some(record) = session.deployment.processes.get(&key).cloned() {
-        local::stop(&record, GRACE).with_context(|| format!("stopping {key}"))?;
-        session.deployment.processes.remove(&key);
-        session.save()?;
+    if host.ssh.is_some() {
+        let script = Script::new("service-stop", SERVICE_STOP)
+            .param("HOST_DIR", host.dir.display().to_string())
+            .param("SERVICE", name)
+            .param("SUPERVISOR", supervisor(&session.deployment))
+            .param("GRACE", GRACE.as_secs().to_string());
+        transport::run_script(host, &script, b"")?;
+    } else {
+        if let Some(record) = session.deployment.processes.get(&key).cloned() {
+            local::stop(&record, GRACE).with_context(|| format!("stopping {key}"))?;
+        }
+        for pid in local::find_processes_with_arg(&config_path(host)) {
+            local::stop(&local::record_process(pid, "service")?, GRACE)?;
+        }
     }
-    for pid in local::find_processes_with_arg(&config_path(host)) {
-        local::stop(&local::record_process(pid, "service")?, GRACE)?;
+    if session.deployment.processes.remove(&key).is_some() {
+        session.save()?;
     }
     Ok(())
 }
@@ -150,28 +229,18 @@ pub fn config_path(host: &Host) -> String {
     host.dir.join("config.json").display().to_string()
 }
 
-fn install(
-    host: &Host,
-    binary: &std::path::Path,
-    name: &str,
-    config: &serde_json::Value,
-) -> Result<()> {
+fn install(host: &Host, binary: &Path, name: &str, config: &serde_json::Value) -> Result<()> {
     let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    // Written beside and renamed over: a running binary is never written into.
-    let staged = host.dir.join(format!(".{name}.new"));
-    std::fs::write(&staged, bytes).with_context(|| format!("writing {}", staged.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::rename(&staged, host.dir.join(name)).context("placing the service binary")?;
+    transport::put_file(host, name, &bytes, true)?;
     let config = serde_json::to_vec_pretty(config).context("serializing the config")?;
-    transport::put_file(host, "config.json", &config, false)?;
-    Ok(())
+    transport::put_file(host, "config.json", &config, false)
 }
 
 fn start_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
     let script = Script::new("service-start", SERVICE_START)
         .param("HOST_DIR", host.dir.display().to_string())
-        .param("SERVICE", name);
+        .param("SERVICE", name)
+        .param("SUPERVISOR", supervisor(&session.deployment));
     transport::start_and_record(
         session,
         host,
@@ -181,7 +250,21 @@ fn start_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
     )
 }
 
+/// Asks a service's /health once (`wait` zero) or until it answers; a remote service is asked
+/// from its own host, where its port is open.
+pub fn check_health(d: &Deployment, host: &Host, wait: Duration) -> Result<()> {
+    let script = Script::new("service-health", SERVICE_HEALTH)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("ADDRESS", host.address.clone())
+        .param("PORT", d.settings.service_port.to_string())
+        .param("TIMEOUT", wait.as_secs().to_string());
+    transport::run_script(host, &script, b"").map(drop)
+}
+
 fn wait_healthy(session: &Session, host: &Host) -> Result<()> {
+    if host.ssh.is_some() {
+        return check_health(&session.deployment, host, HEALTH_TIMEOUT);
+    }
     let port = session.deployment.settings.service_port;
     let record = &session.deployment.processes[&format!("{}/service", host.name)];
     let deadline = Instant::now() + HEALTH_TIMEOUT;
@@ -212,5 +295,30 @@ fn wait_healthy(session: &Session, host: &Host) -> Result<()> {
             ),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_target_names_the_command_that_installs_it() {
+        let err = check_target("sparc64-unknown-linux-gnu").unwrap_err().to_string();
+        assert!(
+            err.contains("rustup target add sparc64-unknown-linux-gnu"),
+            "{err}"
+        );
+        let err = check_target("riscv64gc-unknown-linux-musl")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("musl-tools") && err.contains("--target x86_64-unknown-linux-gnu"), "{err}");
+        // This machine's own target is always there.
+        let host = duct::cmd!("rustc", "-vV").read().unwrap();
+        let triple = host
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .unwrap();
+        check_target(triple).unwrap();
     }
 }

@@ -12,25 +12,42 @@ use serde_json::Value;
 
 use crate::charts;
 use crate::steps::Session;
+use crate::{bench, transport};
 
 pub fn run(session: &mut Session) -> Result<()> {
     let results = results_dir();
     let raw = results.join("raw");
     fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
 
-    // Local: the bench client's folder is on this machine; a copy is all fetching takes.
-    let bench_dir = session.paths.state_dir().join("bench");
+    // The bench client's run folders: on this machine a copy is all fetching takes; from an
+    // instance they come over scp into a staging folder first.
+    let client = bench::bench_client(session)?;
+    let staging = session.paths.state_dir().join("fetch");
+    let bench_dir = match &client.ssh {
+        Some(_) => {
+            if staging.exists() {
+                fs::remove_dir_all(&staging)
+                    .with_context(|| format!("removing {}", staging.display()))?;
+            }
+            transport::fetch_folders(&client, &staging)?;
+            staging.clone()
+        }
+        None => client.dir.clone(),
+    };
     let mut fetched = 0;
     if let Ok(entries) = fs::read_dir(&bench_dir) {
         for entry in entries.flatten().filter(|e| e.path().is_dir()) {
             fetched += copy_run(&entry.path(), &raw.join(entry.file_name()))?;
         }
     }
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
     let runs = load_runs(&raw)?;
     if runs.is_empty() {
         bail!(
-            "no bench run in {} or {}; run `cargo xtask bench` first",
-            bench_dir.display(),
+            "no bench run on the bench client ({}) or in {}; run `cargo xtask bench` first",
+            client.dir.display(),
             raw.display()
         );
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::dataset::{self, Dataset};
 use crate::db;
-use crate::local;
+use crate::deploy_services::SSH_READY_TIMEOUT;
 use crate::progress::Progress;
 use crate::render::{fill, sql_string, Script, ServerConfig};
 use crate::state::{Host, Role};
@@ -42,11 +42,15 @@ pub fn run(session: &mut Session) -> Result<()> {
     let progress = Progress::new("install-cluster", tasks as u64);
 
     progress.task("checking for MariaDB and sysbench");
-    transport::run_script(
-        &manager,
-        &Script::new("ensure-packages", ENSURE_PACKAGES),
-        b"",
-    )?;
+    for host in one_per_machine(&db_hosts) {
+        if let Some(ssh) = &host.ssh {
+            ssh.wait_ready(SSH_READY_TIMEOUT)?;
+        }
+        let ensure = Script::new("ensure-packages", ENSURE_PACKAGES)
+            .param("PROGRAMS", "mariadbd mariadb-install-db mariadb mariadb-admin sysbench")
+            .param("PACKAGES", "mariadb-server mariadb-client sysbench");
+        transport::run_script(host, &ensure, b"")?;
+    }
 
     for (index, host) in db_hosts.iter().enumerate() {
         progress.task(format!(
@@ -58,28 +62,34 @@ pub fn run(session: &mut Session) -> Result<()> {
 
     progress.task("creating accounts on the standalone server and the manager");
     let d = &session.deployment;
+    let proxy = d.host(Role::Proxy)?;
     let accounts = fill(
         ACCOUNTS,
         &[
-            ("APP_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
+            ("APP_CLIENT_HOST", d.client_address(proxy)),
             ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
-            ("BENCH_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
+            // The bench client is the proxy's host (see bench).
+            ("BENCH_CLIENT_HOST", d.client_address(proxy)),
             ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
         ],
     )?;
     db::sql(&standalone, &accounts)?;
     db::sql(&manager, &accounts)?;
-    let replication = fill(
-        REPLICATION_SOURCE,
-        &[
-            ("REPLICA_CLIENT_HOST", local::CLIENT_ADDRESS.to_string()),
-            (
-                "REPLICATION_PASSWORD",
-                sql_string(&d.secrets.replication_password),
-            ),
-        ],
-    )?;
-    db::sql(&manager, &replication)?;
+    let mut replica_clients: Vec<String> = workers.iter().map(|w| d.client_address(w)).collect();
+    replica_clients.dedup();
+    for client in replica_clients {
+        let replication = fill(
+            REPLICATION_SOURCE,
+            &[
+                ("REPLICA_CLIENT_HOST", client),
+                (
+                    "REPLICATION_PASSWORD",
+                    sql_string(&d.secrets.replication_password),
+                ),
+            ],
+        )?;
+        db::sql(&manager, &replication)?;
+    }
 
     let dataset = dataset::generate(scale);
     for host in [&standalone, &manager] {
@@ -158,6 +168,20 @@ pub fn run(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
+/// The database hosts with one per machine: the local provider's hosts share this one.
+fn one_per_machine(hosts: &[Host]) -> Vec<&Host> {
+    let mut seen = Vec::new();
+    hosts
+        .iter()
+        .filter(|h| {
+            let machine = h.ssh.as_ref().map(|s| (s.address.clone(), s.port));
+            let new = !seen.contains(&machine);
+            seen.push(machine);
+            new
+        })
+        .collect()
+}
+
 /// Writes the server's config, starts it (or adopts the one running) and records its process.
 fn start_server(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
     let config = ServerConfig {
@@ -166,8 +190,11 @@ fn start_server(session: &mut Session, host: &Host, server_id: u32) -> Result<()
         dir: &host.dir.display().to_string(),
         bind_address: &host.address,
         port: session.deployment.settings.db_port,
-        // SAFETY: geteuid has no preconditions.
-        run_as_root: unsafe { libc::geteuid() } == 0,
+        run_as_root: match &host.ssh {
+            Some(ssh) => ssh.sudo || ssh.user == "root",
+            // SAFETY: geteuid has no preconditions.
+            None => (unsafe { libc::geteuid() }) == 0,
+        },
     }
     .render();
     transport::put_file(host, "my.cnf", config.as_bytes(), false)?;

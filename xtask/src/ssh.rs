@@ -128,31 +128,18 @@ impl SshEndpoint {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Copies a local file to `remote` (a path the login user may write).
-    pub fn upload(&self, local: &Path, remote: &str) -> Result<()> {
-        self.scp(
-            local.display().to_string(),
-            format!("{}:{remote}", self.target()),
-            false,
-        )
-    }
-
     /// Copies `remote` (a file, or a folder with everything in it) to `local`.
     pub fn download(&self, remote: &str, local: &Path) -> Result<()> {
         self.scp(
             format!("{}:{remote}", self.target()),
             local.display().to_string(),
-            true,
         )
     }
 
-    fn scp(&self, from: String, to: String, recursive: bool) -> Result<()> {
+    fn scp(&self, from: String, to: String) -> Result<()> {
         prepare_control_dir()?;
         let mut args = self.options(CONNECT_TIMEOUT_SECONDS);
-        args.extend(["-P".to_string(), self.port.to_string()]);
-        if recursive {
-            args.push("-r".to_string());
-        }
+        args.extend(["-P".to_string(), self.port.to_string(), "-r".to_string()]);
         args.extend([from.clone(), to.clone()]);
         let output = local::dies_with_us(duct::cmd("scp", &args))
             .stdout_capture()
@@ -237,10 +224,11 @@ fn prepare_control_dir() -> Result<()> {
 
 #[cfg(test)]
 #[path = "../tests/common/sshd.rs"]
-mod sshd;
+#[allow(dead_code)] // the end-to-end tests use the rest of it
+pub mod sshd;
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use sshd::Sshd;
 
@@ -250,7 +238,7 @@ mod tests {
         dir
     }
 
-    fn endpoint(sshd: &Sshd, dir: &Path) -> SshEndpoint {
+    pub fn endpoint(sshd: &Sshd, dir: &Path) -> SshEndpoint {
         SshEndpoint {
             address: "127.0.0.1".into(),
             port: sshd.port,
@@ -295,18 +283,18 @@ mod tests {
         let log = fs::read_to_string(&ssh.log_file).unwrap();
         assert!(log.contains("(exit 3)") && log.contains("broken pipe dream"), "{log}");
 
-        // Upload a file, download it and a whole folder back.
-        let local = dir.join("payload.bin");
-        let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        fs::write(&local, &payload).unwrap();
+        // Download a file and a whole folder (uploads go through the scripts' stdin: see
+        // transport's tests).
         let remote = dir.join("remote");
         fs::create_dir_all(remote.join("sub")).unwrap();
-        let remote_file = remote.join("sub/payload.bin");
-        ssh.upload(&local, &remote_file.display().to_string()).unwrap();
-        assert_eq!(fs::read(&remote_file).unwrap(), payload);
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(remote.join("sub/payload.bin"), &payload).unwrap();
         let back = dir.join("back");
         ssh.download(&remote.display().to_string(), &back).unwrap();
         assert_eq!(fs::read(back.join("sub/payload.bin")).unwrap(), payload);
+        ssh.download(&remote.join("sub/payload.bin").display().to_string(), &dir.join("one.bin"))
+            .unwrap();
+        assert_eq!(fs::read(dir.join("one.bin")).unwrap(), payload);
         let err = ssh
             .download("/nonexistent/xtask-file", &dir.join("none"))
             .unwrap_err()

@@ -295,6 +295,15 @@ impl Deployment {
         ))
     }
 
+    /// The address a host's database connections come from, which accounts are bound to. On
+    /// loopback, Linux sends every connection from 127.0.0.1 whatever the host's own address.
+    pub fn client_address(&self, client: &Host) -> String {
+        match self.provider {
+            ProviderKind::Local => crate::local::CLIENT_ADDRESS.to_string(),
+            ProviderKind::Aws => client.address.clone(),
+        }
+    }
+
     /// The host of a role there is one of (everything but the workers).
     pub fn host(&self, role: Role) -> Result<&Host> {
         self.hosts_with_role(role)

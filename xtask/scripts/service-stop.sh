@@ -1,0 +1,17 @@
+# Stops a host's role service gracefully: SIGTERM lets it finish the requests in flight, SIGKILL
+# follows after GRACE seconds. Nothing to do when it does not run.
+# Parameters: HOST_DIR, SERVICE, SUPERVISOR (as for service-start), GRACE.
+if [ "$SUPERVISOR" = systemd ]; then
+  systemctl stop "dbcluster-$SERVICE.service" 2> /dev/null || true
+  exit 0
+fi
+if pid=$(find_process "$HOST_DIR/$SERVICE" --config "$HOST_DIR/config.json"); then
+  kill -TERM "$pid" 2> /dev/null || true
+  deadline=$((SECONDS + GRACE))
+  while kill -0 "$pid" 2> /dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      kill -KILL "$pid" 2> /dev/null || true
+    fi
+    sleep 0.1
+  done
+fi
