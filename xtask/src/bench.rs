@@ -220,7 +220,12 @@ pub fn run(session: &mut Session) -> Result<()> {
     if standalone_left {
         progress.task("sysbench prepare on the standalone server");
         for command in ["cleanup", "prepare"] {
-            bench.sysbench(command, "oltp_read_write", s, &[(config(&standalone), None)])?;
+            bench.sysbench(
+                command,
+                "oltp_read_write",
+                s,
+                &[(config(&standalone), None)],
+            )?;
         }
     }
     for n in 1..=s.runs {
@@ -262,7 +267,12 @@ pub fn run(session: &mut Session) -> Result<()> {
                 s.runs,
                 left(pending)
             ));
-            bench.sysbench("run", "oltp_read_write", s, &[(config(&manager), Some(out))])?;
+            bench.sysbench(
+                "run",
+                "oltp_read_write",
+                s,
+                &[(config(&manager), Some(out))],
+            )?;
             pending -= 1;
         }
         for workload in &WORKLOADS[1..] {
@@ -270,7 +280,10 @@ pub fn run(session: &mut Session) -> Result<()> {
                 .iter()
                 .map(|w| (config(w), Some(bench.sysbench_out(&w.name, workload, n))))
                 .collect();
-            if targets.iter().all(|(_, out)| bench.has(out.as_deref().unwrap_or_default())) {
+            if targets
+                .iter()
+                .all(|(_, out)| bench.has(out.as_deref().unwrap_or_default()))
+            {
                 continue;
             }
             // The replicas read what the manager wrote: they catch up first.
@@ -286,7 +299,12 @@ pub fn run(session: &mut Session) -> Result<()> {
         }
     }
     progress.task("sysbench cleanup on the standalone server and the manager");
-    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&standalone), None)])?;
+    bench.sysbench(
+        "cleanup",
+        "oltp_read_write",
+        s,
+        &[(config(&standalone), None)],
+    )?;
     bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
 
     // The patterns load test.
@@ -341,7 +359,11 @@ pub fn run(session: &mut Session) -> Result<()> {
         "run {} is complete in {} on {}; `cargo xtask fetch-results` turns it into results/",
         run.id,
         bench.client.dir.join(&run.id).display(),
-        bench.client.ssh.as_ref().map_or("this machine".to_string(), |s| s.target())
+        bench
+            .client
+            .ssh
+            .as_ref()
+            .map_or("this machine".to_string(), |s| s.target())
     ));
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::transport;
 use crate::render::Script;
 use crate::state::Host;
+use crate::transport;
 
 const DB_SQL: &str = include_str!("../scripts/db-sql.sh");
 

@@ -65,7 +65,7 @@ pub fn run(session: &mut Session) -> Result<()> {
         start_service(session, &host, name)?;
         wait_healthy(session, &host)?;
     }
-    let base = session.deployment.gatekeeper_url()?;
+    let base = session.deployment.public_gatekeeper_url()?;
     progress.note(format!(
         "the gatekeeper is up: {base}/ (pages {base}/read and {base}/write, JSON API POST {base}/api/query)"
     ));
@@ -304,7 +304,9 @@ mod tests {
 
     #[test]
     fn a_missing_target_names_the_command_that_installs_it() {
-        let err = check_target("sparc64-unknown-linux-gnu").unwrap_err().to_string();
+        let err = check_target("sparc64-unknown-linux-gnu")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("rustup target add sparc64-unknown-linux-gnu"),
             "{err}"
@@ -312,13 +314,13 @@ mod tests {
         let err = check_target("riscv64gc-unknown-linux-musl")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("musl-tools") && err.contains("--target x86_64-unknown-linux-gnu"), "{err}");
+        assert!(
+            err.contains("musl-tools") && err.contains("--target x86_64-unknown-linux-gnu"),
+            "{err}"
+        );
         // This machine's own target is always there.
         let host = duct::cmd!("rustc", "-vV").read().unwrap();
-        let triple = host
-            .lines()
-            .find_map(|l| l.strip_prefix("host: "))
-            .unwrap();
+        let triple = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap();
         check_target(triple).unwrap();
     }
 }

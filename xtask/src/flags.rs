@@ -206,7 +206,12 @@ impl SettingsArgs {
             (
                 "provider",
                 self.provider.map(|p| format!("{p:?}").to_lowercase()),
-                if recorded.aws.is_some() { "aws" } else { "local" }.to_string(),
+                if recorded.aws.is_some() {
+                    "aws"
+                } else {
+                    "local"
+                }
+                .to_string(),
             ),
             (
                 "region",
@@ -218,7 +223,11 @@ impl SettingsArgs {
                 self.aws.aws_endpoint.clone(),
                 recorded_aws.endpoint.unwrap_or_default(),
             ),
-            ("ami", self.aws.ami.clone(), recorded_aws.ami.unwrap_or_default()),
+            (
+                "ami",
+                self.aws.ami.clone(),
+                recorded_aws.ami.unwrap_or_default(),
+            ),
             (
                 "db-instance-type",
                 self.aws.db_instance_type.clone(),
@@ -230,7 +239,11 @@ impl SettingsArgs {
                 recorded_aws.service_instance_type,
             ),
             ("ssh-cidr", self.aws.ssh_cidr.clone(), recorded_aws.ssh_cidr),
-            ("http-cidr", self.aws.http_cidr.clone(), recorded_aws.http_cidr),
+            (
+                "http-cidr",
+                self.aws.http_cidr.clone(),
+                recorded_aws.http_cidr,
+            ),
             ("target", self.aws.target.clone(), recorded_aws.target),
             (
                 "workers",
@@ -515,10 +528,19 @@ mod tests {
         assert_eq!(aws.http_cidr, "0.0.0.0/0");
         assert_eq!(aws.target, "x86_64-unknown-linux-musl");
         for (bad, flag) in [
-            (args(|a| a.aws.ssh_cidr = Some("203.0.113.7".into())), "--ssh-cidr"),
-            (args(|a| a.aws.http_cidr = Some("10.0.0.0/33".into())), "--http-cidr"),
+            (
+                args(|a| a.aws.ssh_cidr = Some("203.0.113.7".into())),
+                "--ssh-cidr",
+            ),
+            (
+                args(|a| a.aws.http_cidr = Some("10.0.0.0/33".into())),
+                "--http-cidr",
+            ),
             (args(|a| a.aws.ami = Some("ubuntu".into())), "--ami"),
-            (args(|a| a.aws.aws_endpoint = Some("localhost:5000".into())), "--aws-endpoint"),
+            (
+                args(|a| a.aws.aws_endpoint = Some("localhost:5000".into())),
+                "--aws-endpoint",
+            ),
         ] {
             let bad = SettingsArgs {
                 provider: Some(ProviderKind::Aws),
@@ -527,15 +549,24 @@ mod tests {
             let err = bad.to_settings().unwrap_err().to_string();
             assert!(err.contains(flag), "{err}");
         }
-        let recorded = args(|a| a.provider = Some(ProviderKind::Aws)).to_settings().unwrap();
+        let recorded = args(|a| a.provider = Some(ProviderKind::Aws))
+            .to_settings()
+            .unwrap();
         let err = args(|a| a.aws.db_instance_type = Some("t3.small".into()))
             .check_matches(&recorded)
             .unwrap_err();
-        assert!(err.to_string().contains("--db-instance-type t2.micro, not t3.small"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("--db-instance-type t2.micro, not t3.small"),
+            "{err}"
+        );
         let err = args(|a| a.provider = Some(ProviderKind::Local))
             .check_matches(&recorded)
             .unwrap_err();
-        assert!(err.to_string().contains("--provider aws, not local"), "{err}");
+        assert!(
+            err.to_string().contains("--provider aws, not local"),
+            "{err}"
+        );
     }
 
     #[test]

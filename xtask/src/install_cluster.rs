@@ -47,7 +47,10 @@ pub fn run(session: &mut Session) -> Result<()> {
             ssh.wait_ready(SSH_READY_TIMEOUT)?;
         }
         let ensure = Script::new("ensure-packages", ENSURE_PACKAGES)
-            .param("PROGRAMS", "mariadbd mariadb-install-db mariadb mariadb-admin sysbench")
+            .param(
+                "PROGRAMS",
+                "mariadbd mariadb-install-db mariadb mariadb-admin sysbench",
+            )
             .param("PACKAGES", "mariadb-server mariadb-client sysbench");
         transport::run_script(host, &ensure, b"")?;
     }

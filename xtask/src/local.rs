@@ -75,6 +75,7 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// script's error output. The script dies with this process (a killed xtask leaves no half-done
 /// script behind); what it starts detached, like a database server, lives on.
 pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> {
+    create_dir(&host.dir)?;
     let output = dies_with_us(duct::cmd("bash", ["-c", &script.text()]))
         .dir(&host.dir)
         .stdin_bytes(stdin)

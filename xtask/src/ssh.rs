@@ -266,7 +266,9 @@ pub mod tests {
         ssh.wait_ready(Duration::from_secs(20)).unwrap();
 
         // A command with input, output on both streams and the exit status.
-        let out = ssh.run("read line; echo \"got $line\"; echo note >&2", b"hello\n").unwrap();
+        let out = ssh
+            .run("read line; echo \"got $line\"; echo note >&2", b"hello\n")
+            .unwrap();
         assert_eq!(out.status, 0);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
         assert_eq!(String::from_utf8_lossy(&out.stderr), "note\n");
@@ -281,7 +283,10 @@ pub mod tests {
         let known = fs::read_to_string(&ssh.known_hosts).unwrap();
         assert!(known.contains("ssh-ed25519"), "{known}");
         let log = fs::read_to_string(&ssh.log_file).unwrap();
-        assert!(log.contains("(exit 3)") && log.contains("broken pipe dream"), "{log}");
+        assert!(
+            log.contains("(exit 3)") && log.contains("broken pipe dream"),
+            "{log}"
+        );
 
         // Download a file and a whole folder (uploads go through the scripts' stdin: see
         // transport's tests).
@@ -292,8 +297,11 @@ pub mod tests {
         let back = dir.join("back");
         ssh.download(&remote.display().to_string(), &back).unwrap();
         assert_eq!(fs::read(back.join("sub/payload.bin")).unwrap(), payload);
-        ssh.download(&remote.join("sub/payload.bin").display().to_string(), &dir.join("one.bin"))
-            .unwrap();
+        ssh.download(
+            &remote.join("sub/payload.bin").display().to_string(),
+            &dir.join("one.bin"),
+        )
+        .unwrap();
         assert_eq!(fs::read(dir.join("one.bin")).unwrap(), payload);
         let err = ssh
             .download("/nonexistent/xtask-file", &dir.join("none"))
@@ -320,9 +328,19 @@ pub mod tests {
             log_file: dir.join("host.log"),
         };
         let started = Instant::now();
-        let err = ssh.wait_ready(Duration::from_secs(3)).unwrap_err().to_string();
-        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
-        assert!(err.contains("did not accept an SSH login within 3 s"), "{err}");
+        let err = ssh
+            .wait_ready(Duration::from_secs(3))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("did not accept an SSH login within 3 s"),
+            "{err}"
+        );
         assert!(err.contains("timed out"), "{err}");
         fs::remove_dir_all(&dir).ok();
     }

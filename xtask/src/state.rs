@@ -286,7 +286,21 @@ impl Deployment {
         self.hosts.iter().filter(move |h| h.role == role)
     }
 
-    /// Where people and the load generator reach the deployment.
+    /// Where people reach the deployment: on aws the gatekeeper's public name (only it has
+    /// one); elsewhere the same as `gatekeeper_url`.
+    pub fn public_gatekeeper_url(&self) -> Result<String> {
+        let public = self
+            .aws
+            .as_ref()
+            .and_then(|aws| aws.instances.get("gatekeeper"))
+            .and_then(|i| i.public_dns.clone().or(i.public_ip.clone()));
+        match public {
+            Some(name) => Ok(format!("http://{name}:{}", self.settings.service_port)),
+            None => self.gatekeeper_url(),
+        }
+    }
+
+    /// Where the gatekeeper listens, as the load generator reaches it from inside.
     pub fn gatekeeper_url(&self) -> Result<String> {
         let gatekeeper = self.host(Role::Gatekeeper)?;
         Ok(format!(

@@ -1,8 +1,11 @@
 //! status: the steps with their records, and every host with its health, probed live.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use crate::db;
+use crate::deploy_services;
 use crate::local;
 use crate::state::{Deployment, Host, Paths, Role, StepStatus};
 use crate::steps::Step;
@@ -54,11 +57,20 @@ pub fn run(paths: &Paths) -> Result<()> {
         println!(
             "{:<14} {:<13} {:<22} {health}",
             host.name,
-            role_word(host.role),
-            format!("{}:{}", host.address, local::port_of(host, &d.settings)),
+            host.role.as_str(),
+            address(host, &d),
         );
     }
     Ok(())
+}
+
+/// Where a host listens, and for a remote host where SSH reaches it.
+fn address(host: &Host, d: &Deployment) -> String {
+    let listen = format!("{}:{}", host.address, local::port_of(host, &d.settings));
+    match &host.ssh {
+        Some(ssh) => format!("{listen} (ssh {})", ssh.address),
+        None => listen,
+    }
 }
 
 fn status_word(status: StepStatus) -> &'static str {
@@ -67,17 +79,6 @@ fn status_word(status: StepStatus) -> &'static str {
         StepStatus::Running => "running",
         StepStatus::Done => "done",
         StepStatus::Failed => "failed",
-    }
-}
-
-fn role_word(role: Role) -> &'static str {
-    match role {
-        Role::Standalone => "standalone",
-        Role::Manager => "manager",
-        Role::Worker => "worker",
-        Role::Proxy => "proxy",
-        Role::TrustedHost => "trusted-host",
-        Role::Gatekeeper => "gatekeeper",
     }
 }
 
@@ -90,7 +91,10 @@ fn health(d: &Deployment, host: &Host) -> String {
     let recorded = d.processes.get(&format!("{}/mariadbd", host.name));
     match recorded {
         None => return "not started".to_string(),
-        Some(p) if !local::is_running(p) => return format!("DOWN (pid {} is gone)", p.pid),
+        // Only a process of this machine can be checked by pid; a remote one is asked below.
+        Some(p) if host.ssh.is_none() && !local::is_running(p) => {
+            return format!("DOWN (pid {} is gone)", p.pid)
+        }
         Some(_) => {}
     }
     if let Err(e) = db::sql(host, "SELECT 1;") {
@@ -121,8 +125,16 @@ fn health(d: &Deployment, host: &Host) -> String {
 fn service_health(d: &Deployment, host: &Host) -> String {
     match d.processes.get(&format!("{}/service", host.name)) {
         None => return "not deployed (cargo xtask deploy-services)".to_string(),
-        Some(p) if !local::is_running(p) => return format!("DOWN (pid {} is gone)", p.pid),
+        Some(p) if host.ssh.is_none() && !local::is_running(p) => {
+            return format!("DOWN (pid {} is gone)", p.pid)
+        }
         Some(_) => {}
+    }
+    if host.ssh.is_some() {
+        return match deploy_services::check_health(d, host, Duration::ZERO) {
+            Ok(()) => "up, /health ok".to_string(),
+            Err(e) => format!("DOWN ({})", first_line(&format!("{e:#}"))),
+        };
     }
     match local::http_get(&host.address, d.settings.service_port, "/health") {
         Ok((200, _)) => "up, /health ok".to_string(),

@@ -125,7 +125,7 @@ pub fn run_all(paths: &Paths, settings: &SettingsArgs, bench_args: &BenchArgs) -
             .with_context(|| format!("resume with `cargo xtask {step}` once the cause is fixed"))?;
     }
     let d = &session.deployment;
-    let gatekeeper = d.gatekeeper_url()?;
+    let gatekeeper = d.public_gatekeeper_url()?;
     eprintln!(
         "\nall steps are done.\n  results:    {}/summary.md (CSVs and charts beside it)\n  \
          gatekeeper: {gatekeeper}/\n  status:     cargo xtask status\n  tear down:  cargo xtask teardown",

@@ -48,7 +48,8 @@ pub fn execute(session: &mut Session) -> Result<()> {
             let state = session.paths.state_dir();
             for dir in [state.join("logs"), state.join("ssh")] {
                 if dir.exists() {
-                    fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+                    fs::remove_dir_all(&dir)
+                        .with_context(|| format!("removing {}", dir.display()))?;
                 }
             }
             fs::remove_file(state.join("known_hosts")).ok();

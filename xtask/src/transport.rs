@@ -66,8 +66,12 @@ pub fn fetch_folders(host: &Host, local: &std::path::Path) -> Result<()> {
     let staged = staged.trim();
     ssh.download(staged, local)
         .with_context(|| format!("fetching the folders of {}", host.name))?;
-    ssh.check("removing the staged copy", &format!("rm -rf {}", shell_quote(staged)), b"")
-        .map(drop)
+    ssh.check(
+        "removing the staged copy",
+        &format!("rm -rf {}", shell_quote(staged)),
+        b"",
+    )
+    .map(drop)
 }
 
 const STAGE_FOLDERS: &str = include_str!("../scripts/stage-folders.sh");
@@ -82,8 +86,13 @@ pub fn start_and_record(
     program: &str,
 ) -> Result<()> {
     let out = run_script(host, script, b"")?;
-    let record = parse_identity(&out, program)
-        .with_context(|| format!("{} on {} printed no process: {out:?}", script.name(), host.name))?;
+    let record = parse_identity(&out, program).with_context(|| {
+        format!(
+            "{} on {} printed no process: {out:?}",
+            script.name(),
+            host.name
+        )
+    })?;
     session.deployment.processes.insert(key, record);
     session.save()
 }
@@ -148,14 +157,23 @@ mod tests {
         };
 
         // A script runs in the host's folder (made on first use) with its parameters and input.
-        let script = Script::new("greet", "read -r name\necho \"$GREETING $name from $PWD\"\n")
-            .param("GREETING", "hello 'quoted' $world");
+        let script = Script::new(
+            "greet",
+            "read -r name\necho \"$GREETING $name from $PWD\"\n",
+        )
+        .param("GREETING", "hello 'quoted' $world");
         let out = run_script(&host, &script, b"Ada\n").unwrap();
-        assert_eq!(out, format!("hello 'quoted' $world Ada from {}\n", host.dir.display()));
+        assert_eq!(
+            out,
+            format!("hello 'quoted' $world Ada from {}\n", host.dir.display())
+        );
         let err = run_script(&host, &Script::new("fails", "echo nope >&2; exit 4\n"), b"")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("fails on remote failed (exit status 4): nope"), "{err}");
+        assert!(
+            err.contains("fails on remote failed (exit status 4): nope"),
+            "{err}"
+        );
 
         // Upload: a binary into a subfolder, owner-only and executable.
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
@@ -169,7 +187,10 @@ mod tests {
         // Download: the folders come back, the files beside them (secrets) do not.
         let local = dir.join("fetched");
         fetch_folders(&host, &local).unwrap();
-        assert_eq!(std::fs::read(local.join("run-1/sub/payload.bin")).unwrap(), payload);
+        assert_eq!(
+            std::fs::read(local.join("run-1/sub/payload.bin")).unwrap(),
+            payload
+        );
         assert!(!local.join("secret.cfg").exists());
         drop(sshd);
         std::fs::remove_dir_all(&dir).ok();

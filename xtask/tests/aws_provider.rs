@@ -43,7 +43,10 @@ fn live_instances(resources: &Value) -> BTreeMap<String, Value> {
             let host = instance["tags"]["Name"].as_str().unwrap();
             let host = host.split_once('-').unwrap().1.split_once('-').unwrap().1;
             let previous = live.insert(host.to_string(), instance.clone());
-            assert!(previous.is_none(), "two live instances for {host}: {resources}");
+            assert!(
+                previous.is_none(),
+                "two live instances for {host}: {resources}"
+            );
         }
     }
     live
@@ -66,7 +69,11 @@ fn rules(resources: &Value, id: &str, role: &str) -> Vec<(u64, String)> {
         .unwrap()
         .iter()
         .map(|g| {
-            let role = g["name"].as_str().unwrap().strip_prefix(&format!("{id}-")).unwrap();
+            let role = g["name"]
+                .as_str()
+                .unwrap()
+                .strip_prefix(&format!("{id}-"))
+                .unwrap();
             (g["id"].as_str().unwrap().to_string(), role.to_string())
         })
         .collect();
@@ -99,7 +106,15 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
     let hosts: Vec<&str> = live.keys().map(String::as_str).collect();
     assert_eq!(
         hosts,
-        ["gatekeeper", "manager", "proxy", "standalone", "trusted-host", "worker-1", "worker-2"]
+        [
+            "gatekeeper",
+            "manager",
+            "proxy",
+            "standalone",
+            "trusted-host",
+            "worker-1",
+            "worker-2"
+        ]
     );
     for (host, instance) in &live {
         let database = ["standalone", "manager", "worker-1", "worker-2"].contains(&host.as_str());
@@ -117,7 +132,12 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
         // data.json has its addresses: the private one to talk on, the public one for SSH.
         let recorded = &state["aws"]["instances"][host.as_str()];
         assert_eq!(recorded["instance_id"], instance["id"]);
-        let h = state["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host.as_str()).unwrap();
+        let h = state["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == host.as_str())
+            .unwrap();
         assert_eq!(h["address"], recorded["private_ip"]);
         assert_eq!(h["ssh"]["address"], recorded["public_ip"]);
         assert_eq!(h["ssh"]["user"], "ubuntu");
@@ -132,43 +152,76 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
         rules(&resources, &id, "gatekeeper"),
         [ssh.clone(), (8080, "0.0.0.0/0".into()), (8080, g("proxy"))]
     );
-    assert_eq!(rules(&resources, &id, "trusted-host"), [ssh.clone(), (8080, g("gatekeeper"))]);
-    assert_eq!(rules(&resources, &id, "proxy"), [ssh.clone(), (8080, g("trusted-host"))]);
+    assert_eq!(
+        rules(&resources, &id, "trusted-host"),
+        [ssh.clone(), (8080, g("gatekeeper"))]
+    );
+    assert_eq!(
+        rules(&resources, &id, "proxy"),
+        [ssh.clone(), (8080, g("trusted-host"))]
+    );
     assert_eq!(
         rules(&resources, &id, "database"),
         [ssh, (3306, g("database")), (3306, g("proxy"))]
     );
 
     // The key pair, with its private half next to data.json, owner-only.
-    assert!(resources["keys"].as_array().unwrap().contains(&Value::from(id.as_str())));
+    assert!(resources["keys"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(id.as_str())));
     let key = d.dir.join(format!("{id}.pem"));
-    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let key_text = fs::read_to_string(&key).unwrap();
     assert!(key_text.contains("PRIVATE KEY"));
 
     // A launch whose response was lost: data.json knows the tokens but no instance ids. The
     // rerun finds the instances by their tags and launches nothing.
     let mut lost = d.state();
-    for instance in lost["aws"]["instances"].as_object_mut().unwrap().values_mut() {
+    for instance in lost["aws"]["instances"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
         instance["instance_id"] = Value::Null;
     }
     fs::write(d.data_json(), serde_json::to_vec_pretty(&lost).unwrap()).unwrap();
     let out = d.ok(&["provision", "--force"]);
     let again = moto.resources(&id);
     assert_eq!(live_instances(&again).len(), 7, "{out}");
-    assert_eq!(again["instances"].as_array().unwrap().len(), 7, "nothing new was launched");
-    assert_eq!(d.state()["aws"]["instances"]["manager"]["instance_id"], live["manager"]["id"]);
-    assert_eq!(fs::read_to_string(&key).unwrap(), key_text, "the key is reused, never replaced");
+    assert_eq!(
+        again["instances"].as_array().unwrap().len(),
+        7,
+        "nothing new was launched"
+    );
+    assert_eq!(
+        d.state()["aws"]["instances"]["manager"]["instance_id"],
+        live["manager"]["id"]
+    );
+    assert_eq!(
+        fs::read_to_string(&key).unwrap(),
+        key_text,
+        "the key is reused, never replaced"
+    );
 
     // Teardown removes everything with the tag and says what it removed.
     let out = d.ok(&["teardown"]);
     assert!(out.contains("terminated 7 instances"), "{out}");
-    assert!(out.contains(&format!("deleted security group {id}-database")), "{out}");
+    assert!(
+        out.contains(&format!("deleted security group {id}-database")),
+        "{out}"
+    );
     assert!(out.contains(&format!("deleted key pair {id}")), "{out}");
     let after = moto.resources(&id);
     assert!(live_instances(&after).is_empty(), "{after}");
     assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
-    assert!(!after["keys"].as_array().unwrap().contains(&Value::from(id.as_str())));
+    assert!(!after["keys"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(id.as_str())));
     assert!(!key.exists());
     let out = d.ok(&["teardown"]);
     assert!(out.contains("already torn down"), "{out}");
@@ -203,7 +256,10 @@ fn provision_killed_midway_resumes_without_duplicates() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "provision did not get to the launches");
+        assert!(
+            Instant::now() < deadline,
+            "provision did not get to the launches"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     child.wait().unwrap();
@@ -214,7 +270,11 @@ fn provision_killed_midway_resumes_without_duplicates() {
     let out = d.ok(&["provision"]);
     let resources = moto.resources(&id);
     let live = live_instances(&resources);
-    assert_eq!(live.len(), 8, "one instance per host after the rerun: {out}");
+    assert_eq!(
+        live.len(),
+        8,
+        "one instance per host after the rerun: {out}"
+    );
     assert_eq!(d.state()["steps"]["provision"]["status"], "done");
     let groups = resources["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 4, "{resources}");
@@ -226,7 +286,8 @@ fn provision_killed_midway_resumes_without_duplicates() {
 fn missing_credentials_are_named_and_nothing_is_lost() {
     let moto = Moto::start();
     let mut d = aws_deployment("aws-nocreds", &moto);
-    d.env.retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"));
+    d.env
+        .retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"));
     let out = d
         .command(&provision_args("1"))
         .env_remove("AWS_ACCESS_KEY_ID")

@@ -91,7 +91,15 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     wait_for(
         "bench to finish a few measurements",
         Duration::from_secs(900),
-        || finished_reports(&d) >= 2,
+        || {
+            if let Some(status) = first.try_wait().unwrap() {
+                panic!(
+                    "all exited ({status}) before bench got going: {}",
+                    d.state()["steps"]
+                );
+            }
+            finished_reports(&d) >= 2
+        },
     );
     first.kill().unwrap(); // SIGKILL, in the middle of bench
     first.wait().unwrap();

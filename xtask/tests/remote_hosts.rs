@@ -1,5 +1,6 @@
 //! The provider-neutral scripts over the SSH transport: a real sshd on 127.0.0.1 stands in for
-//! the remote hosts, and install-cluster installs a working cluster through it.
+//! the remote hosts, and the whole pipeline (the cluster, the services, bench, fetch-results)
+//! runs through it, as it does on aws, minus EC2 and systemd.
 
 mod common;
 
@@ -11,17 +12,17 @@ use common::{text, wait_for, Deployment};
 use serde_json::json;
 
 #[test]
-fn install_cluster_runs_its_scripts_over_ssh() {
+fn the_pipeline_runs_its_scripts_over_ssh() {
     let d = Deployment::new("over-ssh", "127.0.27");
     d.provision(&["--workers", "2"]);
     let sshd = Sshd::start(&d.dir.join("sshd"));
 
-    // Every database host is reached the way an AWS host is: over SSH, with the deployment's
-    // own known_hosts and a log per host. The folders are the same paths seen from "there".
+    // Every host is reached the way an aws host is: over SSH, with the deployment's own
+    // known_hosts and a log per host. The folders are the same paths seen from "there".
     let mut state = d.state();
     for host in state["hosts"].as_array_mut().unwrap() {
         let name = host["name"].as_str().unwrap().to_string();
-        if ["standalone", "manager", "worker-1", "worker-2"].contains(&name.as_str()) {
+        {
             host["ssh"] = json!({
                 "address": "127.0.0.1",
                 "port": sshd.port,
@@ -35,16 +36,61 @@ fn install_cluster_runs_its_scripts_over_ssh() {
     }
     fs::write(d.data_json(), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 
-    d.ok(&["install-cluster"]);
+    let out = d.ok(&["all", "--quick"]);
+    assert!(out.contains("all steps are done"), "{out}");
 
     // It went through sshd: logins with the deployment's key, and each host's log has the
     // scripts that ran there.
     assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+    let log_of = |host: &str| fs::read_to_string(d.dir.join(format!("logs/{host}.log"))).unwrap();
     for host in ["standalone", "manager", "worker-1", "worker-2"] {
-        let log = fs::read_to_string(d.dir.join(format!("logs/{host}.log"))).unwrap();
-        assert!(log.contains("(exit 0)"), "{host}: {log}");
-        assert!(log.contains(&format!("# db-start for {host}")), "{host}: {log}");
+        assert!(
+            log_of(host).contains(&format!("# db-start for {host}")),
+            "{host}"
+        );
     }
+    for host in ["proxy", "trusted-host", "gatekeeper"] {
+        let log = log_of(host);
+        assert!(
+            log.contains(&format!("# service-start for {host}")),
+            "{host}: {log}"
+        );
+        assert!(
+            log.contains(&format!("# service-health for {host}")),
+            "{host}: {log}"
+        );
+    }
+    let bench_log = log_of("proxy");
+    assert!(
+        bench_log.contains("# bench-sysbench for bench-client"),
+        "{bench_log}"
+    );
+    assert!(
+        bench_log.contains("# bench-loadgen for bench-client"),
+        "{bench_log}"
+    );
+    assert!(
+        bench_log.contains("# stage-folders for bench-client"),
+        "{bench_log}"
+    );
+
+    // The services run and answer through the chain; status asks them over SSH.
+    assert_eq!(d.services().len(), 3, "{:?}", d.services());
+    let (code, body) = d.api("SELECT COUNT(*) FROM film", "random");
+    assert_eq!(code, 200, "{body}");
+    let status = d.ok(&["status"]);
+    assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
+    assert!(status.contains("(ssh 127.0.0.1)"), "{status}");
+
+    // The results came back with scp: the raw files and the tables.
+    let raw = d.dir.join("results/raw");
+    let run = fs::read_dir(&raw).unwrap().next().unwrap().unwrap().path();
+    assert!(run.join("run.json").exists());
+    assert!(run.join("patterns/random-run1.json").exists());
+    let sysbench_csv = fs::read_to_string(d.dir.join("results/sysbench.csv")).unwrap();
+    assert!(sysbench_csv.lines().count() > 3, "{sysbench_csv}");
+    // The passwords beside the runs stayed on the bench client.
+    assert!(!raw.join("bench.password").exists());
     assert!(fs::read_to_string(d.dir.join("known_hosts"))
         .unwrap()
         .contains("ssh-ed25519"));
@@ -58,17 +104,24 @@ fn install_cluster_runs_its_scripts_over_ssh() {
     assert!(out.status.success(), "{}", text(&out));
     for worker in ["worker-1", "worker-2"] {
         wait_for("the write to replicate", Duration::from_secs(30), || {
-            d.root_sql(worker, "SELECT last_name FROM filmdb.actor WHERE actor_id = 900011")
-                .trim()
+            d.root_sql(
+                worker,
+                "SELECT last_name FROM filmdb.actor WHERE actor_id = 900011",
+            )
+            .trim()
                 == "Hopper"
         });
     }
     // The servers' config files hold no secret, yet went through put_file: owner-only.
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(d.host_dir("manager").join("my.cnf")).unwrap().permissions().mode();
+    let mode = fs::metadata(d.host_dir("manager").join("my.cnf"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // The processes recorded over SSH are the real ones: teardown stops them all.
     d.ok(&["teardown"]);
     assert!(d.servers().is_empty(), "{:?}", d.servers());
+    assert!(d.services().is_empty(), "{:?}", d.services());
 }

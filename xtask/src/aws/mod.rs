@@ -45,7 +45,10 @@ pub fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Ve
                 key_file: key_file(paths, deployment_id),
                 known_hosts: paths.state_dir().join("known_hosts"),
                 sudo: true,
-                log_file: paths.state_dir().join("logs").join(format!("{}.log", host.name)),
+                log_file: paths
+                    .state_dir()
+                    .join("logs")
+                    .join(format!("{}.log", host.name)),
             }),
             ..host
         })
@@ -87,10 +90,9 @@ async fn client(settings: &AwsSettings, recorded_region: Option<&str>) -> Result
         loader = loader.endpoint_url(endpoint);
     }
     let config = loader.load().await;
-    let region = config
-        .region()
-        .map(|r| r.to_string())
-        .context("no AWS region is set: pass --region, or set AWS_REGION, or run `aws configure`")?;
+    let region = config.region().map(|r| r.to_string()).context(
+        "no AWS region is set: pass --region, or set AWS_REGION, or run `aws configure`",
+    )?;
     Ok((Client::new(&config), region))
 }
 
@@ -122,6 +124,20 @@ where
     }
 }
 
+/// The error of a waiter that stopped waiting for the instances to reach `state`.
+fn waiter_gave_up<E: std::error::Error>(
+    state: &'static str,
+    timeout: std::time::Duration,
+) -> impl FnOnce(E) -> anyhow::Error {
+    move |e| {
+        anyhow!(
+            "the instances did not reach `{state}` within {} s: {}",
+            timeout.as_secs(),
+            DisplayErrorContext(e)
+        )
+    }
+}
+
 /// The error code of an SDK error ("InvalidPermission.Duplicate"), if the service sent one.
 fn code_of<E: ProvideErrorMetadata>(error: &aws_sdk_ec2::error::SdkError<E>) -> &str {
     error.code().unwrap_or_default()
@@ -132,7 +148,13 @@ fn tag(key: &str, value: &str) -> Tag {
 }
 
 /// The tags every resource of the deployment carries, plus its own name and role.
-fn tags_for(resource: ResourceType, deployment: &str, name: &str, role: &str, index: u32) -> TagSpecification {
+fn tags_for(
+    resource: ResourceType,
+    deployment: &str,
+    name: &str,
+    role: &str,
+    index: u32,
+) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
         .tags(tag("Name", &format!("{deployment}-{name}")))

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::{
     block_on, client, code_of, deployment_filter, explain, filter, group_of, key_file, require,
-    settings_of, tags_for,
+    settings_of, tags_for, waiter_gave_up,
 };
 use crate::progress::Progress;
 use crate::state::{AwsResources, AwsSettings, Host, Role};
@@ -47,7 +47,10 @@ async fn provision_async(session: &mut Session) -> Result<()> {
         settings.ssh_cidr = operator_cidr()?;
         session.deployment.settings.aws = Some(settings.clone());
         session.save()?;
-        progress.note(format!("SSH is allowed from {} (this machine)", settings.ssh_cidr));
+        progress.note(format!(
+            "SSH is allowed from {} (this machine)",
+            settings.ssh_cidr
+        ));
     }
 
     progress.task("finding the image and the default VPC");
@@ -154,9 +157,10 @@ async fn default_vpc(ec2: &Client) -> Result<String> {
         .send()
         .await
         .map_err(|e| explain("looking up the default VPC", e))?;
-    let vpc = vpcs.vpcs().first().and_then(|v| v.vpc_id()).context(
-        "this region has no default VPC; create one with `aws ec2 create-default-vpc`",
-    )?;
+    let vpc =
+        vpcs.vpcs().first().and_then(|v| v.vpc_id()).context(
+            "this region has no default VPC; create one with `aws ec2 create-default-vpc`",
+        )?;
     Ok(vpc.to_string())
 }
 
@@ -298,16 +302,37 @@ async fn authorize_rules(
     };
     let (web, db) = (settings.service_port, settings.db_port);
     let rules = [
-        ("gatekeeper", from_cidr(web, &aws.http_cidr, "the public web pages and API")),
-        ("gatekeeper", from_group(web, "proxy", "the load test from the bench client")),
-        ("trusted-host", from_group(web, "gatekeeper", "requests from the gatekeeper")),
-        ("proxy", from_group(web, "trusted-host", "validated requests")),
-        ("database", from_group(db, "proxy", "the proxy and the bench client")),
-        ("database", from_group(db, "database", "replication within the cluster")),
+        (
+            "gatekeeper",
+            from_cidr(web, &aws.http_cidr, "the public web pages and API"),
+        ),
+        (
+            "gatekeeper",
+            from_group(web, "proxy", "the load test from the bench client"),
+        ),
+        (
+            "trusted-host",
+            from_group(web, "gatekeeper", "requests from the gatekeeper"),
+        ),
+        (
+            "proxy",
+            from_group(web, "trusted-host", "validated requests"),
+        ),
+        (
+            "database",
+            from_group(db, "proxy", "the proxy and the bench client"),
+        ),
+        (
+            "database",
+            from_group(db, "database", "replication within the cluster"),
+        ),
     ];
-    let ssh = GROUPS
-        .iter()
-        .map(|group| (*group, from_cidr(22, &aws.ssh_cidr, "SSH from the operator")));
+    let ssh = GROUPS.iter().map(|group| {
+        (
+            *group,
+            from_cidr(22, &aws.ssh_cidr, "SSH from the operator"),
+        )
+    });
     for (group, permission) in rules.into_iter().chain(ssh) {
         let result = ec2
             .authorize_security_group_ingress()
@@ -442,13 +467,7 @@ async fn wait_running(ec2: &Client, session: &mut Session) -> Result<()> {
         .set_instance_ids(Some(ids))
         .wait(RUNNING_TIMEOUT)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the instances did not reach `running` within {} s: {}",
-                RUNNING_TIMEOUT.as_secs(),
-                aws_sdk_ec2::error::DisplayErrorContext(e)
-            )
-        })?;
+        .map_err(waiter_gave_up("running", RUNNING_TIMEOUT))?;
     let running = instances_of(ec2, &session.deployment.id).await?;
     for host in session.deployment.hosts.iter_mut() {
         let instance = running
@@ -493,12 +512,27 @@ mod tests {
     #[test]
     fn picks_the_newest_lts_build() {
         let images = [
-            ("ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20170721", "ami-1"),
-            ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240701", "ami-2"),
-            ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250115", "ami-3"),
+            (
+                "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20170721",
+                "ami-1",
+            ),
+            (
+                "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240701",
+                "ami-2",
+            ),
+            (
+                "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250115",
+                "ami-3",
+            ),
             // Interim releases are not LTS.
-            ("ubuntu/images/hvm-ssd-gp3/ubuntu-plucky-25.04-amd64-server-20250601", "ami-4"),
-            ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20251001", "ami-5"),
+            (
+                "ubuntu/images/hvm-ssd-gp3/ubuntu-plucky-25.04-amd64-server-20250601",
+                "ami-4",
+            ),
+            (
+                "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20251001",
+                "ami-5",
+            ),
         ];
         assert_eq!(pick_lts(images.into_iter()).as_deref(), Some("ami-3"));
         assert_eq!(pick_lts(std::iter::empty()), None);

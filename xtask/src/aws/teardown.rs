@@ -8,7 +8,10 @@ use anyhow::{Context, Result};
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::Client;
 
-use super::{block_on, client, code_of, deployment_filter, explain, filter, key_file, settings_of};
+use super::{
+    block_on, client, code_of, deployment_filter, explain, filter, key_file, settings_of,
+    waiter_gave_up,
+};
 use crate::progress::Progress;
 use crate::steps::Session;
 
@@ -49,14 +52,12 @@ async fn teardown_async(session: &mut Session) -> Result<()> {
             .set_instance_ids(Some(ids.clone()))
             .wait(TERMINATED_TIMEOUT)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "the instances were not terminated within {} s: {}",
-                    TERMINATED_TIMEOUT.as_secs(),
-                    aws_sdk_ec2::error::DisplayErrorContext(e)
-                )
-            })?;
-        progress.note(format!("terminated {} instances: {}", ids.len(), ids.join(", ")));
+            .map_err(waiter_gave_up("terminated", TERMINATED_TIMEOUT))?;
+        progress.note(format!(
+            "terminated {} instances: {}",
+            ids.len(),
+            ids.join(", ")
+        ));
     }
 
     progress.task("deleting the security groups");
