@@ -7,6 +7,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -195,9 +196,11 @@ impl SshEndpoint {
             if let Some(dir) = self.log_file.parent() {
                 fs::create_dir_all(dir)?;
             }
+            // Owner-only: a failing command's output may quote what it was given.
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.log_file)?;
             // Only the first line of a command: scripts are long, their names are in that line.
             let first = command.lines().next().unwrap_or_default();
