@@ -9,7 +9,7 @@ find_server() {
   find_process mariadbd --defaults-file="$config"
 }
 
-if ! pid=$(find_server); then
+if ! find_server > /dev/null; then
   mkdir -p -m 700 "$HOST_DIR/tmp"
   # The marker is written only after a complete initialization: a data directory without it
   # is what an interrupted run left, and is made again.
