@@ -38,7 +38,21 @@ pub enum Command {
     /// Show the steps, the hosts and their health.
     Status,
     /// Stop and remove everything the deployment created.
-    Teardown,
+    Teardown(TeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// Remove an aws deployment whose data.json is lost: everything tagged with this id
+    /// (`dbc-…`, the tag `deployment` of its resources).
+    #[arg(long, value_name = "ID")]
+    pub aws_deployment: Option<String>,
+    /// With --aws-deployment: its region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long, value_name = "REGION", requires = "aws_deployment")]
+    pub region: Option<String>,
+    /// With --aws-deployment: an EC2-compatible endpoint instead of AWS's.
+    #[arg(long, env = "XTASK_AWS_ENDPOINT", value_name = "URL")]
+    pub aws_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]

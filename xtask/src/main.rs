@@ -56,7 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::FetchResults(a) => step(Step::FetchResults, &a, &none),
         Command::All(a) => steps::run_all(&paths, &a.settings, &a.bench),
         Command::Status => status::run(&paths),
-        Command::Teardown => teardown::run(&paths),
+        Command::Teardown(a) => teardown::run(&paths, &a),
     }
 }
 

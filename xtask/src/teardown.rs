@@ -6,21 +6,40 @@
 use std::fs;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::aws;
 use crate::deploy_services;
+use crate::flags::TeardownArgs;
 use crate::local;
 use crate::progress::Progress;
-use crate::state::{now, Lock, Paths, ProviderKind};
+use crate::state::{now, AwsSettings, Lock, Paths, ProviderKind};
 use crate::steps::{self, Session, Step};
 
 /// How long a server gets to shut down cleanly before it is killed.
 const GRACE: Duration = Duration::from_secs(60);
 
-pub fn run(paths: &Paths) -> Result<()> {
+pub fn run(paths: &Paths, args: &TeardownArgs) -> Result<()> {
     let lock = Lock::acquire(paths)?;
-    let Some(existing) = paths.load()? else {
+    let existing = paths.load()?;
+    if let Some(id) = &args.aws_deployment {
+        if existing
+            .as_ref()
+            .is_some_and(|d| d.is_live() && d.id == *id)
+        {
+            bail!(
+                "{id} is the deployment of {}: run `cargo xtask teardown` without --aws-deployment",
+                paths.data_json.display()
+            );
+        }
+        let settings = AwsSettings {
+            region: args.region.clone(),
+            endpoint: args.aws_endpoint.clone(),
+            ..AwsSettings::default()
+        };
+        return aws::teardown_lost(paths, id, &settings);
+    }
+    let Some(existing) = existing else {
         eprintln!(
             "teardown: nothing to do, no deployment at {}",
             paths.data_json.display()

@@ -307,3 +307,37 @@ fn missing_credentials_are_named_and_nothing_is_lost() {
     d.ok(&["provision"]);
     d.ok(&["teardown"]);
 }
+
+#[test]
+fn a_lost_data_json_leaks_nothing() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-lost", &moto);
+    d.ok(&provision_args("1"));
+    let id = d.state()["id"].as_str().unwrap().to_string();
+    assert_eq!(live_instances(&moto.resources(&id)).len(), 6);
+    fs::remove_file(d.data_json()).unwrap();
+
+    // Plain teardown knows of nothing; by id, the tags say what to remove.
+    let out = d.ok(&["teardown"]);
+    assert!(out.contains("nothing to do"), "{out}");
+    d.fails(
+        &[
+            "teardown",
+            "--aws-deployment",
+            "dbc-nosuchid",
+            "--region",
+            "us-east-1",
+        ],
+        "found nothing tagged deployment=dbc-nosuchid",
+    );
+    let out = d.ok(&["teardown", "--aws-deployment", &id, "--region", "us-east-1"]);
+    assert!(out.contains("terminated 6 instances"), "{out}");
+    let after = moto.resources(&id);
+    assert!(live_instances(&after).is_empty(), "{after}");
+    assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
+    assert!(!after["keys"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(id.as_str())));
+    assert!(!d.dir.join(format!("{id}.pem")).exists());
+}

@@ -21,7 +21,7 @@ use crate::ssh::SshEndpoint;
 use crate::state::{AwsSettings, Host, Paths, Role, Settings};
 
 pub use provision::provision;
-pub use teardown::teardown;
+pub use teardown::{teardown, teardown_lost};
 
 /// Where the instances keep each host's folder (scripts run there through sudo).
 const REMOTE_ROOT: &str = "/var/lib/dbcluster";

@@ -2,9 +2,10 @@
 //! then deletes its security groups, its key pair and the local private key.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::Client;
 
@@ -13,6 +14,7 @@ use super::{
     waiter_gave_up,
 };
 use crate::progress::Progress;
+use crate::state::{AwsResources, AwsSettings, Paths};
 use crate::steps::Session;
 
 const TERMINATED_TIMEOUT: Duration = Duration::from_secs(600);
@@ -20,15 +22,40 @@ const TERMINATED_TIMEOUT: Duration = Duration::from_secs(600);
 const GROUP_RELEASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn teardown(session: &mut Session) -> Result<()> {
-    block_on(teardown_async(session))
-}
-
-async fn teardown_async(session: &mut Session) -> Result<()> {
     let settings = settings_of(&session.deployment.settings)?.clone();
     let recorded = session.deployment.aws.clone().unwrap_or_default();
-    let id = session.deployment.id.clone();
+    let key = key_file(&session.paths, &session.deployment.id);
+    block_on(remove_all(
+        &settings,
+        &recorded,
+        &session.deployment.id,
+        &key,
+    ))
+    .map(drop)
+}
+
+/// Removes what carries a deployment's tag when its data.json is gone: the tags alone say what
+/// is the deployment's.
+pub fn teardown_lost(paths: &Paths, id: &str, settings: &AwsSettings) -> Result<()> {
+    let key = key_file(paths, id);
+    let removed = block_on(remove_all(settings, &AwsResources::default(), id, &key))?;
+    if removed == 0 {
+        bail!("found nothing tagged deployment={id} in this region; check the id and --region");
+    }
+    eprintln!("teardown: removed {removed} resources tagged deployment={id}");
+    Ok(())
+}
+
+async fn remove_all(
+    settings: &AwsSettings,
+    recorded: &AwsResources,
+    id: &str,
+    key: &Path,
+) -> Result<usize> {
+    let id = id.to_string();
+    let mut removed = 0;
     let progress = Progress::new("teardown", 3);
-    let (ec2, _) = client(&settings, recorded.region.as_deref()).await?;
+    let (ec2, _) = client(settings, recorded.region.as_deref()).await?;
 
     progress.task("terminating the instances");
     let mut ids: BTreeSet<String> = live_instances(&ec2, &[deployment_filter(&id)]).await?;
@@ -85,6 +112,7 @@ async fn teardown_async(session: &mut Session) -> Result<()> {
         };
         delete_group(&ec2, group_id).await?;
         progress.note(format!("deleted security group {name} ({group_id})"));
+        removed += 1;
     }
 
     progress.task("deleting the key pair");
@@ -102,13 +130,13 @@ async fn teardown_async(session: &mut Session) -> Result<()> {
             .await
             .map_err(|e| explain("deleting the key pair", e))?;
         progress.note(format!("deleted key pair {key_name}"));
+        removed += 1;
     }
-    let key = key_file(&session.paths, &id);
     if key.exists() {
-        std::fs::remove_file(&key).with_context(|| format!("removing {}", key.display()))?;
+        std::fs::remove_file(key).with_context(|| format!("removing {}", key.display()))?;
         progress.note(format!("removed {}", key.display()));
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Instances matching `filters` that are not terminated yet.
