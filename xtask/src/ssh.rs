@@ -82,7 +82,7 @@ impl SshEndpoint {
     }
 
     fn run_within(&self, command: &str, stdin: &[u8], connect_timeout: u64) -> Result<Output> {
-        prepare_control_dir()?;
+        self.prepare()?;
         let mut args = self.options(connect_timeout);
         args.extend([
             "-p".to_string(),
@@ -138,7 +138,7 @@ impl SshEndpoint {
     }
 
     fn scp(&self, from: String, to: String) -> Result<()> {
-        prepare_control_dir()?;
+        self.prepare()?;
         let mut args = self.options(CONNECT_TIMEOUT_SECONDS);
         args.extend(["-P".to_string(), self.port.to_string(), "-r".to_string()]);
         args.extend([from.clone(), to.clone()]);
@@ -189,6 +189,15 @@ impl SshEndpoint {
         }
     }
 
+    /// The folders ssh writes into but does not make: the master sockets' and known_hosts'.
+    fn prepare(&self) -> Result<()> {
+        local::create_dir(&control_dir())?;
+        match self.known_hosts.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => local::create_dir(dir),
+            _ => Ok(()),
+        }
+    }
+
     /// Appends a command and what it printed to the host's log; a log that cannot be written
     /// must not fail the work it describes.
     fn log(&self, command: &str, status: i32, stdout: &[u8], stderr: &[u8]) {
@@ -221,10 +230,6 @@ fn control_dir() -> PathBuf {
     std::env::temp_dir().join(format!("xtask-ssh-{uid}"))
 }
 
-fn prepare_control_dir() -> Result<()> {
-    local::create_dir(&control_dir())
-}
-
 #[cfg(test)]
 #[path = "../tests/common/sshd.rs"]
 #[allow(dead_code)] // the end-to-end tests use the rest of it
@@ -247,7 +252,8 @@ pub mod tests {
             port: sshd.port,
             user: sshd.user.clone(),
             key_file: sshd.key.clone(),
-            known_hosts: dir.join("known_hosts"),
+            // In a folder that does not exist yet, as .state/ before the first login.
+            known_hosts: dir.join("state/known_hosts"),
             sudo: false,
             log_file: dir.join("logs/host.log"),
         }
