@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::sshd::Sshd;
+use common::sshd::{Sshd, SudoUser};
 use common::{text, wait_for, Deployment};
 use serde_json::json;
 
@@ -16,9 +16,12 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     let d = Deployment::new("over-ssh", "127.0.27");
     d.provision(&["--workers", "2"]);
     let sshd = Sshd::start(&d.dir.join("sshd"));
+    // Logged in as an unprivileged user with sudo, as on an instance.
+    let login = SudoUser::create("xtask-remote");
 
-    // Every host is reached the way an aws host is: over SSH, with the deployment's own
-    // known_hosts and a log per host. The folders are the same paths seen from "there".
+    // Every host is reached the way an aws host is: over SSH as a user with sudo, with the
+    // deployment's own known_hosts and a log per host. The folders are the same paths seen from
+    // "there".
     let mut state = d.state();
     for host in state["hosts"].as_array_mut().unwrap() {
         let name = host["name"].as_str().unwrap().to_string();
@@ -26,10 +29,10 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
             host["ssh"] = json!({
                 "address": "127.0.0.1",
                 "port": sshd.port,
-                "user": sshd.user,
+                "user": login.name,
                 "key_file": sshd.key,
                 "known_hosts": d.dir.join("known_hosts"),
-                "sudo": false,
+                "sudo": true,
                 "log_file": d.dir.join(format!("logs/{name}.log")),
             });
         }

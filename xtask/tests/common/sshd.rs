@@ -106,3 +106,66 @@ impl Drop for Sshd {
         self.child.wait().ok();
     }
 }
+
+/// An unprivileged login with passwordless sudo, as a cloud image's `ubuntu`: the SSH tests log
+/// in as it so the scripts go through `sudo` exactly as on an instance. Removed when dropped.
+pub struct SudoUser {
+    pub name: String,
+}
+
+impl SudoUser {
+    /// Needs root (the tests' sshd does too).
+    pub fn create(name: &str) -> SudoUser {
+        let run = |program: &str, args: &[&str]| {
+            let status = Command::new(program)
+                .args(args)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("running {program}: {e} (the SSH tests need root, useradd and sudo)")
+                });
+            assert!(status.success(), "{program} {args:?} failed");
+        };
+        let user = SudoUser {
+            name: name.to_string(),
+        };
+        // A user left by an interrupted run is made again.
+        user.remove();
+        // A password that matches nothing: without one the account is locked, and sshd
+        // refuses a locked account even with a key.
+        run(
+            "useradd",
+            &[
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--password",
+                "*",
+                name,
+            ],
+        );
+        let rule = format!("{name} ALL=(ALL) NOPASSWD:ALL\n");
+        let sudoers = user.sudoers();
+        fs::write(&sudoers, rule).unwrap();
+        run("chmod", &["0440", &sudoers]);
+        user
+    }
+
+    fn sudoers(&self) -> String {
+        format!("/etc/sudoers.d/{}", self.name)
+    }
+
+    fn remove(&self) {
+        fs::remove_file(self.sudoers()).ok();
+        Command::new("userdel")
+            .args(["--remove", &self.name])
+            .stderr(Stdio::null())
+            .status()
+            .ok();
+    }
+}
+
+impl Drop for SudoUser {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
