@@ -156,6 +156,13 @@ impl SudoUser {
 
     fn remove(&self) {
         fs::remove_file(self.sudoers()).ok();
+        // Its SSH sessions outlive a test's sshd while a master connection persists, and
+        // userdel refuses a user with processes.
+        Command::new("pkill")
+            .args(["--signal", "KILL", "--uid", &self.name])
+            .status()
+            .ok();
+        std::thread::sleep(std::time::Duration::from_millis(200));
         Command::new("userdel")
             .args(["--remove", &self.name])
             .stderr(Stdio::null())
