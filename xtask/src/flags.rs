@@ -51,7 +51,7 @@ pub struct TeardownArgs {
     #[arg(long, value_name = "REGION", requires = "aws_deployment")]
     pub region: Option<String>,
     /// With --aws-deployment: an EC2-compatible endpoint instead of AWS's.
-    #[arg(long, env = "XTASK_AWS_ENDPOINT", value_name = "URL")]
+    #[arg(long, value_name = "URL", requires = "aws_deployment")]
     pub aws_endpoint: Option<String>,
 }
 
@@ -139,7 +139,7 @@ pub struct AwsArgs {
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// An EC2-compatible endpoint to use instead of AWS's (for example a local moto server).
-    #[arg(long, env = "XTASK_AWS_ENDPOINT", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub aws_endpoint: Option<String>,
     /// Image of every instance [default: the latest Ubuntu LTS (amd64) from Canonical].
     #[arg(long, value_name = "AMI_ID")]

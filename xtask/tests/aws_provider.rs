@@ -21,11 +21,14 @@ fn aws_deployment(name: &str, moto: &Moto) -> Deployment {
     d
 }
 
-fn provision_args(workers: &str) -> Vec<&str> {
+/// provision on moto; the endpoint is recorded, so later steps need no flag for it.
+fn provision_args<'a>(moto: &'a Moto, workers: &'a str) -> Vec<&'a str> {
     vec![
         "provision",
         "--provider",
         "aws",
+        "--aws-endpoint",
+        &moto.endpoint,
         "--region",
         "us-east-1",
         "--ssh-cidr",
@@ -95,7 +98,7 @@ fn rules(resources: &Value, id: &str, role: &str) -> Vec<(u64, String)> {
 fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
     let moto = Moto::start();
     let d = aws_deployment("aws", &moto);
-    d.ok(&provision_args("2"));
+    d.ok(&provision_args(&moto, "2"));
     let state = d.state();
     let id = state["id"].as_str().unwrap().to_string();
     let resources = moto.resources(&id);
@@ -232,7 +235,7 @@ fn provision_killed_midway_resumes_without_duplicates() {
     let moto = Moto::start();
     let d = aws_deployment("aws-killed", &moto);
     let mut child = d
-        .command(&provision_args("3"))
+        .command(&provision_args(&moto, "3"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -289,7 +292,7 @@ fn missing_credentials_are_named_and_nothing_is_lost() {
     d.env
         .retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"));
     let out = d
-        .command(&provision_args("1"))
+        .command(&provision_args(&moto, "1"))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
@@ -312,7 +315,7 @@ fn missing_credentials_are_named_and_nothing_is_lost() {
 fn a_lost_data_json_leaks_nothing() {
     let moto = Moto::start();
     let d = aws_deployment("aws-lost", &moto);
-    d.ok(&provision_args("1"));
+    d.ok(&provision_args(&moto, "1"));
     let id = d.state()["id"].as_str().unwrap().to_string();
     assert_eq!(live_instances(&moto.resources(&id)).len(), 6);
     fs::remove_file(d.data_json()).unwrap();
@@ -327,10 +330,20 @@ fn a_lost_data_json_leaks_nothing() {
             "dbc-nosuchid",
             "--region",
             "us-east-1",
+            "--aws-endpoint",
+            &moto.endpoint,
         ],
         "found nothing tagged deployment=dbc-nosuchid",
     );
-    let out = d.ok(&["teardown", "--aws-deployment", &id, "--region", "us-east-1"]);
+    let out = d.ok(&[
+        "teardown",
+        "--aws-deployment",
+        &id,
+        "--region",
+        "us-east-1",
+        "--aws-endpoint",
+        &moto.endpoint,
+    ]);
     assert!(out.contains("terminated 6 instances"), "{out}");
     let after = moto.resources(&id);
     assert!(live_instances(&after).is_empty(), "{after}");

@@ -58,7 +58,9 @@ impl Moto {
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_CONFIG_FILE", "/nonexistent/xtask-test"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/xtask-test"),
-            ("XTASK_AWS_ENDPOINT", self.endpoint.as_str()),
+            // The SDK's own endpoint setting, so that a run that lacks --aws-endpoint still
+            // talks to moto and never to AWS.
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
