@@ -2,31 +2,14 @@
 # The binary and its config.json are in the host's folder; the service logs to service.log.
 # Parameters: HOST_DIR, SERVICE (the binary's name), SUPERVISOR: "detached" (a process in a
 # session of its own, as the local provider runs it) or "systemd" (a unit that starts it at
-# boot and restarts it when it fails, as on a cloud instance).
+# boot and restarts it when it fails, as on a cloud instance), and with systemd UNIT: the
+# unit file's text (service.unit.in, rendered).
 binary="$HOST_DIR/$SERVICE"
 config="$HOST_DIR/config.json"
 
 if [ "$SUPERVISOR" = systemd ]; then
   unit="dbcluster-$SERVICE.service"
-  cat > "/etc/systemd/system/$unit" <<UNIT
-[Unit]
-Description=dbcluster $SERVICE (rendered by cargo xtask deploy-services)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=$binary --config $config
-Restart=on-failure
-RestartSec=2
-# SIGTERM lets the service finish the requests in flight.
-KillSignal=SIGTERM
-TimeoutStopSec=25
-StandardOutput=append:$HOST_DIR/service.log
-StandardError=append:$HOST_DIR/service.log
-
-[Install]
-WantedBy=multi-user.target
-UNIT
+  printf '%s' "$UNIT" > "/etc/systemd/system/$unit"
   systemctl daemon-reload
   systemctl enable --quiet "$unit"
   systemctl restart "$unit"

@@ -12,7 +12,7 @@ use xshell::{cmd, Shell};
 
 use crate::local;
 use crate::progress::Progress;
-use crate::render::Script;
+use crate::render::{self, Script};
 use crate::state::{Deployment, Host, ProviderKind, Role};
 use crate::steps::Session;
 use crate::transport;
@@ -20,6 +20,7 @@ use crate::transport;
 const SERVICE_START: &str = include_str!("../scripts/service-start.sh");
 const SERVICE_STOP: &str = include_str!("../scripts/service-stop.sh");
 const SERVICE_HEALTH: &str = include_str!("../scripts/service-health.sh");
+const SYSTEMD_UNIT: &str = include_str!("../scripts/service.unit.in");
 
 /// How long a service gets to finish its requests when replaced.
 const GRACE: Duration = Duration::from_secs(20);
@@ -237,16 +238,34 @@ fn install(host: &Host, binary: &Path, name: &str, config: &serde_json::Value) -
 }
 
 fn start_service(session: &mut Session, host: &Host, name: &str) -> Result<()> {
-    let script = Script::new("service-start", SERVICE_START)
+    let supervisor = supervisor(&session.deployment);
+    let mut script = Script::new("service-start", SERVICE_START)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", name)
-        .param("SUPERVISOR", supervisor(&session.deployment));
+        .param("SUPERVISOR", supervisor);
+    if supervisor == "systemd" {
+        script = script.param("UNIT", systemd_unit(&host.dir, name)?);
+    }
     transport::start_and_record(
         session,
         host,
         &script,
         format!("{}/service", host.name),
         name,
+    )
+}
+
+/// The systemd unit that runs a service from its host's folder and restarts it when it fails.
+fn systemd_unit(host_dir: &Path, name: &str) -> Result<String> {
+    let in_dir = |file: &str| host_dir.join(file).display().to_string();
+    render::fill(
+        SYSTEMD_UNIT,
+        &[
+            ("SERVICE", name.to_string()),
+            ("BINARY", in_dir(name)),
+            ("CONFIG", in_dir("config.json")),
+            ("LOG", in_dir("service.log")),
+        ],
     )
 }
 
@@ -301,6 +320,49 @@ fn wait_healthy(session: &Session, host: &Host) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// systemd itself reads the unit (no systemd runs here, so this is the check the aws path's
+    /// units get before an instance sees them): no unknown key, an executable ExecStart.
+    #[test]
+    fn the_systemd_unit_passes_systemd_analyze_verify() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("proxy");
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let unit = dir.join("dbcluster-proxy.service");
+        let text = systemd_unit(&dir, "proxy").unwrap();
+        assert!(
+            text.contains(&format!(
+                "ExecStart={} --config {}/config.json",
+                binary.display(),
+                dir.display()
+            )),
+            "{text}"
+        );
+        std::fs::write(&unit, &text).unwrap();
+        let verify = || {
+            duct::cmd!("systemd-analyze", "verify", &unit)
+                .stderr_to_stdout()
+                .stdout_capture()
+                .unchecked()
+                .run()
+                .expect("running systemd-analyze: install it (apt-get install systemd)")
+        };
+        let out = verify();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success() && said.trim().is_empty(), "{said}");
+        // The check can fail: without the binary, systemd refuses the unit.
+        std::fs::remove_file(&binary).unwrap();
+        let out = verify();
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_missing_target_names_the_command_that_installs_it() {

@@ -195,7 +195,8 @@ mod tests {
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name() == Some(std::ffi::OsStr::new("lib.sh")) {
+            let is_script = path.extension() == Some(std::ffi::OsStr::new("sh"));
+            if !is_script || path.file_name() == Some(std::ffi::OsStr::new("lib.sh")) {
                 continue;
             }
             let body: &'static str = std::fs::read_to_string(&path).unwrap().leak();
