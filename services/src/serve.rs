@@ -42,7 +42,8 @@ pub fn init_logging() {
 
 /// How long a client may take to send a request's headers, and how long a kept-alive
 /// connection may sit idle: a client that connects and then trickles bytes (or none) cannot
-/// hold a connection, and a task, for ever. The gatekeeper faces the internet.
+/// hold a connection, and a task, for ever. The gatekeeper faces the internet. (Upstream
+/// clients drop idle connections sooner: upstream.rs.)
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listen` until SIGTERM or Ctrl-C, then lets the requests in flight finish.

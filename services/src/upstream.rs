@@ -29,7 +29,9 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .local_address(outgoing_address)
             .timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // The next service closes a connection idle for 10 s (serve.rs); letting go of it
+            // first keeps a request from racing that close on a connection about to die.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()
             .context("building the HTTP client")?;
