@@ -231,6 +231,8 @@ impl Sender {
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(concurrency)
+                    // Before the gatekeeper's own 10 s idle close (serve.rs).
+                    .pool_idle_timeout(Duration::from_secs(5))
                     .build()?,
                 url: format!("{}/api/query", url.trim_end_matches('/')),
                 mode: *mode,
