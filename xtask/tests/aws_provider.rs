@@ -312,6 +312,25 @@ fn missing_credentials_are_named_and_nothing_is_lost() {
 }
 
 #[test]
+fn refused_credentials_are_explained() {
+    let moto = Moto::start_checking_credentials();
+    let d = aws_deployment("aws-refused", &moto);
+    let out = d.command(&provision_args(&moto, "1")).output().unwrap();
+    let message = text(&out);
+    assert!(!out.status.success(), "{message}");
+    assert!(
+        message.contains("AWS refused the credentials (AuthFailure"),
+        "{message}"
+    );
+    assert!(
+        message.contains("AWS_SESSION_TOKEN") && message.contains("copy fresh ones"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert_eq!(d.state()["steps"]["provision"]["status"], "failed");
+}
+
+#[test]
 fn a_lost_data_json_leaks_nothing() {
     let moto = Moto::start();
     let d = aws_deployment("aws-lost", &moto);

@@ -15,6 +15,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::spawn(&[])
+    }
+
+    /// A moto that checks every request's credentials against its own (empty) IAM, as AWS
+    /// does: the test credentials are refused with `AuthFailure`, like expired ones.
+    pub fn start_checking_credentials() -> Moto {
+        Moto::spawn(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -29,6 +39,7 @@ impl Moto {
                 "-p",
                 &port.to_string(),
             ])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
