@@ -147,6 +147,8 @@ mod tests {
         (address, stop, server)
     }
 
+    const WHOLE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
     /// What a raw TCP client hears until the server closes the connection (a generous read
     /// timeout keeps a broken server from hanging the test; it is not what is measured).
     async fn exchange(address: SocketAddr, sent: &'static [u8]) -> std::io::Result<String> {
@@ -169,12 +171,7 @@ mod tests {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         );
         let (address, _stop, _server) = start(app).await;
-        let heard = exchange(
-            address,
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        let heard = exchange(address, WHOLE_REQUEST).await.unwrap();
         assert!(heard.starts_with("HTTP/1.1 200"), "{heard}");
         assert!(heard.contains("\r\n\r\n127.0.0.1:"), "{heard}");
     }
@@ -190,12 +187,7 @@ mod tests {
         let heard = exchange(address, b"").await;
         assert_eq!(heard.unwrap(), "");
         // While a whole request is served.
-        let heard = exchange(
-            address,
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        let heard = exchange(address, WHOLE_REQUEST).await.unwrap();
         assert!(heard.ends_with("hello"), "{heard}");
     }
 
