@@ -75,7 +75,7 @@ pub fn run(session: &mut Session) -> Result<()> {
 
 /// The Rust target the services are built for: None for this machine's own.
 pub fn target_of(d: &Deployment) -> Option<&str> {
-    d.settings.aws.as_ref().map(|aws| aws.target.as_str())
+    d.settings.target.as_deref()
 }
 
 /// How a host's services are kept running: systemd on cloud instances, a detached process of
@@ -130,7 +130,7 @@ fn build(target: Option<&str>) -> Result<PathBuf> {
 
 /// Fails, with the command that fixes it, when the Rust standard library of `target` is not
 /// installed.
-fn check_target(target: &str) -> Result<()> {
+pub fn check_target(target: &str) -> Result<()> {
     let sysroot = duct::cmd!("rustc", "--print", "sysroot")
         .read()
         .context("running rustc --print sysroot")?;

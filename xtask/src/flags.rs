@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::state::{AwsSettings, BenchSettings, ProviderKind, Settings};
+use crate::state::{AwsSettings, BenchSettings, ProviderKind, Settings, AWS_DEFAULT_TARGET};
 use crate::steps::Step;
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
@@ -128,6 +128,10 @@ pub struct SettingsArgs {
     /// Dataset size; 1 is about 1,500 rows, it grows linearly (1-1000) [default: 10].
     #[arg(long, value_name = "N")]
     pub scale: Option<u32>,
+    /// Rust target the services are built for [default: this machine's; on aws
+    /// x86_64-unknown-linux-musl].
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -156,9 +160,6 @@ pub struct AwsArgs {
     /// Addresses allowed to reach the gatekeeper [default: 0.0.0.0/0].
     #[arg(long, value_name = "CIDR")]
     pub http_cidr: Option<String>,
-    /// Rust target the services are built for [default: x86_64-unknown-linux-musl].
-    #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
 }
 
 impl SettingsArgs {
@@ -170,6 +171,7 @@ impl SettingsArgs {
             && self.db_port.is_none()
             && self.service_port.is_none()
             && self.scale.is_none()
+            && self.target.is_none()
     }
 
     /// Settings belong to provision; other steps use the recorded ones.
@@ -202,8 +204,15 @@ impl SettingsArgs {
             ProviderKind::Local if !self.aws.is_empty() => {
                 bail!("the AWS flags (--region, --ami, ...) need --provider aws")
             }
-            ProviderKind::Local => {}
-            ProviderKind::Aws => s.aws = Some(self.aws.to_settings()?),
+            ProviderKind::Local => s.target = self.target.clone(),
+            ProviderKind::Aws => {
+                s.aws = Some(self.aws.to_settings()?);
+                s.target = Some(
+                    self.target
+                        .clone()
+                        .unwrap_or_else(|| AWS_DEFAULT_TARGET.to_string()),
+                );
+            }
         }
         validate(&s)?;
         Ok(s)
@@ -258,7 +267,11 @@ impl SettingsArgs {
                 self.aws.http_cidr.clone(),
                 recorded_aws.http_cidr,
             ),
-            ("target", self.aws.target.clone(), recorded_aws.target),
+            (
+                "target",
+                self.target.clone(),
+                recorded.target.clone().unwrap_or_default(),
+            ),
             (
                 "workers",
                 self.workers.map(|v| v.to_string()),
@@ -307,7 +320,6 @@ impl AwsArgs {
             && self.service_instance_type.is_none()
             && self.ssh_cidr.is_none()
             && self.http_cidr.is_none()
-            && self.target.is_none()
     }
 
     /// The aws defaults with these flags applied. The SSH source address, when not given, is
@@ -328,7 +340,6 @@ impl AwsArgs {
                 .unwrap_or(defaults.service_instance_type),
             ssh_cidr: self.ssh_cidr.clone().unwrap_or_default(),
             http_cidr: self.http_cidr.clone().unwrap_or(defaults.http_cidr),
-            target: self.target.clone().unwrap_or(defaults.target),
         };
         for (flag, cidr) in [("ssh-cidr", &s.ssh_cidr), ("http-cidr", &s.http_cidr)] {
             if !(cidr.is_empty() || is_ipv4_cidr(cidr)) {
@@ -524,23 +535,42 @@ mod tests {
     }
 
     #[test]
+    fn the_build_target_is_this_machines_unless_given() {
+        assert_eq!(args(|_| {}).to_settings().unwrap().target, None);
+        let given = args(|a| a.target = Some("x86_64-unknown-linux-gnu".into()));
+        let settings = given.to_settings().unwrap();
+        assert_eq!(settings.target.as_deref(), Some("x86_64-unknown-linux-gnu"));
+        given.check_matches(&settings).unwrap();
+        let err = args(|a| a.target = Some("aarch64-unknown-linux-gnu".into()))
+            .check_matches(&settings)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--target x86_64-unknown-linux-gnu"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn aws_settings_need_the_aws_provider_and_valid_values() {
         let err = args(|a| a.aws.region = Some("eu-west-1".into()))
             .to_settings()
             .unwrap_err();
         assert!(err.to_string().contains("need --provider aws"), "{err}");
-        let aws = args(|a| {
+        let settings = args(|a| {
             a.provider = Some(ProviderKind::Aws);
             a.aws.ssh_cidr = Some("203.0.113.7/32".into());
         })
         .to_settings()
-        .unwrap()
-        .aws
         .unwrap();
+        assert_eq!(
+            settings.target.as_deref(),
+            Some("x86_64-unknown-linux-musl")
+        );
+        let aws = settings.aws.unwrap();
         assert_eq!(aws.db_instance_type, "t2.micro");
         assert_eq!(aws.service_instance_type, "t2.large");
         assert_eq!(aws.http_cidr, "0.0.0.0/0");
-        assert_eq!(aws.target, "x86_64-unknown-linux-musl");
         for (bad, flag) in [
             (
                 args(|a| a.aws.ssh_cidr = Some("203.0.113.7".into())),

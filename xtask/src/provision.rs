@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::aws;
+use crate::deploy_services;
 use crate::flags::SettingsArgs;
 use crate::local;
 use crate::state::{self, Deployment, Lock, Paths, ProviderKind, Secrets};
@@ -18,6 +19,10 @@ pub fn open(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Session> {
         }
     }
     let settings = args.to_settings()?;
+    if let Some(target) = &settings.target {
+        // Before any instance is paid for: deploy-services would need it.
+        deploy_services::check_target(target)?;
+    }
     let id = state::new_deployment_id();
     let provider = args.provider();
     let hosts = match provider {

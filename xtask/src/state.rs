@@ -105,6 +105,9 @@ pub struct Settings {
     pub service_port: u16,
     /// Size of the generated film-rental dataset; 1 is about 1,500 rows.
     pub dataset_scale: u32,
+    /// The Rust target the services are built for; None: this machine's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The aws provider's settings; None on the local provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsSettings>,
@@ -124,8 +127,6 @@ pub struct AwsSettings {
     pub ssh_cidr: String,
     /// Who may reach the gatekeeper's web pages and API.
     pub http_cidr: String,
-    /// The instances' Rust target: the services are cross-compiled for it.
-    pub target: String,
 }
 
 impl Default for AwsSettings {
@@ -138,10 +139,13 @@ impl Default for AwsSettings {
             service_instance_type: "t2.large".to_string(),
             ssh_cidr: String::new(),
             http_cidr: "0.0.0.0/0".to_string(),
-            target: "x86_64-unknown-linux-musl".to_string(),
         }
     }
 }
+
+/// What the services are built for on instances, unless `--target` says otherwise: a static
+/// binary that runs on any Linux of the architecture.
+pub const AWS_DEFAULT_TARGET: &str = "x86_64-unknown-linux-musl";
 
 impl AwsSettings {
     /// Compares as "nothing recorded" with every flag of a local deployment.
@@ -150,7 +154,6 @@ impl AwsSettings {
             db_instance_type: String::new(),
             service_instance_type: String::new(),
             http_cidr: String::new(),
-            target: String::new(),
             ..AwsSettings::default()
         }
     }
@@ -164,6 +167,7 @@ impl Default for Settings {
             db_port: 3306,
             service_port: 8080,
             dataset_scale: 10,
+            target: None,
             aws: None,
         }
     }

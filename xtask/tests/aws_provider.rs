@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
@@ -35,8 +36,15 @@ fn provision_args<'a>(moto: &'a Moto, workers: &'a str) -> Vec<&'a str> {
         OPERATOR,
         "--workers",
         workers,
+        // The instances' default target (musl) cannot be installed here; provision checks it.
+        "--target",
+        &HOST_TARGET,
     ]
 }
+
+/// This machine's own Rust target: always installed.
+static HOST_TARGET: LazyLock<String> =
+    LazyLock::new(|| format!("{}-unknown-linux-gnu", std::env::consts::ARCH));
 
 /// The deployment's instances that are not terminated, by host name.
 fn live_instances(resources: &Value) -> BTreeMap<String, Value> {
@@ -309,6 +317,27 @@ fn missing_credentials_are_named_and_nothing_is_lost() {
     d.env = moto.env();
     d.ok(&["provision"]);
     d.ok(&["teardown"]);
+}
+
+#[test]
+fn a_missing_rust_target_stops_provision_before_anything_is_made() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-notarget", &moto);
+    let mut args = provision_args(&moto, "1");
+    *args.last_mut().unwrap() = "sparc64-unknown-linux-gnu";
+    let out = d.command(&args).output().unwrap();
+    let message = text(&out);
+    assert!(!out.status.success(), "{message}");
+    assert!(
+        message.contains("rustup target add sparc64-unknown-linux-gnu"),
+        "{message}"
+    );
+    assert!(!d.data_json().exists(), "{message}");
+    let resources = moto.resources("");
+    assert!(
+        resources["keys"].as_array().unwrap().is_empty(),
+        "{resources}"
+    );
 }
 
 #[test]

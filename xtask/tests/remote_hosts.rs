@@ -14,7 +14,10 @@ use serde_json::json;
 #[test]
 fn the_pipeline_runs_its_scripts_over_ssh() {
     let d = Deployment::new("over-ssh", "127.0.27");
-    d.provision(&["--workers", "2"]);
+    // The services are built for an explicit target, as for instances (musl there; this
+    // machine's own triple here, the one that is installed): cargo's per-target folder.
+    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    d.provision(&["--workers", "2", "--target", &target]);
     let sshd = Sshd::start(&d.dir.join("sshd"));
     // Logged in as an unprivileged user with sudo, as on an instance.
     let login = SudoUser::create("xtask-remote");
@@ -41,6 +44,10 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
 
     let out = d.ok(&["all", "--quick"]);
     assert!(out.contains("all steps are done"), "{out}");
+    assert!(
+        out.contains(&format!("cargo build --release -p services --target {target}")),
+        "{out}"
+    );
 
     // It went through sshd: logins with the deployment's key, and each host's log has the
     // scripts that ran there.
