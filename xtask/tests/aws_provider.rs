@@ -46,6 +46,19 @@ fn provision_args<'a>(moto: &'a Moto, workers: &'a str) -> Vec<&'a str> {
 static HOST_TARGET: LazyLock<String> =
     LazyLock::new(|| format!("{}-unknown-linux-gnu", std::env::consts::ARCH));
 
+/// What teardown must leave: no live instance, security group or key pair with the
+/// deployment's tag or name in moto, and no key file.
+fn assert_nothing_left(moto: &Moto, d: &Deployment, id: &str) {
+    let after = moto.resources(id);
+    assert!(live_instances(&after).is_empty(), "{after}");
+    assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
+    assert!(
+        !after["keys"].as_array().unwrap().contains(&Value::from(id)),
+        "{after}"
+    );
+    assert!(!d.dir.join(format!("{id}.pem")).exists());
+}
+
 /// The deployment's instances that are not terminated, by host name.
 fn live_instances(resources: &Value) -> BTreeMap<String, Value> {
     let mut live = BTreeMap::new();
@@ -226,14 +239,7 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
         "{out}"
     );
     assert!(out.contains(&format!("deleted key pair {id}")), "{out}");
-    let after = moto.resources(&id);
-    assert!(live_instances(&after).is_empty(), "{after}");
-    assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
-    assert!(!after["keys"]
-        .as_array()
-        .unwrap()
-        .contains(&Value::from(id.as_str())));
-    assert!(!key.exists());
+    assert_nothing_left(&moto, &d, &id);
     let out = d.ok(&["teardown"]);
     assert!(out.contains("already torn down"), "{out}");
 }
@@ -393,12 +399,5 @@ fn a_lost_data_json_leaks_nothing() {
         &moto.endpoint,
     ]);
     assert!(out.contains("terminated 6 instances"), "{out}");
-    let after = moto.resources(&id);
-    assert!(live_instances(&after).is_empty(), "{after}");
-    assert!(after["groups"].as_array().unwrap().is_empty(), "{after}");
-    assert!(!after["keys"]
-        .as_array()
-        .unwrap()
-        .contains(&Value::from(id.as_str())));
-    assert!(!d.dir.join(format!("{id}.pem")).exists());
+    assert_nothing_left(&moto, &d, &id);
 }

@@ -41,18 +41,9 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
 
     // A write through the app account on the manager reaches every worker.
     let app = d.secret("app_password");
-    let write = "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES (900001, 'Ada', 'O''Neill')";
-    let out = d.tcp_sql("manager", "app", &app, write);
-    assert!(out.status.success(), "{}", text(&out));
+    d.insert_actor(900001, "Ada", "O'Neill");
     for worker in ["worker-1", "worker-2"] {
-        wait_for("the write to replicate", Duration::from_secs(30), || {
-            d.root_sql(
-                worker,
-                "SELECT last_name FROM filmdb.actor WHERE actor_id = 900001",
-            )
-            .trim()
-                == "O'Neill"
-        });
+        d.wait_for_actor(worker, 900001, "O'Neill");
         // Reading on a worker with the same account works; writing is refused.
         let read = d.tcp_sql(worker, "app", &app, "SELECT COUNT(*) FROM filmdb.film");
         assert_eq!(

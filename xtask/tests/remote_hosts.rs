@@ -5,10 +5,9 @@
 mod common;
 
 use std::fs;
-use std::time::Duration;
 
 use common::sshd::{Sshd, SudoUser};
-use common::{text, wait_for, Deployment};
+use common::Deployment;
 use serde_json::json;
 
 #[test]
@@ -45,7 +44,9 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     let out = d.ok(&["all", "--quick"]);
     assert!(out.contains("all steps are done"), "{out}");
     assert!(
-        out.contains(&format!("cargo build --release -p services --target {target}")),
+        out.contains(&format!(
+            "cargo build --release -p services --target {target}"
+        )),
         "{out}"
     );
 
@@ -108,19 +109,9 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     // And what it installed is a working cluster: a write on the manager reaches the workers.
     let servers = d.servers();
     assert_eq!(servers.len(), 4, "{servers:?}");
-    let app = d.secret("app_password");
-    let write = "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES (900011, 'Grace', 'Hopper')";
-    let out = d.tcp_sql("manager", "app", &app, write);
-    assert!(out.status.success(), "{}", text(&out));
+    d.insert_actor(900011, "Grace", "Hopper");
     for worker in ["worker-1", "worker-2"] {
-        wait_for("the write to replicate", Duration::from_secs(30), || {
-            d.root_sql(
-                worker,
-                "SELECT last_name FROM filmdb.actor WHERE actor_id = 900011",
-            )
-            .trim()
-                == "Hopper"
-        });
+        d.wait_for_actor(worker, 900011, "Hopper");
     }
     // The servers' config files hold no secret, yet went through put_file: owner-only.
     use std::os::unix::fs::PermissionsExt;

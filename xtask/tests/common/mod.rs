@@ -156,6 +156,26 @@ impl Deployment {
             .unwrap()
     }
 
+    /// Inserts an actor on the manager through the app account: a write the workers replicate.
+    pub fn insert_actor(&self, actor_id: u32, first_name: &str, last_name: &str) {
+        let quote = |s: &str| s.replace('\'', "''");
+        let write = format!(
+            "INSERT INTO filmdb.actor (actor_id, first_name, last_name) VALUES ({actor_id}, '{}', '{}')",
+            quote(first_name),
+            quote(last_name)
+        );
+        let out = self.tcp_sql("manager", "app", &self.secret("app_password"), &write);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Waits until `host` holds the actor that insert_actor wrote.
+    pub fn wait_for_actor(&self, host: &str, actor_id: u32, last_name: &str) {
+        let select = format!("SELECT last_name FROM filmdb.actor WHERE actor_id = {actor_id}");
+        wait_for("the write to replicate", Duration::from_secs(30), || {
+            self.root_sql(host, &select).trim() == last_name
+        });
+    }
+
     /// Live (non-zombie) mariadbd processes started with one of this deployment's configs.
     pub fn servers(&self) -> Vec<(String, u32)> {
         let state_dir = self.dir.join(".state");
