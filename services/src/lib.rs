@@ -13,4 +13,3 @@ pub mod proxy;
 pub mod serve;
 pub mod trusted_host;
 pub mod upstream;
-pub mod wire;

@@ -6,58 +6,31 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
-use serde::Serialize;
 
-use crate::wire::{Mode, QueryRequest, QueryResponse};
+use contract::report::{Percentiles, Report, Workload, DIRECT_DB};
+use contract::wire::{Mode, QueryRequest, QueryResponse};
 
-/// What the clients send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Workload {
-    /// One film by primary key.
-    Point,
-    /// Twenty consecutive films.
-    Range,
-    /// Four point reads for every range read.
-    Mix,
-    /// One film's rental duration changed by primary key.
-    Write,
-}
-
-impl Workload {
-    pub fn parse(text: &str) -> Option<Workload> {
-        match text {
-            "point" => Some(Workload::Point),
-            "range" => Some(Workload::Range),
-            "mix" => Some(Workload::Mix),
-            "write" => Some(Workload::Write),
-            _ => None,
-        }
-    }
-
-    /// The next query, for films numbered 1..=films.
-    pub fn query(self, rng: &mut impl Rng, films: u32) -> String {
-        let id = rng.random_range(1..=films);
-        let point =
-            || format!("SELECT film_id, title, rental_rate, length FROM film WHERE film_id = {id}");
-        let range = || {
-            let start = rng_start(id, films);
-            format!("SELECT film_id, title FROM film WHERE film_id BETWEEN {start} AND {} ORDER BY film_id", start + 19)
-        };
-        match self {
-            Workload::Point => point(),
-            Workload::Range => range(),
-            Workload::Mix if id % 5 == 0 => range(),
-            Workload::Mix => point(),
-            Workload::Write => format!(
-                "UPDATE film SET rental_duration = {} WHERE film_id = {id}",
-                3 + id % 5
-            ),
-        }
+/// The next query of a workload, for films numbered 1..=films.
+pub fn query(workload: Workload, rng: &mut impl Rng, films: u32) -> String {
+    let id = rng.random_range(1..=films);
+    let point =
+        || format!("SELECT film_id, title, rental_rate, length FROM film WHERE film_id = {id}");
+    let range = || {
+        let start = rng_start(id, films);
+        format!("SELECT film_id, title FROM film WHERE film_id BETWEEN {start} AND {} ORDER BY film_id", start + 19)
+    };
+    match workload {
+        Workload::Point => point(),
+        Workload::Range => range(),
+        Workload::Mix if id % 5 == 0 => range(),
+        Workload::Mix => point(),
+        Workload::Write => format!(
+            "UPDATE film SET rental_duration = {} WHERE film_id = {id}",
+            3 + id % 5
+        ),
     }
 }
 
@@ -89,32 +62,6 @@ pub struct Plan {
     pub duration: Duration,
     /// Number of films in the dataset (100 per unit of scale).
     pub films: u32,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub target: String,
-    pub workload: Workload,
-    pub concurrency: usize,
-    pub duration_s: f64,
-    pub requests: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub throughput_rps: f64,
-    pub latency_ms: Percentiles,
-    /// Successful requests per host that served them.
-    pub served_by: BTreeMap<String, u64>,
-    /// The latency histogram (microseconds), HdrHistogram V2 compressed, base64.
-    pub histogram: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
 }
 
 /// What one client saw.
@@ -158,7 +105,7 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         clients.spawn(async move {
             let mut tally = ClientTally::new();
             while Instant::now() < deadline {
-                let query = plan.workload.query(&mut rand::rng(), plan.films);
+                let query = query(plan.workload, &mut rand::rng(), plan.films);
                 let sent = Instant::now();
                 let outcome = sender.send(&query, plan.workload).await;
                 tally.record(sent.elapsed(), outcome);
@@ -185,10 +132,6 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     let h = &total.histogram;
     let ms = |us: u64| us as f64 / 1000.0;
     let ok = h.len();
-    let mut serialized = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(h, &mut serialized)
-        .map_err(|e| anyhow::anyhow!("serializing the histogram: {e:?}"))?;
     Ok(Report {
         target: sender.describe(),
         workload: plan.workload,
@@ -206,7 +149,6 @@ pub async fn run(plan: &Plan) -> Result<Report> {
             max: ms(h.max()),
         },
         served_by: total.served_by,
-        histogram: base64_encode(&serialized),
     })
 }
 
@@ -268,7 +210,7 @@ impl Sender {
     fn describe(&self) -> String {
         match self {
             Sender::Gatekeeper { mode, .. } => mode.as_str().to_string(),
-            Sender::Database { .. } => "direct-db".to_string(),
+            Sender::Database { .. } => DIRECT_DB.to_string(),
         }
     }
 
@@ -322,25 +264,6 @@ impl Sender {
     }
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +272,7 @@ mod tests {
     fn queries_stay_inside_the_dataset() {
         let mut rng = rand::rng();
         for _ in 0..1000 {
-            let q = Workload::Range.query(&mut rng, 100);
+            let q = query(Workload::Range, &mut rng, 100);
             let numbers: Vec<u32> = q
                 .split(|c: char| !c.is_ascii_digit())
                 .filter_map(|n| n.parse().ok())
@@ -357,18 +280,8 @@ mod tests {
             let (start, end) = (numbers[0], numbers[1]);
             assert!(start >= 1 && end <= 100 && end - start == 19, "{q}");
         }
-        let q = Workload::Point.query(&mut rng, 1);
+        let q = query(Workload::Point, &mut rng, 1);
         assert!(q.ends_with("film_id = 1"), "{q}");
-        assert!(Workload::Write
-            .query(&mut rng, 10)
-            .starts_with("UPDATE film SET rental_duration"));
-    }
-
-    #[test]
-    fn encodes_base64() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert!(query(Workload::Write, &mut rng, 10).starts_with("UPDATE film SET rental_duration"));
     }
 }

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::wire::QueryRequest;
+use contract::wire::QueryRequest;
 
 #[derive(Clone)]
 pub struct Upstream {

@@ -25,3 +25,28 @@ report_process() {
   read -r -a fields <<< "${stat##*) }"
   echo "pid=$1 start_ticks=${fields[19]}"
 }
+
+# True while a process runs (a zombie, which no longer does anything, counts as gone).
+is_alive() {
+  local stat fields
+  stat=$(cat 2>/dev/null < "/proc/$1/stat") || return 1
+  read -r -a fields <<< "${stat##*) }"
+  [ "${fields[0]}" != Z ]
+}
+
+# Stops a process: SIGTERM lets it finish what it is doing, SIGKILL follows after GRACE
+# seconds (the second argument); returns once it is gone.
+stop_process() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  kill -TERM "$pid" 2> /dev/null || return 0
+  while is_alive "$pid"; do
+    if [ "$SECONDS" -ge "$((deadline + 10))" ]; then
+      echo "process $pid did not exit after SIGKILL" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      kill -KILL "$pid" 2> /dev/null || true
+    fi
+    sleep 0.1
+  done
+}

@@ -1,9 +1,19 @@
 # Waits until a role service answers GET /health with 200, for up to TIMEOUT seconds (0: ask
 # once). Runs on the service's own host: the other tiers' ports are closed to everyone else.
-# Prints the end of the service's log when it gets no healthy answer.
-# Parameters: HOST_DIR, ADDRESS, PORT, TIMEOUT.
+# A detached service that is not running fails at once. Prints the end of the service's log
+# when it gets no healthy answer.
+# Parameters: HOST_DIR, SERVICE, SUPERVISOR, ADDRESS, PORT, TIMEOUT.
+log_tail() {
+  tail -n 15 "$HOST_DIR/service.log" >&2 2> /dev/null || true
+}
 deadline=$((SECONDS + TIMEOUT))
 while :; do
+  if [ "$SUPERVISOR" = detached ] \
+      && ! find_process "$HOST_DIR/$SERVICE" --config "$HOST_DIR/config.json" > /dev/null; then
+    echo "$SERVICE is not running; the end of its log:" >&2
+    log_tail
+    exit 1
+  fi
   status=""
   if exec 3<> "/dev/tcp/$ADDRESS/$PORT"; then
     printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$ADDRESS" >&3
@@ -16,7 +26,7 @@ while :; do
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "no healthy answer from http://$ADDRESS:$PORT/health within $TIMEOUT s (last status: ${status:-none}); the end of its log:" >&2
-    tail -n 15 "$HOST_DIR/service.log" >&2 2> /dev/null || true
+    log_tail
     exit 1
   fi
   sleep 0.2

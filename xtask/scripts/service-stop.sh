@@ -6,12 +6,5 @@ if [ "$SUPERVISOR" = systemd ]; then
   exit 0
 fi
 if pid=$(find_process "$HOST_DIR/$SERVICE" --config "$HOST_DIR/config.json"); then
-  kill -TERM "$pid" 2> /dev/null || true
-  deadline=$((SECONDS + GRACE))
-  while kill -0 "$pid" 2> /dev/null; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      kill -KILL "$pid" 2> /dev/null || true
-    fi
-    sleep 0.1
-  done
+  stop_process "$pid" "$GRACE"
 fi

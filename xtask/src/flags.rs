@@ -1,12 +1,19 @@
-//! The command line.
+//! The command line, declared once.
+//!
+//! Settings flags are the fields of `Settings` (state/settings.rs) by name: `--db-port` sets
+//! `db_port`. A flag that is given is laid over the provider's defaults; one that is not keeps
+//! the default, which the help shows from the same place. Only `provision` and `all` take them.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use crate::state::{AwsSettings, BenchSettings, ProviderKind, Settings, AWS_DEFAULT_TARGET};
-use crate::steps::Step;
+use crate::state::{BenchSettings, ProviderKind, Settings};
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
 /// and tears it down, in resumable steps recorded in data.json.
@@ -24,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Allocate the hosts (local: loopback addresses and folders) and generate the secrets.
-    Provision(StepArgs),
+    Provision(ProvisionArgs),
     /// Install MariaDB, start the standalone server, the manager and its replicas, load the dataset.
     InstallCluster(StepArgs),
     /// Build and start the gatekeeper, trusted host and proxy.
@@ -60,6 +67,12 @@ pub struct StepArgs {
     /// Run the step again even when it is done.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }
@@ -80,384 +93,305 @@ pub struct BenchStepArgs {
     pub bench: BenchArgs,
 }
 
-/// How much benchmarking: fixed for a bench run, so a resumed run measures the same way.
-#[derive(Debug, Default, Clone, Args)]
+/// How much benchmarking, over the classic profile or the quick one.
+#[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct BenchArgs {
     /// A small, fast profile (CI): 1 run, 3 s each, a 1,000-row table, 2 threads, load
     /// concurrency 4. Flags given with it still win.
     #[arg(long)]
+    #[serde(skip)]
     pub quick: bool,
-    /// sysbench threads per server [default: 4].
+    /// sysbench threads per server.
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
-    /// Seconds of each sysbench run and each load-test run [default: 10].
+    /// Seconds of each sysbench run and each load-test run.
     #[arg(long, value_name = "S")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<u32>,
-    /// Rows of each sysbench table [default: 100000].
+    /// Rows of each sysbench table.
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub table_size: Option<u32>,
-    /// sysbench tables [default: 1].
+    /// sysbench tables.
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tables: Option<u32>,
-    /// How many times each measurement is repeated [default: 3].
+    /// How many times each measurement is repeated.
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub runs: Option<u32>,
-    /// Clients of the patterns load test [default: 8].
+    /// Clients of the patterns load test.
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
 }
 
-/// Deployment settings; given to `provision` (or `all`) and fixed for the deployment's life.
-#[derive(Debug, Default, Clone, Args)]
+/// Deployment settings: given to `provision` (or `all`) and fixed for the deployment's life.
+/// Each field is named as the `Settings` field it sets.
+#[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct SettingsArgs {
     /// Where the hosts are: loopback addresses of this machine, or EC2 instances [default: local].
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
-    /// Number of read replicas (1-20) [default: 3].
+    /// Number of read replicas (1-20).
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<u8>,
-    /// First three octets of the local hosts' loopback addresses [default: 127.0.1].
-    #[arg(long, value_name = "A.B.C")]
-    pub loopback_prefix: Option<String>,
-    /// TCP port of every database server [default: 3306].
+    /// TCP port of every database server.
     #[arg(long, value_name = "PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub db_port: Option<u16>,
-    /// TCP port of every role service [default: 8080].
+    /// TCP port of every role service.
     #[arg(long, value_name = "PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service_port: Option<u16>,
-    /// Dataset size; 1 is about 1,500 rows, it grows linearly (1-1000) [default: 10].
+    /// Dataset size; 1 is about 1,500 rows, it grows linearly (1-1000).
     #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<u32>,
-    /// Rust target the services are built for [default: this machine's; on aws
-    /// x86_64-unknown-linux-musl].
+    /// Rust target the services are built for [default: this machine's].
     #[arg(long, value_name = "TRIPLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    #[command(flatten)]
-    pub aws: AwsArgs,
-}
-
-/// The aws provider's settings (with `--provider aws`).
-#[derive(Debug, Default, Clone, Args)]
-pub struct AwsArgs {
+    /// Local provider: first three octets of the hosts' loopback addresses.
+    #[arg(long, value_name = "A.B.C")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loopback_prefix: Option<String>,
     /// AWS region [default: from AWS_REGION or ~/.aws/config].
     #[arg(long, value_name = "REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// An EC2-compatible endpoint to use instead of AWS's (for example a local moto server).
     #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_endpoint: Option<String>,
     /// Image of every instance [default: the latest Ubuntu LTS (amd64) from Canonical].
     #[arg(long, value_name = "AMI_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ami: Option<String>,
-    /// Instance type of the database hosts [default: t2.micro].
+    /// Instance type of the database hosts.
     #[arg(long, value_name = "TYPE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub db_instance_type: Option<String>,
-    /// Instance type of the gatekeeper, trusted host and proxy [default: t2.large].
+    /// Instance type of the gatekeeper, trusted host and proxy.
     #[arg(long, value_name = "TYPE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service_instance_type: Option<String>,
     /// Addresses allowed to log in with SSH [default: this machine's public address /32].
     #[arg(long, value_name = "CIDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_cidr: Option<String>,
-    /// Addresses allowed to reach the gatekeeper [default: 0.0.0.0/0].
+    /// Addresses allowed to reach the gatekeeper.
     #[arg(long, value_name = "CIDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_cidr: Option<String>,
 }
 
+/// Parses the command line; a settings flag given to a step that does not take it gets the
+/// reason instead of clap's plain "unexpected argument".
+pub fn parse() -> Cli {
+    let matches = command().try_get_matches().unwrap_or_else(|e| {
+        if let Some(flag) = misplaced_setting(&e) {
+            eprintln!(
+                "error: {flag} is a deployment setting: settings are chosen at provision and kept \
+                 in data.json for the deployment's life; to change one, run `cargo xtask teardown`, \
+                 then `cargo xtask provision {flag} …`"
+            );
+            std::process::exit(2);
+        }
+        e.exit()
+    });
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn misplaced_setting(e: &clap::Error) -> Option<String> {
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let name = arg.strip_prefix("--")?.split('=').next()?.replace('-', "_");
+    let settings = SettingsArgs::augment_args(clap::Command::new("settings"));
+    let is_setting = settings.get_arguments().any(|a| a.get_id() == name.as_str());
+    is_setting.then(|| format!("--{}", name.replace('_', "-")))
+}
+
+/// The command with every setting's default in its help, taken from `Settings::defaults` and
+/// `BenchSettings::defaults`.
+pub fn command() -> clap::Command {
+    let mut defaults: Vec<(String, String)> = Vec::new();
+    let local = fields(&Settings::defaults(ProviderKind::Local));
+    let aws = fields(&Settings::defaults(ProviderKind::Aws));
+    for (name, value) in &aws {
+        let text = plain(value);
+        if text.is_empty() {
+            continue;
+        }
+        let label = match local.get(name) {
+            Some(v) if v == value => format!("[default: {text}]"),
+            Some(v) if v.is_null() => format!("[default on aws: {text}]"),
+            Some(v) => format!("[default: {}; on aws: {text}]", plain(v)),
+            None => format!("[default: {text}]"),
+        };
+        defaults.push((name.clone(), label));
+    }
+    for (name, value) in &local {
+        if !aws.contains_key(name) {
+            defaults.push((name.clone(), format!("[default: {}]", plain(value))));
+        }
+    }
+    let bench = fields(&BenchSettings::defaults(false));
+    let quick = fields(&BenchSettings::defaults(true));
+    for (name, value) in &bench {
+        let label = format!("[default: {}; quick: {}]", plain(value), plain(&quick[name]));
+        defaults.push((name.clone(), label));
+    }
+
+    let mut cmd = Cli::command();
+    for sub in ["provision", "all", "bench"] {
+        cmd = cmd.mut_subcommand(sub, |mut c| {
+            for (name, label) in &defaults {
+                let Some(arg) = c.get_arguments().find(|a| a.get_id() == name.as_str()) else {
+                    continue;
+                };
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let help = format!("{} {label}", help.trim_end());
+                c = c.mut_arg(name.as_str(), |a| a.help(help));
+            }
+            c
+        });
+    }
+    cmd
+}
+
 impl SettingsArgs {
-    fn is_empty(&self) -> bool {
-        self.provider.is_none()
-            && self.aws.is_empty()
-            && self.workers.is_none()
-            && self.loopback_prefix.is_none()
-            && self.db_port.is_none()
-            && self.service_port.is_none()
-            && self.scale.is_none()
-            && self.target.is_none()
-    }
-
-    /// Settings belong to provision; other steps use the recorded ones.
-    pub fn reject_for(&self, step: Step) -> Result<()> {
-        if !self.is_empty() {
-            bail!("settings are chosen at provision; `{step}` uses the ones in data.json");
-        }
-        Ok(())
-    }
-
-    /// The defaults with these flags applied, validated.
-    pub fn to_settings(&self) -> Result<Settings> {
-        let mut s = Settings::default();
-        if let Some(v) = self.workers {
-            s.workers = v;
-        }
-        if let Some(v) = &self.loopback_prefix {
-            s.loopback_prefix = v.clone();
-        }
-        if let Some(v) = self.db_port {
-            s.db_port = v;
-        }
-        if let Some(v) = self.service_port {
-            s.service_port = v;
-        }
-        if let Some(v) = self.scale {
-            s.dataset_scale = v;
-        }
-        match self.provider.unwrap_or(ProviderKind::Local) {
-            ProviderKind::Local if !self.aws.is_empty() => {
-                bail!("the AWS flags (--region, --ami, ...) need --provider aws")
-            }
-            ProviderKind::Local => s.target = self.target.clone(),
-            ProviderKind::Aws => {
-                s.aws = Some(self.aws.to_settings()?);
-                s.target = Some(
-                    self.target
-                        .clone()
-                        .unwrap_or_else(|| AWS_DEFAULT_TARGET.to_string()),
-                );
-            }
-        }
-        validate(&s)?;
-        Ok(s)
+    /// The flags that were given, by field name.
+    fn given(&self) -> Map<String, Value> {
+        as_object(self)
     }
 
     pub fn provider(&self) -> ProviderKind {
         self.provider.unwrap_or(ProviderKind::Local)
     }
 
+    /// The provider's defaults with the given flags laid over them, validated.
+    pub fn to_settings(&self) -> Result<Settings> {
+        let kind = self.provider();
+        let mut settings =
+            serde_json::to_value(Settings::defaults(kind)).context("serializing the defaults")?;
+        for (name, value) in self.given() {
+            if name == "provider" {
+                continue;
+            }
+            let slot = field_mut(&mut settings, &name).with_context(|| {
+                format!(
+                    "--{} is not a setting of the {} provider (see `cargo xtask provision --help`)",
+                    flag(&name),
+                    plain(&serde_json::to_value(kind).unwrap_or_default())
+                )
+            })?;
+            *slot = value;
+        }
+        let settings: Settings = serde_json::from_value(settings).context("applying the flags")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Checks that flags given on a rerun agree with the deployment's recorded settings.
     pub fn check_matches(&self, recorded: &Settings) -> Result<()> {
-        let recorded_aws = recorded.aws.clone().unwrap_or_else(AwsSettings::unset);
-        let given_and_recorded = [
-            (
-                "provider",
-                self.provider.map(|p| format!("{p:?}").to_lowercase()),
-                if recorded.aws.is_some() {
-                    "aws"
+        let mut have = fields(recorded);
+        have.insert(
+            "provider".to_string(),
+            serde_json::to_value(recorded.provider_kind()).unwrap_or_default(),
+        );
+        for (name, given) in self.given() {
+            let recorded = have.get(&name).unwrap_or(&Value::Null);
+            if *recorded != given {
+                let was = if recorded.is_null() {
+                    format!("without --{}", flag(&name))
                 } else {
-                    "local"
-                }
-                .to_string(),
-            ),
-            (
-                "region",
-                self.aws.region.clone(),
-                recorded_aws.region.unwrap_or_default(),
-            ),
-            (
-                "aws-endpoint",
-                self.aws.aws_endpoint.clone(),
-                recorded_aws.endpoint.unwrap_or_default(),
-            ),
-            (
-                "ami",
-                self.aws.ami.clone(),
-                recorded_aws.ami.unwrap_or_default(),
-            ),
-            (
-                "db-instance-type",
-                self.aws.db_instance_type.clone(),
-                recorded_aws.db_instance_type,
-            ),
-            (
-                "service-instance-type",
-                self.aws.service_instance_type.clone(),
-                recorded_aws.service_instance_type,
-            ),
-            ("ssh-cidr", self.aws.ssh_cidr.clone(), recorded_aws.ssh_cidr),
-            (
-                "http-cidr",
-                self.aws.http_cidr.clone(),
-                recorded_aws.http_cidr,
-            ),
-            (
-                "target",
-                self.target.clone(),
-                recorded.target.clone().unwrap_or_default(),
-            ),
-            (
-                "workers",
-                self.workers.map(|v| v.to_string()),
-                recorded.workers.to_string(),
-            ),
-            (
-                "loopback-prefix",
-                self.loopback_prefix.clone(),
-                recorded.loopback_prefix.clone(),
-            ),
-            (
-                "db-port",
-                self.db_port.map(|v| v.to_string()),
-                recorded.db_port.to_string(),
-            ),
-            (
-                "service-port",
-                self.service_port.map(|v| v.to_string()),
-                recorded.service_port.to_string(),
-            ),
-            (
-                "scale",
-                self.scale.map(|v| v.to_string()),
-                recorded.dataset_scale.to_string(),
-            ),
-        ];
-        for (name, given, have) in given_and_recorded {
-            match given {
-                Some(g) if g != have => bail!(
-                    "this deployment was provisioned with --{name} {have}, not {g}; \
-                     run `cargo xtask teardown` first to change it"
-                ),
-                _ => {}
+                    format!("with --{} {}", flag(&name), plain(recorded))
+                };
+                bail!(
+                    "this deployment was provisioned {was}, not {}; run `cargo xtask teardown` \
+                     first to change it",
+                    plain(&given)
+                );
             }
         }
         Ok(())
     }
 }
 
-impl AwsArgs {
-    fn is_empty(&self) -> bool {
-        self.region.is_none()
-            && self.aws_endpoint.is_none()
-            && self.ami.is_none()
-            && self.db_instance_type.is_none()
-            && self.service_instance_type.is_none()
-            && self.ssh_cidr.is_none()
-            && self.http_cidr.is_none()
-    }
-
-    /// The aws defaults with these flags applied. The SSH source address, when not given, is
-    /// found at provision (it needs the network).
-    fn to_settings(&self) -> Result<AwsSettings> {
-        let defaults = AwsSettings::default();
-        let s = AwsSettings {
-            region: self.region.clone(),
-            endpoint: self.aws_endpoint.clone(),
-            ami: self.ami.clone(),
-            db_instance_type: self
-                .db_instance_type
-                .clone()
-                .unwrap_or(defaults.db_instance_type),
-            service_instance_type: self
-                .service_instance_type
-                .clone()
-                .unwrap_or(defaults.service_instance_type),
-            ssh_cidr: self.ssh_cidr.clone().unwrap_or_default(),
-            http_cidr: self.http_cidr.clone().unwrap_or(defaults.http_cidr),
-        };
-        for (flag, cidr) in [("ssh-cidr", &s.ssh_cidr), ("http-cidr", &s.http_cidr)] {
-            if !(cidr.is_empty() || is_ipv4_cidr(cidr)) {
-                bail!("--{flag} must be an IPv4 CIDR such as 203.0.113.7/32, got {cidr:?}");
-            }
-        }
-        if let Some(ami) = &s.ami {
-            if !ami.starts_with("ami-") {
-                bail!("--ami must be an image id such as ami-0abcdef1234567890, got {ami:?}");
-            }
-        }
-        if let Some(url) = &s.endpoint {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("--aws-endpoint must be an http:// or https:// URL, got {url:?}");
-            }
-        }
-        Ok(s)
-    }
-}
-
-fn is_ipv4_cidr(text: &str) -> bool {
-    text.split_once('/').is_some_and(|(ip, bits)| {
-        ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
-    })
-}
-
 impl BenchArgs {
     pub fn is_empty(&self) -> bool {
-        !self.quick
-            && self.threads.is_none()
-            && self.seconds.is_none()
-            && self.table_size.is_none()
-            && self.tables.is_none()
-            && self.runs.is_none()
-            && self.concurrency.is_none()
+        !self.quick && as_object(self).is_empty()
     }
 
-    /// The classic defaults (or the quick profile) with these flags applied, validated.
+    /// The profile's defaults with the given flags laid over them, validated.
     pub fn to_settings(&self) -> Result<BenchSettings> {
-        let base = if self.quick {
-            BenchSettings {
-                threads: 2,
-                seconds: 3,
-                table_size: 1000,
-                tables: 1,
-                runs: 1,
-                concurrency: 4,
-            }
-        } else {
-            BenchSettings {
-                threads: 4,
-                seconds: 10,
-                table_size: 100_000,
-                tables: 1,
-                runs: 3,
-                concurrency: 8,
-            }
-        };
-        let s = BenchSettings {
-            threads: self.threads.unwrap_or(base.threads),
-            seconds: self.seconds.unwrap_or(base.seconds),
-            table_size: self.table_size.unwrap_or(base.table_size),
-            tables: self.tables.unwrap_or(base.tables),
-            runs: self.runs.unwrap_or(base.runs),
-            concurrency: self.concurrency.unwrap_or(base.concurrency),
-        };
-        for (name, value, max) in [
-            ("threads", s.threads, 256),
-            ("seconds", s.seconds, 3600),
-            ("table-size", s.table_size, 100_000_000),
-            ("tables", s.tables, 64),
-            ("runs", s.runs, 100),
-            ("concurrency", s.concurrency, 1024),
-        ] {
-            if !(1..=max).contains(&value) {
-                bail!("--{name} must be between 1 and {max}, got {value}");
-            }
-        }
-        Ok(s)
+        let settings: BenchSettings = overlay(&BenchSettings::defaults(self.quick), as_object(self))?;
+        settings.validate()?;
+        Ok(settings)
     }
 }
 
-pub fn validate(s: &Settings) -> Result<()> {
-    if !(1..=20).contains(&s.workers) {
-        bail!("--workers must be between 1 and 20, got {}", s.workers);
+fn overlay<T: Serialize + DeserializeOwned>(defaults: &T, given: Map<String, Value>) -> Result<T> {
+    let mut value = serde_json::to_value(defaults).context("serializing the defaults")?;
+    for (name, v) in given {
+        *field_mut(&mut value, &name).with_context(|| format!("--{} is unknown", flag(&name)))? = v;
     }
-    if !(1..=1000).contains(&s.dataset_scale) {
-        bail!(
-            "--scale must be between 1 and 1000, got {}",
-            s.dataset_scale
-        );
+    serde_json::from_value(value).context("applying the flags")
+}
+
+fn as_object(value: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
     }
-    let octets: Vec<_> = s.loopback_prefix.split('.').collect();
-    let valid = octets.len() == 3
-        && octets[0] == "127"
-        && octets
-            .iter()
-            .all(|o| o.parse::<u8>().is_ok_and(|n| n.to_string() == *o));
-    if !valid {
-        bail!(
-            "--loopback-prefix must be three octets inside 127.0.0.0/8 such as 127.0.1, got {:?}",
-            s.loopback_prefix
-        );
+}
+
+/// The fields of settings by name, the provider's own among them (its `kind` aside).
+fn fields(value: &impl Serialize) -> Map<String, Value> {
+    let mut map = as_object(value);
+    if let Some(Value::Object(provider)) = map.remove("provider") {
+        map.extend(provider.into_iter().filter(|(k, _)| k != "kind"));
     }
-    for (name, port) in [("db-port", s.db_port), ("service-port", s.service_port)] {
-        if port < 1024 {
-            bail!("--{name} must be 1024 or above so no root is needed, got {port}");
-        }
+    map
+}
+
+fn field_mut<'a>(value: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    let object = value.as_object_mut()?;
+    if name != "provider" && object.contains_key(name) {
+        return object.get_mut(name);
     }
-    if s.db_port == s.service_port {
-        bail!("--db-port and --service-port must differ");
+    object
+        .get_mut("provider")?
+        .as_object_mut()?
+        .get_mut(name)
+        .filter(|_| name != "kind")
+}
+
+fn flag(field: &str) -> String {
+    field.replace('_', "-")
+}
+
+/// A value as a person types it: strings without quotes, null as nothing.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::ProviderSettings;
 
     fn args(f: impl FnOnce(&mut SettingsArgs)) -> SettingsArgs {
         let mut a = SettingsArgs::default();
@@ -469,8 +403,55 @@ mod tests {
     fn defaults_are_valid() {
         assert_eq!(
             SettingsArgs::default().to_settings().unwrap(),
-            Settings::default()
+            Settings::defaults(ProviderKind::Local)
         );
+    }
+
+    #[test]
+    fn every_settings_flag_names_a_field_and_shows_its_default() {
+        let settings = SettingsArgs::augment_args(clap::Command::new("s"));
+        let mut names: Vec<String> = fields(&Settings::defaults(ProviderKind::Local))
+            .into_iter()
+            .chain(fields(&Settings::defaults(ProviderKind::Aws)))
+            .map(|(k, _)| k)
+            .collect();
+        names.push("provider".into());
+        for arg in settings.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(names.iter().any(|n| n == id), "--{id} sets no field");
+            assert_eq!(arg.get_long(), Some(flag(id).as_str()));
+        }
+        let help = command()
+            .find_subcommand_mut("provision")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for shown in [
+            "[default: 3]",
+            "[default: 127.0.1]",
+            "[default: t2.micro]",
+            "[default on aws: x86_64-unknown-linux-musl]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing in:\n{help}");
+        }
+        let help = command()
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: 100000; quick: 1000]"), "{help}");
+    }
+
+    #[test]
+    fn a_setting_given_to_another_step_is_explained() {
+        let err = command()
+            .try_get_matches_from(["xtask", "install-cluster", "--workers", "2"])
+            .unwrap_err();
+        assert_eq!(misplaced_setting(&err).as_deref(), Some("--workers"));
+        let err = command()
+            .try_get_matches_from(["xtask", "install-cluster", "--frobnicate"])
+            .unwrap_err();
+        assert_eq!(misplaced_setting(&err), None);
     }
 
     #[test]
@@ -498,13 +479,9 @@ mod tests {
     #[test]
     fn bench_profiles_and_overrides() {
         let classic = BenchArgs::default().to_settings().unwrap();
+        assert_eq!(classic, BenchSettings::defaults(false));
         assert_eq!(
-            (
-                classic.threads,
-                classic.seconds,
-                classic.table_size,
-                classic.runs
-            ),
+            (classic.threads, classic.seconds, classic.table_size, classic.runs),
             (4, 10, 100_000, 3)
         );
         let quick = BenchArgs {
@@ -522,13 +499,17 @@ mod tests {
         .to_settings()
         .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("--threads must be between 1 and 256"),
+            err.to_string().contains("--threads must be between 1 and 256"),
             "{err}"
         );
         assert!(BenchArgs::default().is_empty());
         assert!(!BenchArgs {
             quick: true,
+            ..BenchArgs::default()
+        }
+        .is_empty());
+        assert!(!BenchArgs {
+            tables: Some(2),
             ..BenchArgs::default()
         }
         .is_empty());
@@ -545,21 +526,37 @@ mod tests {
             .check_matches(&settings)
             .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("--target x86_64-unknown-linux-gnu"),
+            err.to_string().contains(
+                "provisioned with --target x86_64-unknown-linux-gnu, not aarch64-unknown-linux-gnu"
+            ),
             "{err}"
         );
     }
 
     #[test]
     fn aws_settings_need_the_aws_provider_and_valid_values() {
-        let err = args(|a| a.aws.region = Some("eu-west-1".into()))
+        let err = args(|a| a.region = Some("eu-west-1".into()))
             .to_settings()
             .unwrap_err();
-        assert!(err.to_string().contains("need --provider aws"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("--region is not a setting of the local provider"),
+            "{err}"
+        );
+        let err = args(|a| {
+            a.provider = Some(ProviderKind::Aws);
+            a.loopback_prefix = Some("127.0.3".into());
+        })
+        .to_settings()
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--loopback-prefix is not a setting of the aws provider"),
+            "{err}"
+        );
         let settings = args(|a| {
             a.provider = Some(ProviderKind::Aws);
-            a.aws.ssh_cidr = Some("203.0.113.7/32".into());
+            a.ssh_cidr = Some("203.0.113.7/32".into());
         })
         .to_settings()
         .unwrap();
@@ -567,22 +564,22 @@ mod tests {
             settings.target.as_deref(),
             Some("x86_64-unknown-linux-musl")
         );
-        let aws = settings.aws.unwrap();
+        let ProviderSettings::Aws(aws) = &settings.provider else {
+            panic!("{settings:?}")
+        };
         assert_eq!(aws.db_instance_type, "t2.micro");
         assert_eq!(aws.service_instance_type, "t2.large");
         assert_eq!(aws.http_cidr, "0.0.0.0/0");
+        assert_eq!(aws.ssh_cidr, "203.0.113.7/32");
         for (bad, flag) in [
+            (args(|a| a.ssh_cidr = Some("203.0.113.7".into())), "--ssh-cidr"),
             (
-                args(|a| a.aws.ssh_cidr = Some("203.0.113.7".into())),
-                "--ssh-cidr",
-            ),
-            (
-                args(|a| a.aws.http_cidr = Some("10.0.0.0/33".into())),
+                args(|a| a.http_cidr = Some("10.0.0.0/33".into())),
                 "--http-cidr",
             ),
-            (args(|a| a.aws.ami = Some("ubuntu".into())), "--ami"),
+            (args(|a| a.ami = Some("ubuntu".into())), "--ami"),
             (
-                args(|a| a.aws.aws_endpoint = Some("localhost:5000".into())),
+                args(|a| a.aws_endpoint = Some("localhost:5000".into())),
                 "--aws-endpoint",
             ),
         ] {
@@ -596,12 +593,12 @@ mod tests {
         let recorded = args(|a| a.provider = Some(ProviderKind::Aws))
             .to_settings()
             .unwrap();
-        let err = args(|a| a.aws.db_instance_type = Some("t3.small".into()))
+        let err = args(|a| a.db_instance_type = Some("t3.small".into()))
             .check_matches(&recorded)
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("--db-instance-type t2.micro, not t3.small"),
+                .contains("provisioned with --db-instance-type t2.micro, not t3.small"),
             "{err}"
         );
         let err = args(|a| a.provider = Some(ProviderKind::Local))
@@ -611,12 +608,22 @@ mod tests {
             err.to_string().contains("--provider aws, not local"),
             "{err}"
         );
+        let err = args(|a| a.loopback_prefix = Some("127.0.1".into()))
+            .check_matches(&recorded)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("provisioned without --loopback-prefix"),
+            "{err}"
+        );
     }
 
     #[test]
     fn rerun_flags_must_match_the_recorded_settings() {
-        let recorded = Settings::default();
+        let recorded = Settings::defaults(ProviderKind::Local);
         args(|a| a.workers = Some(3))
+            .check_matches(&recorded)
+            .unwrap();
+        args(|a| a.loopback_prefix = Some("127.0.1".into()))
             .check_matches(&recorded)
             .unwrap();
         SettingsArgs::default().check_matches(&recorded).unwrap();

@@ -1,39 +1,34 @@
 //! `cargo xtask`: deploys, benchmarks and tears down the database cluster, one resumable step
-//! at a time. This file only dispatches; each step has its own module.
+//! at a time. This file only dispatches.
+//!
+//! The layers, from the bottom: `progress`, `state` (data.json, lock, session), `transport`
+//! (how a host is reached), `cluster` (what runs on the hosts), `providers` (where hosts come
+//! from), `results` (what the benchmarks produced), `flags` (the command line), `engine` (runs
+//! and records a step), `steps` (one module per step). A module uses only the layers below its
+//! own (checked by a test in `layers.rs`).
 
-mod aws;
-mod bench;
-mod charts;
-mod dataset;
-mod db;
-mod deploy_services;
-mod fetch_results;
+mod cluster;
+mod engine;
 mod flags;
-mod install_cluster;
-mod local;
+#[cfg(test)]
+mod layers;
 mod progress;
-mod provision;
-mod render;
-mod ssh;
+mod providers;
+mod results;
 mod state;
-mod status;
 mod steps;
-mod teardown;
 mod transport;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 
-use crate::flags::{BenchArgs, Cli, Command, StepArgs};
-use crate::state::Paths;
-use crate::steps::Step;
+use crate::engine::Engine;
+use crate::flags::{BenchArgs, Cli, Command};
+use crate::state::{project_root, Paths, Step};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    match run(flags::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -44,26 +39,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let paths = Paths::new(cli.data.unwrap_or_else(|| project_root().join("data.json")));
-    let none = BenchArgs::default();
-    let step = |step, a: &StepArgs, bench: &BenchArgs| {
-        steps::run(&paths, step, a.force, &a.settings, bench).map(drop)
+    let engine = Engine {
+        paths,
+        work: steps::work_of,
     };
+    let none = BenchArgs::default();
     match cli.command {
-        Command::Provision(a) => step(Step::Provision, &a, &none),
-        Command::InstallCluster(a) => step(Step::InstallCluster, &a, &none),
-        Command::DeployServices(a) => step(Step::DeployServices, &a, &none),
-        Command::Bench(a) => step(Step::Bench, &a.step, &a.bench),
-        Command::FetchResults(a) => step(Step::FetchResults, &a, &none),
-        Command::All(a) => steps::run_all(&paths, &a.settings, &a.bench),
-        Command::Status => status::run(&paths),
-        Command::Teardown(a) => teardown::run(&paths, &a),
+        Command::Provision(a) => engine.provision(a.step.force, &a.settings),
+        Command::InstallCluster(a) => engine.step(Step::InstallCluster, a.force, &none),
+        Command::DeployServices(a) => engine.step(Step::DeployServices, a.force, &none),
+        Command::Bench(a) => engine.step(Step::Bench, a.step.force, &a.bench),
+        Command::FetchResults(a) => engine.step(Step::FetchResults, a.force, &none),
+        Command::All(a) => engine.all(&a.settings, &a.bench),
+        Command::Status => steps::status::run(&engine.paths),
+        Command::Teardown(a) => steps::teardown::command(&engine, &a),
     }
-}
-
-/// The workspace root, where data.json and results/ live by default.
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
 }

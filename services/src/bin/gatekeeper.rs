@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use services::config::{self, GatekeeperConfig};
+use contract::config::GatekeeperConfig;
+use services::config;
 use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
 use services::serve;
 use services::upstream::Upstream;

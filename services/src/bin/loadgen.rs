@@ -1,27 +1,93 @@
-//! The load generator:
-//!
-//! ```text
-//! loadgen --gatekeeper URL --mode MODE   [options]   through the patterns
-//! loadgen --database ADDRESS:PORT --user USER [--name NAME] [options]
-//!                                  straight to a server (reported as NAME); the password
-//!                                  comes from LOADGEN_DB_PASSWORD
-//! options: --workload point|range|mix|write (mix)  --concurrency N (8)  --duration SECONDS (10)
-//!          --films N (films in the dataset, 1000)  --out PATH (the JSON report; stdout if absent)
-//! ```
+//! The load generator: a fixed number of clients send queries for a fixed time, through the
+//! gatekeeper's JSON API in one mode, or straight to a database server (the baseline).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use services::loadgen::{self, Plan, Target, Workload};
-use services::wire::Mode;
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Parser};
+use contract::report::Workload;
+use contract::wire::Mode;
+use services::loadgen::{self, Plan, Target};
+
+/// Sends queries for a while and writes a JSON report of throughput, latency and errors.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", group(ArgGroup::new("target").required(true).args(["gatekeeper", "database"])))]
+struct Args {
+    /// Through the patterns: the gatekeeper's base URL (needs --mode).
+    #[arg(long, value_name = "URL", requires = "mode")]
+    gatekeeper: Option<String>,
+    /// How the gatekeeper routes the queries.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<Mode>,
+    /// Straight to a server at ADDRESS:PORT (needs --user; the password comes from
+    /// LOADGEN_DB_PASSWORD, never the command line).
+    #[arg(long, value_name = "ADDRESS:PORT", requires = "user", conflicts_with = "mode")]
+    database: Option<String>,
+    /// The database account.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// How the server is named in the report [default: ADDRESS:PORT].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// What the clients send: point, range, mix or write.
+    #[arg(long, default_value = "mix")]
+    workload: Workload,
+    /// Clients sending at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Films in the dataset (100 per unit of scale).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    films: u32,
+    /// Where the JSON report goes [default: standard output].
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+impl Args {
+    fn plan(self) -> Result<(Plan, Option<PathBuf>)> {
+        let target = match (self.gatekeeper, self.database) {
+            (Some(url), _) => Target::Gatekeeper {
+                url,
+                mode: self.mode.context("--gatekeeper needs --mode")?,
+            },
+            (None, Some(address)) => {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .context("--database takes ADDRESS:PORT")?;
+                Target::Database {
+                    address: host.to_string(),
+                    port: port
+                        .parse()
+                        .with_context(|| format!("--database takes ADDRESS:PORT, got {address:?}"))?,
+                    user: self.user.context("--database needs --user")?,
+                    name: self.name.unwrap_or_else(|| address.clone()),
+                    password: std::env::var("LOADGEN_DB_PASSWORD")
+                        .context("set LOADGEN_DB_PASSWORD to the database account's password")?,
+                }
+            }
+            (None, None) => unreachable!("clap requires --gatekeeper or --database"),
+        };
+        let plan = Plan {
+            target,
+            workload: self.workload,
+            concurrency: usize::from(self.concurrency),
+            duration: Duration::from_secs(self.duration),
+            films: self.films,
+        };
+        Ok((plan, self.out))
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let plan_and_out = parse(std::env::args().skip(1).collect())?;
-    let (plan, out) = plan_and_out;
+    let (plan, out) = Args::parse().plan()?;
     let report = loadgen::run(&plan).await?;
     eprintln!(
-        "{} {:?}: {} requests, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {:?}",
+        "{} {}: {} requests, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {:?}",
         report.target,
         report.workload,
         report.requests,
@@ -33,62 +99,40 @@ async fn main() -> Result<()> {
     );
     let json = serde_json::to_string_pretty(&report)?;
     match out {
-        Some(path) => std::fs::write(&path, json).with_context(|| format!("writing {path}"))?,
+        Some(path) => {
+            std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?
+        }
         None => println!("{json}"),
     }
     Ok(())
 }
 
-fn parse(args: Vec<String>) -> Result<(Plan, Option<String>)> {
-    let mut values = std::collections::HashMap::new();
-    let mut iter = args.into_iter();
-    while let Some(flag) = iter.next() {
-        let Some(name) = flag.strip_prefix("--") else {
-            bail!("unexpected argument {flag:?}; see the usage at the top of loadgen.rs");
-        };
-        let value = iter
-            .next()
-            .with_context(|| format!("--{name} needs a value"))?;
-        values.insert(name.to_string(), value);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
     }
-    let take = |name: &str| values.get(name).cloned();
-    let number = |name: &str, default: u64| -> Result<u64> {
-        take(name).map_or(Ok(default), |v| {
-            v.parse()
-                .with_context(|| format!("--{name} must be a number, got {v:?}"))
-        })
-    };
-    let target = match (take("gatekeeper"), take("database")) {
-        (Some(url), None) => {
-            let mode = take("mode").context("--gatekeeper needs --mode")?;
-            let mode = Mode::parse(&mode).with_context(|| format!("unknown mode {mode:?}"))?;
-            Target::Gatekeeper { url, mode }
+
+    #[test]
+    fn flags_are_checked_by_clap() {
+        let a = parse(&["--gatekeeper", "http://x", "--mode", "random"]).unwrap();
+        assert_eq!((a.mode, a.workload, a.concurrency), (Some(Mode::Random), Workload::Mix, 8));
+        for bad in [
+            vec![],
+            vec!["--gatekeeper", "http://x"],
+            vec!["--gatekeeper", "http://x", "--mode", "sideways"],
+            vec!["--database", "127.0.0.1:3306"],
+            vec!["--gatekeeper", "http://x", "--mode", "random", "--concurrency", "0"],
+            // A repeated flag is an error, not a silent last-one-wins.
+            vec!["--gatekeeper", "http://x", "--mode", "random", "--mode", "write"],
+            vec!["--database", "a:1", "--user", "u", "--mode", "random"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} was accepted");
         }
-        (None, Some(address)) => {
-            let (host, port) = address
-                .rsplit_once(':')
-                .context("--database takes ADDRESS:PORT")?;
-            Target::Database {
-                address: host.to_string(),
-                port: port.parse().context("--database takes ADDRESS:PORT")?,
-                user: take("user").context("--database needs --user")?,
-                name: take("name").unwrap_or_else(|| address.clone()),
-                password: std::env::var("LOADGEN_DB_PASSWORD")
-                    .context("set LOADGEN_DB_PASSWORD")?,
-            }
-        }
-        _ => {
-            bail!("give either --gatekeeper URL --mode MODE or --database ADDRESS:PORT --user USER")
-        }
-    };
-    let workload = take("workload").unwrap_or_else(|| "mix".to_string());
-    let plan = Plan {
-        target,
-        workload: Workload::parse(&workload)
-            .with_context(|| format!("unknown workload {workload:?}"))?,
-        concurrency: number("concurrency", 8)? as usize,
-        duration: Duration::from_secs(number("duration", 10)?),
-        films: number("films", 1000)? as u32,
-    };
-    Ok((plan, take("out")))
+        let a = parse(&["--database", "127.0.0.1:3306", "--user", "bench", "--workload", "write"])
+            .unwrap();
+        assert_eq!(a.workload, Workload::Write);
+    }
 }

@@ -1,6 +1,7 @@
 //! The proxy service: `proxy --config PATH`.
 
-use services::config::{self, ProxyConfig};
+use contract::config::ProxyConfig;
+use services::config;
 use services::guard::Guard;
 use services::proxy::{self, Proxy};
 use services::serve;

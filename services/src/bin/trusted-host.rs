@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use services::config::{self, TrustedHostConfig};
+use contract::config::TrustedHostConfig;
+use services::config;
 use services::guard::Guard;
 use services::serve;
 use services::trusted_host::{self, policy::Limits, TrustedHost};

@@ -21,7 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
-use crate::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
+use contract::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
 use rate_limit::RateLimiter;
 
 pub struct Gatekeeper {
@@ -102,7 +102,7 @@ async fn read_submit(
         Ok(Form(f)) => f,
         Err(e) => return form_error(e, Mode::Random),
     };
-    let Some(mode) = Mode::parse(&form.strategy).filter(|m| m.is_read()) else {
+    let Some(mode) = form.strategy.parse::<Mode>().ok().filter(|m| m.is_read()) else {
         let message = format!(
             "unknown strategy {:?}: choose direct-hit, random or customized",
             form.strategy

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::wire::{Mode, QueryResponse};
+use contract::wire::{Mode, QueryResponse};
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -9,7 +9,7 @@ use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::config::{BackendConfig, ProxyConfig};
+use contract::config::{BackendConfig, ProxyConfig};
 
 /// Pinned for every session, so a query means the same on every server. PIPES_AS_CONCAT makes
 /// `||` concatenation, as the trusted host's parser reads it.

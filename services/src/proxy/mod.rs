@@ -15,11 +15,11 @@ use axum::{middleware, Json, Router};
 use rand::seq::IndexedRandom;
 use serde_json::json;
 
-use crate::config::ProxyConfig;
+use contract::config::ProxyConfig;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
-use crate::wire::{Mode, QueryRequest, QueryResponse};
+use contract::wire::{Mode, QueryRequest, QueryResponse};
 use backend::{Backend, QueryError, Role};
 use metrics::Metrics;
 

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use crate::upstream::Upstream;
-use crate::wire::QueryRequest;
+use contract::wire::QueryRequest;
 use policy::Limits;
 
 pub struct TrustedHost {

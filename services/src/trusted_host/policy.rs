@@ -14,7 +14,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserOptions};
 
-use crate::wire::Mode;
+use contract::wire::Mode;
 
 /// A rule of the policy and the reason it exists.
 pub struct Rule {

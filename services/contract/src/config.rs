@@ -1,0 +1,69 @@
+//! Each service reads one JSON config file, written per host by `cargo xtask deploy-services`.
+//! It holds the tokens (and for the proxy the database password), so it is mode 0600.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatekeeperConfig {
+    pub listen: SocketAddr,
+    /// Base URL of the trusted host.
+    pub trusted_host_url: String,
+    /// Presented to the trusted host.
+    pub trusted_host_token: String,
+    /// Outgoing connections leave from this address, the one the trusted host allows.
+    pub outgoing_address: IpAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Requests a client may make per second, on average.
+    pub rate_per_second: f64,
+    /// Requests a client may make at once after being idle.
+    pub rate_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedHostConfig {
+    pub listen: SocketAddr,
+    /// Only these peers (the gatekeeper) are served.
+    pub allowed_peers: Vec<IpAddr>,
+    /// What the gatekeeper must present.
+    pub token: String,
+    pub proxy_url: String,
+    /// Presented to the proxy.
+    pub proxy_token: String,
+    pub outgoing_address: IpAddr,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// Only these peers (the trusted host) are served.
+    pub allowed_peers: Vec<IpAddr>,
+    /// What the trusted host must present.
+    pub token: String,
+    pub manager: BackendConfig,
+    pub workers: Vec<BackendConfig>,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// How often each backend's response time and replication state are measured.
+    pub health_interval_ms: u64,
+    /// A worker further behind than this is left out of reads.
+    pub max_lag_seconds: u64,
+    /// Server-side limit of a statement (MariaDB max_statement_time).
+    pub statement_time_limit_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+

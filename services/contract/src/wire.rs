@@ -1,0 +1,62 @@
+//! What the services send each other and the outside world: the query request, its result, and
+//! the error body, the same JSON at every hop.
+
+use serde::{Deserialize, Serialize};
+
+/// How a query is routed: the three read strategies, or a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Read from the manager.
+    DirectHit,
+    /// Read from a random healthy worker.
+    Random,
+    /// Read from the healthy worker with the lowest measured response time.
+    Customized,
+    /// Write on the manager.
+    Write,
+}
+
+crate::named_enum!(Mode {
+    DirectHit = "direct-hit",
+    Random = "random",
+    Customized = "customized",
+    Write = "write",
+});
+
+impl Mode {
+    pub fn is_read(self) -> bool {
+        self != Mode::Write
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub query: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryResponse {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// Rows changed by a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affected_rows: Option<u64>,
+    /// The host that ran the query ("manager", "worker-2").
+    pub served_by: String,
+    pub elapsed_ms: f64,
+    /// Set when a read could not go where its strategy wanted, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

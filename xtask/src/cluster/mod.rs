@@ -1,0 +1,11 @@
+//! The cluster layer: what runs on the hosts and how to drive it, the same on every provider
+//! because it goes through the transport: SQL on a server, the servers and their replication,
+//! the dataset, the role services, the processes they are, the packages and builds they need.
+
+pub mod build;
+pub mod dataset;
+pub mod packages;
+pub mod process;
+pub mod server;
+pub mod services;
+pub mod sql;

@@ -1,0 +1,250 @@
+//! The role services on their hosts: each one's config (typed by `contract::config`), its
+//! binary and config placed on the host, started under the provider's supervisor, stopped
+//! gracefully and asked for its health.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use contract::config::{BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
+
+use super::process;
+use crate::state::{Deployment, Host, Role, Session};
+use crate::transport::{self, script::Script};
+
+const SERVICE_START: &str = include_str!("../../scripts/service-start.sh");
+const SERVICE_STOP: &str = include_str!("../../scripts/service-stop.sh");
+const SERVICE_HEALTH: &str = include_str!("../../scripts/service-health.sh");
+const SYSTEMD_UNIT: &str = include_str!("../../scripts/service.unit.in");
+
+/// How long a service gets to finish its requests when stopped.
+const GRACE: Duration = Duration::from_secs(20);
+
+/// Started back to front, so each service finds the one it calls already up.
+pub const ORDER: [Role; 3] = [Role::Proxy, Role::TrustedHost, Role::Gatekeeper];
+
+/// How a host's services are kept running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervisor {
+    /// A process in a session of its own (this machine).
+    Detached,
+    /// A systemd unit that starts it at boot and restarts it when it fails (cloud instances).
+    Systemd,
+}
+
+impl Supervisor {
+    fn as_str(self) -> &'static str {
+        match self {
+            Supervisor::Detached => "detached",
+            Supervisor::Systemd => "systemd",
+        }
+    }
+}
+
+/// The binary (and service) name of a service role.
+pub fn binary_name(role: Role) -> Result<&'static str> {
+    Ok(match role {
+        Role::Proxy => "proxy",
+        Role::TrustedHost => "trusted-host",
+        Role::Gatekeeper => "gatekeeper",
+        other => bail!("{other} runs no service"),
+    })
+}
+
+pub fn process_key(host: &Host) -> String {
+    format!("{}/service", host.name)
+}
+
+/// The service's config, serialized: its address, whom it accepts, whom it calls, the tokens.
+pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
+    let port = d.settings.service_port;
+    let (proxy, trusted, gatekeeper) = (
+        d.host(Role::Proxy)?,
+        d.host(Role::TrustedHost)?,
+        d.host(Role::Gatekeeper)?,
+    );
+    let url = |h: &Host| format!("http://{}:{port}", h.address);
+    let listen = |h: &Host| -> Result<std::net::SocketAddr> {
+        format!("{}:{port}", h.address)
+            .parse()
+            .with_context(|| format!("{} has no IP address: {:?}", h.name, h.address))
+    };
+    let ip = |h: &Host| -> Result<std::net::IpAddr> {
+        h.address
+            .parse()
+            .with_context(|| format!("{} has no IP address: {:?}", h.name, h.address))
+    };
+    let backend = |h: &Host| BackendConfig {
+        name: h.name.clone(),
+        address: h.address.clone(),
+        port: d.settings.db_port,
+    };
+    let json = match role {
+        Role::Proxy => serde_json::to_vec_pretty(&ProxyConfig {
+            listen: listen(proxy)?,
+            allowed_peers: vec![ip(trusted)?],
+            token: d.secrets.trusted_host_token.clone(),
+            manager: backend(d.host(Role::Manager)?),
+            workers: d.hosts_with_role(Role::Worker).map(backend).collect(),
+            database: "filmdb".into(),
+            user: "app".into(),
+            password: d.secrets.app_password.clone(),
+            health_interval_ms: 500,
+            max_lag_seconds: 10,
+            statement_time_limit_seconds: 5,
+        }),
+        Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
+            listen: listen(trusted)?,
+            allowed_peers: vec![ip(gatekeeper)?],
+            token: d.secrets.gatekeeper_token.clone(),
+            proxy_url: url(proxy),
+            proxy_token: d.secrets.trusted_host_token.clone(),
+            outgoing_address: ip(trusted)?,
+            request_timeout_ms: 10_000,
+        }),
+        Role::Gatekeeper => serde_json::to_vec_pretty(&GatekeeperConfig {
+            listen: listen(gatekeeper)?,
+            trusted_host_url: url(trusted),
+            trusted_host_token: d.secrets.gatekeeper_token.clone(),
+            outgoing_address: ip(gatekeeper)?,
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 15_000,
+            rate_per_second: 2000.0,
+            rate_burst: 4000,
+        }),
+        other => bail!("{other} runs no service"),
+    };
+    json.context("serializing the config")
+}
+
+/// Places the service's binary and its config (owner-only: it holds tokens) on its host.
+pub fn install(host: &Host, binary: &Path, config: &[u8]) -> Result<()> {
+    let name = binary_name(host.role)?;
+    let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    transport::put_file(host, name, &bytes, true)?;
+    transport::put_file(host, "config.json", config, false)
+}
+
+/// Starts the host's service (or adopts the one running) and records its process.
+pub fn start(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<()> {
+    let name = binary_name(host.role)?;
+    let mut script = Script::new("service-start", SERVICE_START)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("SERVICE", name)
+        .param("SUPERVISOR", supervisor.as_str());
+    if supervisor == Supervisor::Systemd {
+        script = script.param("UNIT", systemd_unit(&host.dir, name)?);
+    }
+    process::start_and_record(session, host, &script, process_key(host), name)
+}
+
+/// Stops the host's service gracefully, recorded or not; nothing to do when none runs.
+pub fn stop(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<()> {
+    let script = Script::new("service-stop", SERVICE_STOP)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("SERVICE", binary_name(host.role)?)
+        .param("SUPERVISOR", supervisor.as_str())
+        .param("GRACE", GRACE.as_secs().to_string());
+    transport::run_script(host, &script, b"")?;
+    process::forget(session, &process_key(host))
+}
+
+/// Asks a service's /health once (`wait` zero) or until it answers; it is asked from its own
+/// host, where its port is open. A detached service that is not running fails at once, with
+/// the end of its log.
+pub fn check_health(
+    d: &Deployment,
+    host: &Host,
+    supervisor: Supervisor,
+    wait: Duration,
+) -> Result<()> {
+    let script = Script::new("service-health", SERVICE_HEALTH)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("SERVICE", binary_name(host.role)?)
+        .param("SUPERVISOR", supervisor.as_str())
+        .param("ADDRESS", host.address.clone())
+        .param("PORT", d.settings.service_port.to_string())
+        .param("TIMEOUT", wait.as_secs().to_string());
+    transport::run_script(host, &script, b"").map(drop)
+}
+
+/// The systemd unit that runs a service from its host's folder and restarts it when it fails.
+fn systemd_unit(host_dir: &Path, name: &str) -> Result<String> {
+    let in_dir = |file: &str| host_dir.join(file).display().to_string();
+    super::sql::fill(
+        SYSTEMD_UNIT,
+        &[
+            ("SERVICE", name.to_string()),
+            ("BINARY", in_dir(name)),
+            ("CONFIG", in_dir("config.json")),
+            ("LOG", in_dir("service.log")),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// systemd itself reads the unit (no systemd runs here, so this is the check the aws path's
+    /// units get before an instance sees them): no unknown key, an executable ExecStart.
+    #[test]
+    fn the_systemd_unit_passes_systemd_analyze_verify() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("proxy");
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let unit = dir.join("dbcluster-proxy.service");
+        let text = systemd_unit(&dir, "proxy").unwrap();
+        assert!(
+            text.contains(&format!(
+                "ExecStart={} --config {}/config.json",
+                binary.display(),
+                dir.display()
+            )),
+            "{text}"
+        );
+        std::fs::write(&unit, &text).unwrap();
+        let verify = || {
+            duct::cmd!("systemd-analyze", "verify", &unit)
+                .stderr_to_stdout()
+                .stdout_capture()
+                .unchecked()
+                .run()
+                .expect("running systemd-analyze: install it (apt-get install systemd)")
+        };
+        let out = verify();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success() && said.trim().is_empty(), "{said}");
+        // The check can fail: without the binary, systemd refuses the unit.
+        std::fs::remove_file(&binary).unwrap();
+        let out = verify();
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+
+    /// The configs are the services' own types: what xtask writes, the services read.
+    #[test]
+    fn configs_are_the_services_types() {
+        let settings = crate::state::Settings::defaults(crate::state::ProviderKind::Local);
+        let hosts = crate::providers::local::plan_hosts(&settings, Path::new("/s"));
+        let d = Deployment::new("dbc-t".into(), settings, hosts);
+        let proxy: ProxyConfig =
+            serde_json::from_slice(&config_for(&d, Role::Proxy).unwrap()).unwrap();
+        assert_eq!(proxy.workers.len(), 3);
+        assert_eq!(proxy.allowed_peers, ["127.0.1.8".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(proxy.password, d.secrets.app_password);
+        let gatekeeper: GatekeeperConfig =
+            serde_json::from_slice(&config_for(&d, Role::Gatekeeper).unwrap()).unwrap();
+        assert_eq!(gatekeeper.trusted_host_url, "http://127.0.1.8:8080");
+        let err = config_for(&d, Role::Manager).unwrap_err().to_string();
+        assert!(err.contains("manager runs no service"), "{err}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The aws provider: every host is an EC2 instance in the default VPC, reached over SSH.
+//!
+//! Every resource is tagged with the deployment id, its role and index. The tags are the truth:
+//! provision adopts what already carries them (so a resumed or retried run never creates
+//! twice) and teardown removes everything that carries them (so a lost data.json leaks
+//! nothing). data.json records the same resources as soon as they are known.
+
+mod provision;
+mod teardown;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::Client;
+
+use super::Provider;
+use crate::cluster::services::Supervisor;
+use crate::state::{Deployment, Host, Paths, Role, Session, Settings, SshEndpoint};
+
+pub use teardown::teardown_lost;
+
+/// Where the instances keep each host's folder (scripts run there through sudo).
+const REMOTE_ROOT: &str = "/var/lib/dbcluster";
+/// The login user of Canonical's Ubuntu images.
+const SSH_USER: &str = "ubuntu";
+/// Tag naming what created a resource, for people browsing the console.
+const MANAGED_BY: &str = "cargo-xtask";
+
+pub struct Aws;
+
+impl Provider for Aws {
+    fn plan_hosts(&self, settings: &Settings, paths: &Paths, id: &str) -> Result<Vec<Host>> {
+        Ok(plan_hosts(settings, paths, id))
+    }
+
+    fn create(&self, session: &mut Session) -> Result<()> {
+        provision::provision(session)
+    }
+
+    fn destroy(&self, session: &mut Session) -> Result<()> {
+        teardown::teardown(session)?;
+        // What this machine kept of the remote hosts: their logs and pinned host keys.
+        let state = session.paths.state_dir();
+        let logs = state.join("logs");
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs)
+                .with_context(|| format!("removing {}", logs.display()))?;
+        }
+        std::fs::remove_file(state.join("known_hosts")).ok();
+        std::fs::remove_dir(&state).ok();
+        Ok(())
+    }
+
+    fn supervisor(&self) -> Supervisor {
+        Supervisor::Systemd
+    }
+
+    /// Instances connect from their private addresses.
+    fn client_address(&self, client: &Host) -> String {
+        client.address.clone()
+    }
+
+    /// The gatekeeper's public name (only it has one that people use).
+    fn public_gatekeeper_url(&self, d: &Deployment) -> Result<String> {
+        let public = d
+            .aws
+            .as_ref()
+            .and_then(|aws| aws.instances.get("gatekeeper"))
+            .and_then(|i| i.public_dns.clone().or(i.public_ip.clone()));
+        match public {
+            Some(name) => Ok(format!("http://{name}:{}", d.settings.service_port)),
+            None => d.gatekeeper_url(),
+        }
+    }
+
+    fn bench_machines(&self, d: &Deployment) -> Result<(String, String)> {
+        let aws = d.settings.aws()?;
+        Ok((
+            aws.db_instance_type.clone(),
+            format!(
+                "the proxy's instance ({}), apart from the database hosts",
+                aws.service_instance_type
+            ),
+        ))
+    }
+}
+
+/// The hosts of an aws deployment: the same roles and names as the local provider's, each an
+/// instance whose addresses are filled in once it runs.
+fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Host> {
+    super::local::plan_hosts(settings, &paths.state_dir())
+        .into_iter()
+        .map(|host| Host {
+            address: String::new(),
+            dir: Path::new(REMOTE_ROOT).join(&host.name),
+            ssh: Some(SshEndpoint {
+                address: String::new(),
+                port: 22,
+                user: SSH_USER.to_string(),
+                key_file: key_file(paths, deployment_id),
+                known_hosts: paths.state_dir().join("known_hosts"),
+                sudo: true,
+                log_file: paths
+                    .state_dir()
+                    .join("logs")
+                    .join(format!("{}.log", host.name)),
+            }),
+            ..host
+        })
+        .collect()
+}
+
+/// The deployment's private key: next to data.json, ignored by git, mode 0600.
+pub fn key_file(paths: &Paths, deployment_id: &str) -> PathBuf {
+    paths.dir().join(format!("{deployment_id}.pem"))
+}
+
+/// Which security group a role's instances are in.
+pub fn group_of(role: Role) -> &'static str {
+    match role {
+        Role::Gatekeeper => "gatekeeper",
+        Role::TrustedHost => "trusted-host",
+        Role::Proxy => "proxy",
+        Role::Standalone | Role::Manager | Role::Worker => "database",
+    }
+}
+
+/// Runs the async SDK calls of a step to completion.
+fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+/// An EC2 client from the standard AWS chain (environment, ~/.aws, SSO, session tokens), with
+/// the given region and endpoint. Returns the region it resolved to.
+async fn client(region: Option<&str>, endpoint: Option<&str>) -> Result<(Client, String)> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let config = loader.load().await;
+    let region = config.region().map(|r| r.to_string()).context(
+        "no AWS region is set: pass --region, or set AWS_REGION, or run `aws configure`",
+    )?;
+    Ok((Client::new(&config), region))
+}
+
+/// Turns an SDK error into one that says what was being done and, for the errors a person can
+/// fix (credentials, permissions), what to do.
+fn explain<E>(what: &str, error: aws_sdk_ec2::error::SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    const FIX: &str = "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for \
+        temporary credentials, as in a classroom account; copy fresh ones when they expire), or \
+        AWS_PROFILE for a profile in ~/.aws/credentials, then run the step again";
+    let code = error.code().unwrap_or_default().to_string();
+    let message = error.message().unwrap_or_default().to_string();
+    let detail = DisplayErrorContext(&error).to_string();
+    if matches!(
+        code.as_str(),
+        "AuthFailure" | "RequestExpired" | "ExpiredToken" | "InvalidClientTokenId"
+    ) {
+        anyhow!("{what}: AWS refused the credentials ({code}: {message}). {FIX}")
+    } else if detail.contains("CredentialsNotLoaded") {
+        anyhow!("{what}: found no AWS credentials. {FIX}")
+    } else if code == "UnauthorizedOperation" {
+        anyhow!("{what}: these credentials may not do this ({message}); use an account or role with EC2 permissions")
+    } else if code.is_empty() {
+        anyhow!("{what}: {detail}")
+    } else {
+        anyhow!("{what}: {code}: {message}")
+    }
+}
+
+/// The error of a waiter that stopped waiting for the instances to reach `state`.
+fn waiter_gave_up<E: std::error::Error>(
+    state: &'static str,
+    timeout: std::time::Duration,
+) -> impl FnOnce(E) -> anyhow::Error {
+    move |e| {
+        anyhow!(
+            "the instances did not reach `{state}` within {} s: {}",
+            timeout.as_secs(),
+            DisplayErrorContext(e)
+        )
+    }
+}
+
+/// The error code of an SDK error ("InvalidPermission.Duplicate"), if the service sent one.
+fn code_of<E: ProvideErrorMetadata>(error: &aws_sdk_ec2::error::SdkError<E>) -> &str {
+    error.code().unwrap_or_default()
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// The tags every resource of the deployment carries, plus its own name and role.
+fn tags_for(
+    resource: ResourceType,
+    deployment: &str,
+    name: &str,
+    role: &str,
+    index: u32,
+) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(tag("Name", &format!("{deployment}-{name}")))
+        .tags(tag("deployment", deployment))
+        .tags(tag("role", role))
+        .tags(tag("index", &index.to_string()))
+        .tags(tag("managed-by", MANAGED_BY))
+        .build()
+}
+
+fn filter(name: &str, values: &[&str]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+fn deployment_filter(deployment: &str) -> Filter {
+    filter("tag:deployment", &[deployment])
+}
+
+fn require<T>(value: Option<T>, what: &str) -> Result<T> {
+    match value {
+        Some(v) => Ok(v),
+        None => bail!("the EC2 API answered without {what}"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The local provider: every host is a loopback address on this machine with its own folder
+//! under `.state/`, and the provider-neutral scripts run under bash as the current user.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::Provider;
+use crate::cluster::{server, services, services::Supervisor};
+use crate::progress::Progress;
+use crate::state::{Deployment, Host, LocalSettings, Paths, Role, Session, Settings};
+use crate::transport::{self, script::Script};
+
+const HOST_REMOVE: &str = include_str!("../../scripts/host-remove.sh");
+
+pub struct Local;
+
+/// The hosts of a deployment: standalone, manager, the workers, then the three services,
+/// on consecutive addresses from `<prefix>.2`.
+pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
+    let prefix = match &settings.provider {
+        crate::state::ProviderSettings::Local(LocalSettings { loopback_prefix }) => {
+            loopback_prefix.as_str()
+        }
+        // Another provider's hosts take these names and folders, and their own addresses.
+        crate::state::ProviderSettings::Aws(_) => "",
+    };
+    let mut roles = vec![
+        (Role::Standalone, "standalone".to_string()),
+        (Role::Manager, "manager".to_string()),
+    ];
+    roles.extend((1..=settings.workers).map(|i| (Role::Worker, format!("worker-{i}"))));
+    roles.push((Role::Proxy, "proxy".to_string()));
+    roles.push((Role::TrustedHost, "trusted-host".to_string()));
+    roles.push((Role::Gatekeeper, "gatekeeper".to_string()));
+    roles
+        .into_iter()
+        .enumerate()
+        .map(|(i, (role, name))| Host {
+            address: format!("{prefix}.{}", i + 2),
+            dir: state_dir.join(&name),
+            ssh: None,
+            name,
+            role,
+        })
+        .collect()
+}
+
+/// Fails, naming the address, when something already listens where a host will.
+fn check_free(host: &Host, port: u16) -> Result<()> {
+    TcpListener::bind((host.address.as_str(), port))
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{}:{port} (for {}) is not free: another program uses it; stop it, or pick other \
+                 addresses with --loopback-prefix or other ports with --db-port/--service-port",
+                host.address, host.name
+            )
+        })
+}
+
+impl Provider for Local {
+    fn plan_hosts(&self, settings: &Settings, paths: &Paths, _id: &str) -> Result<Vec<Host>> {
+        let hosts = plan_hosts(settings, &paths.state_dir());
+        // Checked before anything is written, so a taken address leaves no trace.
+        for host in &hosts {
+            let port = if host.role.runs_database() {
+                settings.db_port
+            } else {
+                settings.service_port
+            };
+            check_free(host, port)?;
+        }
+        Ok(hosts)
+    }
+
+    fn create(&self, session: &mut Session) -> Result<()> {
+        let d = &session.deployment;
+        // The transport makes a host's folder before any script runs there.
+        for host in &d.hosts {
+            transport::run_script(host, &Script::new("host-folder", ":\n"), b"")?;
+        }
+        eprintln!(
+            "provision: deployment {} with {} hosts from {} under {}",
+            d.id,
+            d.hosts.len(),
+            d.hosts.first().map_or(String::new(), |h| h.address.clone()),
+            session.paths.state_dir().display()
+        );
+        Ok(())
+    }
+
+    /// Stops every server and service of the hosts (the recorded ones and any an interrupted
+    /// run started without recording) and removes the hosts' folders.
+    fn destroy(&self, session: &mut Session) -> Result<()> {
+        let hosts = session.deployment.hosts.clone();
+        let progress = Progress::new("teardown", (hosts.len() * 2) as u64);
+        for host in &hosts {
+            progress.task(format!("stopping what runs on {}", host.name));
+            if host.role.runs_database() {
+                server::stop(session, host)?;
+            } else {
+                services::stop(session, host, self.supervisor())?;
+            }
+        }
+        for host in &hosts {
+            progress.task(format!("removing the folder of {}", host.name));
+            let script = Script::new("host-remove", HOST_REMOVE)
+                .param("HOST_DIR", host.dir.display().to_string());
+            transport::run_script(host, &script, b"")?;
+        }
+        // The state folder goes too once it is empty; anything else in it is not ours.
+        std::fs::remove_dir(session.paths.state_dir()).ok();
+        Ok(())
+    }
+
+    fn supervisor(&self) -> Supervisor {
+        Supervisor::Detached
+    }
+
+    /// Linux routes 127.0.0.0/8 with `src 127.0.0.1`, so a connection to any loopback host
+    /// comes from there, whatever the client host's own address.
+    fn client_address(&self, _client: &Host) -> String {
+        "127.0.0.1".to_string()
+    }
+
+    fn public_gatekeeper_url(&self, d: &Deployment) -> Result<String> {
+        d.gatekeeper_url()
+    }
+
+    fn bench_machines(&self, _d: &Deployment) -> Result<(String, String)> {
+        Ok((
+            "local".to_string(),
+            "this machine (local provider: clients and servers share its cores)".to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_get_consecutive_addresses_and_their_own_folders() {
+        let settings = Settings {
+            workers: 2,
+            provider: crate::state::ProviderSettings::Local(LocalSettings {
+                loopback_prefix: "127.0.9".into(),
+            }),
+            ..Settings::defaults(crate::state::ProviderKind::Local)
+        };
+        let hosts = plan_hosts(&settings, Path::new("/s"));
+        let names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "standalone",
+                "manager",
+                "worker-1",
+                "worker-2",
+                "proxy",
+                "trusted-host",
+                "gatekeeper"
+            ]
+        );
+        assert_eq!(hosts[0].address, "127.0.9.2");
+        assert_eq!(hosts[6].address, "127.0.9.8");
+        assert_eq!(hosts[3].dir, Path::new("/s/worker-2"));
+        assert_eq!(hosts[3].role, Role::Worker);
+    }
+
+    #[test]
+    fn occupied_address_is_named() {
+        let listener = TcpListener::bind("127.0.9.77:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let host = Host {
+            name: "manager".into(),
+            role: Role::Manager,
+            address: "127.0.9.77".into(),
+            dir: "/x".into(),
+            ssh: None,
+        };
+        let err = format!("{:#}", check_free(&host, port).unwrap_err());
+        assert!(
+            err.contains(&format!("127.0.9.77:{port} (for manager) is not free")),
+            "{err}"
+        );
+        drop(listener);
+    }
+}

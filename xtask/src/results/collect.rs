@@ -1,0 +1,159 @@
+//! Collecting runs: raw outputs copied into `results/raw/<run-id>/`, and every run there read
+//! back into rows.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use contract::report::Report;
+
+use super::sysbench::{combine, parse_sysbench, SysbenchStats};
+use super::{layout, PatternRow, Run, RunMeta, SysbenchRow};
+use crate::state::{atomic_write, Deployment, Host, Role};
+
+/// The host the benchmarks run on: the proxy's, in a `bench` folder of its own. The proxy's
+/// host may reach the databases and the gatekeeper, and serves no database.
+pub fn bench_client(d: &Deployment) -> Result<Host> {
+    let proxy = d.host(Role::Proxy)?;
+    Ok(Host {
+        name: "bench-client".to_string(),
+        dir: proxy.dir.join("bench"),
+        ..proxy.clone()
+    })
+}
+
+/// Copies the finished files of a run (not the ones still being written); returns how many
+/// were new.
+pub fn copy_run(from: &Path, to: &Path) -> Result<usize> {
+    let mut copied = 0;
+    for entry in fs::read_dir(from)
+        .with_context(|| format!("reading {}", from.display()))?
+        .flatten()
+    {
+        let (path, target) = (entry.path(), to.join(entry.file_name()));
+        if path.is_dir() {
+            copied += copy_run(&path, &target)?;
+        } else if path.extension().is_some_and(|e| e != "tmp") && !target.exists() {
+            fs::create_dir_all(to)?;
+            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            atomic_write(&target, &bytes, 0o644)?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
+pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(raw)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut runs = Vec::new();
+    for dir in dirs {
+        let id = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let meta: RunMeta = match fs::read(dir.join(layout::METADATA)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}/run.json", dir.display()))?,
+            Err(_) => continue,
+        };
+        let mut sysbench = Vec::new();
+        for (path, stem) in files(&dir.join("sysbench"), "txt") {
+            let Some((target, workload, run)) = layout::split_sysbench(&stem) else {
+                continue;
+            };
+            let text = fs::read_to_string(&path)?;
+            let stats =
+                parse_sysbench(&text).with_context(|| format!("reading {}", path.display()))?;
+            sysbench.push(SysbenchRow {
+                meta: meta.clone(),
+                target,
+                workload,
+                run,
+                stats,
+            });
+        }
+        // The cluster rows: writes are the manager's, reads all workers' together.
+        let mut cluster = Vec::new();
+        let keys: std::collections::BTreeSet<(String, u32)> = sysbench
+            .iter()
+            .map(|r| (r.workload.clone(), r.run))
+            .collect();
+        for (workload, run) in keys {
+            let parts: Vec<&SysbenchStats> = sysbench
+                .iter()
+                .filter(|r| r.workload == workload && r.run == run)
+                .filter(|r| {
+                    if workload == "oltp_read_write" {
+                        r.target == "manager"
+                    } else {
+                        r.target.starts_with("worker-")
+                    }
+                })
+                .map(|r| &r.stats)
+                .collect();
+            if let Some(stats) = combine(&parts) {
+                cluster.push(SysbenchRow {
+                    meta: meta.clone(),
+                    target: "cluster".into(),
+                    workload,
+                    run,
+                    stats,
+                });
+            }
+        }
+        sysbench.extend(cluster);
+        sysbench
+            .sort_by(|a, b| (a.run, &a.workload, &a.target).cmp(&(b.run, &b.workload, &b.target)));
+
+        let mut patterns = Vec::new();
+        for (path, stem) in files(&dir.join("patterns"), "json") {
+            let Some((mode, run)) = layout::split_patterns(&stem) else {
+                continue;
+            };
+            let report: Report = serde_json::from_slice(&fs::read(&path)?)
+                .with_context(|| format!("reading {}", path.display()))?;
+            patterns.push(PatternRow {
+                meta: meta.clone(),
+                mode,
+                run,
+                report,
+            });
+        }
+        patterns.sort_by_key(|p| (p.run, mode_order(&p.mode)));
+        runs.push(Run {
+            id,
+            meta,
+            sysbench,
+            patterns,
+        });
+    }
+    Ok(runs)
+}
+
+fn mode_order(mode: &str) -> usize {
+    layout::modes()
+        .iter()
+        .position(|m| *m == mode)
+        .unwrap_or(usize::MAX)
+}
+
+/// The files of a folder with this extension, sorted, with their stems.
+fn files(dir: &Path, extension: &str) -> Vec<(PathBuf, String)> {
+    let mut found: Vec<(PathBuf, String)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .filter_map(|p| Some((p.clone(), p.file_stem()?.to_string_lossy().into_owned())))
+        .collect();
+    found.sort();
+    found
+}
+

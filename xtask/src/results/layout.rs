@@ -1,0 +1,73 @@
+//! How a bench run's raw outputs are laid out in its folder: written by `bench` on the bench
+//! client, read back by `fetch-results`. One place for the names keeps both sides in step.
+
+use contract::report::DIRECT_DB;
+use contract::wire::Mode;
+
+/// The sysbench workloads, in the order they run.
+pub const WORKLOADS: [&str; 3] = ["oltp_read_write", "oltp_read_only", "oltp_point_select"];
+
+/// The run's description, beside its outputs.
+pub const METADATA: &str = "run.json";
+
+/// The load test's modes, in order: `direct-db` (the baseline: the same reads straight to the
+/// manager), then every mode of the chain.
+pub fn modes() -> Vec<&'static str> {
+    std::iter::once(DIRECT_DB)
+        .chain(Mode::ALL.iter().map(|m| m.as_str()))
+        .collect()
+}
+
+/// `sysbench/<host>-<workload>-run<n>.txt`
+pub fn sysbench_out(host: &str, workload: &str, n: u32) -> String {
+    format!("sysbench/{host}-{workload}-run{n}.txt")
+}
+
+/// `patterns/<mode>-run<n>.json`
+pub fn patterns_out(mode: &str, n: u32) -> String {
+    format!("patterns/{mode}-run{n}.json")
+}
+
+/// "worker-1-oltp_read_only-run2" -> ("worker-1", "oltp_read_only", 2)
+pub fn split_sysbench(stem: &str) -> Option<(String, String, u32)> {
+    let (rest, run) = stem.rsplit_once("-run")?;
+    let at = rest.find("-oltp_")?;
+    Some((
+        rest[..at].to_string(),
+        rest[at + 1..].to_string(),
+        run.parse().ok()?,
+    ))
+}
+
+/// "customized-run3" -> ("customized", 3)
+pub fn split_patterns(stem: &str) -> Option<(String, u32)> {
+    let (mode, run) = stem.rsplit_once("-run")?;
+    Some((mode.to_string(), run.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_back_as_written() {
+        let path = sysbench_out("worker-12", "oltp_point_select", 3);
+        let stem = path.strip_prefix("sysbench/").unwrap().strip_suffix(".txt").unwrap();
+        assert_eq!(
+            split_sysbench(stem),
+            Some(("worker-12".into(), "oltp_point_select".into(), 3))
+        );
+        assert_eq!(
+            split_sysbench("standalone-oltp_read_write-run1"),
+            Some(("standalone".into(), "oltp_read_write".into(), 1))
+        );
+        assert_eq!(split_sysbench("junk"), None);
+        let path = patterns_out("direct-hit", 2);
+        let stem = path.strip_prefix("patterns/").unwrap().strip_suffix(".json").unwrap();
+        assert_eq!(split_patterns(stem), Some(("direct-hit".into(), 2)));
+        assert_eq!(
+            modes(),
+            ["direct-db", "direct-hit", "random", "customized", "write"]
+        );
+    }
+}

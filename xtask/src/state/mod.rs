@@ -1,0 +1,368 @@
+//! The state layer: data.json, the single checkpoint of a deployment, and the locked session
+//! through which a step changes it. Everything above reads and records through here.
+//!
+//! Every step reads it, records that it is running before it changes anything, and records the
+//! outcome after. Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash
+//! at any moment leaves either the old or the new document, never half of one. A lock on a sidecar
+//! file keeps two runs from racing.
+
+mod session;
+mod settings;
+mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+
+pub use session::{Lock, Session};
+pub use settings::{
+    AwsSettings, BenchSettings, LocalSettings, ProviderKind, ProviderSettings, Settings,
+};
+pub use store::{atomic_write, Paths, FORMAT_VERSION};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub format_version: u32,
+    /// Random per deployment; names and tags of created resources carry it.
+    pub id: String,
+    pub created_at: String,
+    pub torn_down_at: Option<String>,
+    pub settings: Settings,
+    pub hosts: Vec<Host>,
+    /// Processes this deployment started, keyed by what they are ("manager/mariadbd").
+    pub processes: BTreeMap<String, ProcessRecord>,
+    pub steps: BTreeMap<Step, StepRecord>,
+    pub secrets: Secrets,
+    /// The current (or last) benchmark run.
+    #[serde(default)]
+    pub bench: Option<BenchRun>,
+    /// What the aws provider created in the cloud, recorded as soon as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsResources>,
+}
+
+/// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
+/// which is what provision adopts and teardown removes: this record is a cross-check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsResources {
+    /// The region the resources live in, as resolved when provision first ran.
+    pub region: Option<String>,
+    pub ami: Option<String>,
+    pub vpc_id: Option<String>,
+    pub key_name: Option<String>,
+    /// Security group ids by the role group they serve.
+    pub security_groups: BTreeMap<String, String>,
+    /// Instances by host name.
+    pub instances: BTreeMap<String, InstanceRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The RunInstances idempotency token, saved before the call.
+    pub client_token: String,
+    pub instance_id: Option<String>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub public_dns: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchRun {
+    /// Names the run's raw folder and its rows in results/.
+    pub id: String,
+    pub started_at: String,
+    pub settings: BenchSettings,
+}
+
+/// The steps of a deployment, as data.json records them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Provision,
+    InstallCluster,
+    DeployServices,
+    Bench,
+    FetchResults,
+    Teardown,
+}
+
+impl Step {
+    /// What `all` runs, in order; each step needs the one before it.
+    pub const PIPELINE: [Step; 5] = [
+        Step::Provision,
+        Step::InstallCluster,
+        Step::DeployServices,
+        Step::Bench,
+        Step::FetchResults,
+    ];
+
+    /// The step that must be done before this one can run.
+    pub fn needs(self) -> Option<Step> {
+        let at = Step::PIPELINE.iter().position(|s| *s == self)?;
+        at.checked_sub(1).map(|i| Step::PIPELINE[i])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Standalone,
+    Manager,
+    Worker,
+    Proxy,
+    TrustedHost,
+    Gatekeeper,
+}
+
+impl Role {
+    pub fn runs_database(self) -> bool {
+        matches!(self, Role::Standalone | Role::Manager | Role::Worker)
+    }
+}
+
+/// Displays as data.json spells it (`install-cluster`, `trusted-host`, `done`).
+macro_rules! display_as_serialized {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&name_of(self))
+            }
+        }
+    )*};
+}
+display_as_serialized!(Step, Role, StepStatus, ProviderKind);
+
+/// A unit enum's name as serde writes it.
+pub fn name_of(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// Unique name: the role, with the index for workers ("worker-2").
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    /// Where everything of this host lives: config, data directory, socket, logs.
+    pub dir: PathBuf,
+    /// How to reach a remote host; None for a host of this machine. Read only by the transport
+    /// (and set by the provider that creates remote hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshEndpoint>,
+}
+
+/// How to reach a host over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshEndpoint {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub key_file: PathBuf,
+    /// The deployment's own known_hosts: host keys are pinned per deployment, never mixed with
+    /// the operator's.
+    pub known_hosts: PathBuf,
+    /// Run scripts through `sudo` (a cloud image's login user is not root).
+    pub sudo: bool,
+    /// Where every command and its output are appended.
+    pub log_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it tells
+    /// our process from an unrelated one that was given the same pid later.
+    pub start_ticks: u64,
+    pub program: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Default for StepRecord {
+    fn default() -> StepRecord {
+        StepRecord {
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+}
+
+/// Generated per deployment; never printed (Debug is redacted) and only stored in data.json
+/// and in 0600 files on the hosts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets {
+    pub app_password: String,
+    pub bench_password: String,
+    pub replication_password: String,
+    pub gatekeeper_token: String,
+    pub trusted_host_token: String,
+}
+
+impl Secrets {
+    pub fn generate() -> Secrets {
+        let mut rng = rand::rng();
+        let mut secret = || Alphanumeric.sample_string(&mut rng, 32);
+        Secrets {
+            app_password: secret(),
+            bench_password: secret(),
+            replication_password: secret(),
+            gatekeeper_token: secret(),
+            trusted_host_token: secret(),
+        }
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+impl Deployment {
+    /// A deployment about to be provisioned: nothing is written until its first step begins.
+    pub fn new(id: String, settings: Settings, hosts: Vec<Host>) -> Deployment {
+        Deployment {
+            format_version: FORMAT_VERSION,
+            id,
+            created_at: now(),
+            torn_down_at: None,
+            settings,
+            hosts,
+            processes: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            secrets: Secrets::generate(),
+            bench: None,
+            aws: None,
+        }
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.settings.provider_kind()
+    }
+
+    pub fn hosts_with_role(&self, role: Role) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.role == role)
+    }
+
+    pub fn database_hosts(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.role.runs_database())
+    }
+
+    /// Where the gatekeeper listens, as the load generator reaches it from inside.
+    pub fn gatekeeper_url(&self) -> Result<String> {
+        let gatekeeper = self.host(Role::Gatekeeper)?;
+        Ok(format!(
+            "http://{}:{}",
+            gatekeeper.address, self.settings.service_port
+        ))
+    }
+
+    /// The port a host's server or service listens on.
+    pub fn port_of(&self, host: &Host) -> u16 {
+        if host.role.runs_database() {
+            self.settings.db_port
+        } else {
+            self.settings.service_port
+        }
+    }
+
+    /// The host of a role there is one of (everything but the workers).
+    pub fn host(&self, role: Role) -> Result<&Host> {
+        self.hosts_with_role(role)
+            .next()
+            .with_context(|| format!("data.json has no {role} host"))
+    }
+
+    pub fn step(&self, step: Step) -> StepRecord {
+        self.steps.get(&step).cloned().unwrap_or_default()
+    }
+
+    pub fn step_mut(&mut self, step: Step) -> &mut StepRecord {
+        self.steps.entry(step).or_default()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.torn_down_at.is_none()
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+pub fn new_deployment_id() -> String {
+    let suffix = Alphanumeric
+        .sample_string(&mut rand::rng(), 8)
+        .to_lowercase();
+    format!("dbc-{suffix}")
+}
+
+/// The workspace root, where data.json and results/ live by default.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_order_and_prerequisites() {
+        assert_eq!(Step::Provision.needs(), None);
+        assert_eq!(Step::InstallCluster.needs(), Some(Step::Provision));
+        assert_eq!(Step::FetchResults.needs(), Some(Step::Bench));
+        assert_eq!(Step::Teardown.needs(), None);
+        let names: Vec<_> = Step::PIPELINE.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "provision",
+                "install-cluster",
+                "deploy-services",
+                "bench",
+                "fetch-results"
+            ]
+        );
+        assert_eq!(Role::TrustedHost.to_string(), "trusted-host");
+        assert_eq!(StepStatus::Done.to_string(), "done");
+    }
+
+    #[test]
+    fn secrets_are_random_and_never_printed() {
+        let (a, b) = (Secrets::generate(), Secrets::generate());
+        assert_ne!(a.app_password, b.app_password);
+        assert_eq!(a.app_password.len(), 32);
+        assert!(!format!("{a:?}").contains(&a.app_password));
+    }
+}

@@ -1,0 +1,234 @@
+//! A deployment's settings: chosen at provision, recorded in data.json, fixed for its life.
+//!
+//! The defaults live here and nowhere else: the command line shows them in its help and applies
+//! flags on top of them field by field (flags.rs), so every field name is also its flag's name
+//! (`db_port` is `--db-port`).
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Read replicas of the manager.
+    pub workers: u8,
+    pub db_port: u16,
+    pub service_port: u16,
+    /// Size of the generated film-rental dataset; 1 is about 1,500 rows.
+    pub scale: u32,
+    /// The Rust target the services are built for; None: this machine's own.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Where the hosts are, with what only that provider needs.
+    pub provider: ProviderSettings,
+}
+
+/// Which provider, recorded once: the settings only it has come with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ProviderSettings {
+    Local(LocalSettings),
+    Aws(AwsSettings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Every host is a loopback address of this machine.
+    Local,
+    /// Every host is an EC2 instance, reached over SSH.
+    Aws,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSettings {
+    /// First three octets of the hosts' loopback addresses (`127.0.1` → 127.0.1.x).
+    pub loopback_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsSettings {
+    /// None: the standard AWS chain decides (AWS_REGION, ~/.aws/config).
+    pub region: Option<String>,
+    /// An EC2-compatible API to use instead of AWS's (a test's moto server).
+    pub aws_endpoint: Option<String>,
+    /// None: the latest Ubuntu LTS image, looked up at provision.
+    pub ami: Option<String>,
+    pub db_instance_type: String,
+    pub service_instance_type: String,
+    /// Who may log in with SSH; empty until provision finds this machine's public address.
+    pub ssh_cidr: String,
+    /// Who may reach the gatekeeper's web pages and API.
+    pub http_cidr: String,
+}
+
+/// What the services are built for on instances, unless `--target` says otherwise: a static
+/// binary that runs on any Linux of the architecture.
+const AWS_DEFAULT_TARGET: &str = "x86_64-unknown-linux-musl";
+
+impl Settings {
+    /// The defaults of a provider's deployment.
+    pub fn defaults(kind: ProviderKind) -> Settings {
+        let (provider, target) = match kind {
+            ProviderKind::Local => (
+                ProviderSettings::Local(LocalSettings {
+                    loopback_prefix: "127.0.1".to_string(),
+                }),
+                None,
+            ),
+            ProviderKind::Aws => (
+                ProviderSettings::Aws(AwsSettings {
+                    region: None,
+                    aws_endpoint: None,
+                    ami: None,
+                    db_instance_type: "t2.micro".to_string(),
+                    service_instance_type: "t2.large".to_string(),
+                    ssh_cidr: String::new(),
+                    http_cidr: "0.0.0.0/0".to_string(),
+                }),
+                Some(AWS_DEFAULT_TARGET.to_string()),
+            ),
+        };
+        Settings {
+            workers: 3,
+            db_port: 3306,
+            service_port: 8080,
+            scale: 10,
+            target,
+            provider,
+        }
+    }
+
+    pub fn provider_kind(&self) -> ProviderKind {
+        match self.provider {
+            ProviderSettings::Local(_) => ProviderKind::Local,
+            ProviderSettings::Aws(_) => ProviderKind::Aws,
+        }
+    }
+
+    /// The aws settings; an error on a deployment of another provider.
+    pub fn aws(&self) -> Result<&AwsSettings> {
+        match &self.provider {
+            ProviderSettings::Aws(aws) => Ok(aws),
+            ProviderSettings::Local(_) => bail!("this is not an aws deployment"),
+        }
+    }
+
+    /// Fails, naming the flag, on a value the deployment cannot work with.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=20).contains(&self.workers) {
+            bail!("--workers must be between 1 and 20, got {}", self.workers);
+        }
+        if !(1..=1000).contains(&self.scale) {
+            bail!("--scale must be between 1 and 1000, got {}", self.scale);
+        }
+        for (name, port) in [("db-port", self.db_port), ("service-port", self.service_port)] {
+            if port < 1024 {
+                bail!("--{name} must be 1024 or above so no root is needed, got {port}");
+            }
+        }
+        if self.db_port == self.service_port {
+            bail!("--db-port and --service-port must differ");
+        }
+        match &self.provider {
+            ProviderSettings::Local(local) => local.validate(),
+            ProviderSettings::Aws(aws) => aws.validate(),
+        }
+    }
+}
+
+impl LocalSettings {
+    fn validate(&self) -> Result<()> {
+        let octets: Vec<_> = self.loopback_prefix.split('.').collect();
+        let valid = octets.len() == 3
+            && octets[0] == "127"
+            && octets
+                .iter()
+                .all(|o| o.parse::<u8>().is_ok_and(|n| n.to_string() == *o));
+        if !valid {
+            bail!(
+                "--loopback-prefix must be three octets inside 127.0.0.0/8 such as 127.0.1, got {:?}",
+                self.loopback_prefix
+            );
+        }
+        Ok(())
+    }
+}
+
+impl AwsSettings {
+    fn validate(&self) -> Result<()> {
+        for (flag, cidr) in [("ssh-cidr", &self.ssh_cidr), ("http-cidr", &self.http_cidr)] {
+            if !(cidr.is_empty() || is_ipv4_cidr(cidr)) {
+                bail!("--{flag} must be an IPv4 CIDR such as 203.0.113.7/32, got {cidr:?}");
+            }
+        }
+        if let Some(ami) = &self.ami {
+            if !ami.starts_with("ami-") {
+                bail!("--ami must be an image id such as ami-0abcdef1234567890, got {ami:?}");
+            }
+        }
+        if let Some(url) = &self.aws_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--aws-endpoint must be an http:// or https:// URL, got {url:?}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_ipv4_cidr(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(ip, bits)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+    })
+}
+
+/// How much benchmarking: fixed for a bench run, so a resumed run measures the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchSettings {
+    pub threads: u32,
+    pub seconds: u32,
+    pub table_size: u32,
+    pub tables: u32,
+    pub runs: u32,
+    pub concurrency: u32,
+}
+
+impl BenchSettings {
+    /// The classic profile, or the quick one (CI): 1 run of 3 s, a 1,000-row table.
+    pub fn defaults(quick: bool) -> BenchSettings {
+        if quick {
+            BenchSettings {
+                threads: 2,
+                seconds: 3,
+                table_size: 1000,
+                tables: 1,
+                runs: 1,
+                concurrency: 4,
+            }
+        } else {
+            BenchSettings {
+                threads: 4,
+                seconds: 10,
+                table_size: 100_000,
+                tables: 1,
+                runs: 3,
+                concurrency: 8,
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (name, value, max) in [
+            ("threads", self.threads, 256),
+            ("seconds", self.seconds, 3600),
+            ("table-size", self.table_size, 100_000_000),
+            ("tables", self.tables, 64),
+            ("runs", self.runs, 100),
+            ("concurrency", self.concurrency, 1024),
+        ] {
+            if !(1..=max).contains(&value) {
+                bail!("--{name} must be between 1 and {max}, got {value}");
+            }
+        }
+        Ok(())
+    }
+}

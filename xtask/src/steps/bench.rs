@@ -1,0 +1,357 @@
+//! bench: sysbench against the standalone server and the cluster, then the patterns load test
+//! through the gatekeeper and straight to the manager. Everything runs on the bench client host
+//! (the proxy's host, which may reach the databases and the gatekeeper and serves no database)
+//! through the provider-neutral scripts. Raw outputs go to the client's run folder
+//! (`bench/<run-id>/`, laid out as `results::layout` says), one file per measurement, each
+//! written whole or not at all: a resumed run skips what is there and does the rest.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use contract::report::DIRECT_DB;
+
+use crate::cluster::{build, packages, server};
+use crate::progress::Progress;
+use crate::providers;
+use crate::results::layout::{self, WORKLOADS};
+use crate::results::{collect, RunMeta};
+use crate::state::{project_root, BenchRun, BenchSettings, Deployment, Host, Role, Session};
+use crate::transport::{self, script::Script};
+
+/// How long the workers may take to catch up with what sysbench prepared on the manager.
+const CATCH_UP: Duration = Duration::from_secs(300);
+
+const BENCH_LIST: &str = include_str!("../../scripts/bench-list.sh");
+const BENCH_SYSBENCH: &str = include_str!("../../scripts/bench-sysbench.sh");
+const BENCH_LOADGEN: &str = include_str!("../../scripts/bench-loadgen.sh");
+
+/// Runs the measurements of one bench run on the client, skipping the ones already there.
+struct Bench<'a> {
+    client: Host,
+    run: &'a BenchRun,
+    /// Outputs already in the run folder, relative to it.
+    done: BTreeSet<String>,
+}
+
+impl Bench<'_> {
+    fn has(&self, out: &str) -> bool {
+        self.done.contains(out)
+    }
+
+    /// One sysbench command against several servers at once, each (config, output) a pair;
+    /// an output of None discards the report.
+    fn sysbench(
+        &mut self,
+        command: &str,
+        workload: &str,
+        s: &BenchSettings,
+        targets: &[(String, Option<String>)],
+    ) -> Result<()> {
+        let lines: Vec<String> = targets
+            .iter()
+            .map(|(config, out)| {
+                let out = out
+                    .as_ref()
+                    .map_or("-".to_string(), |o| format!("{}/{o}", self.run.id));
+                format!("{config} {out}")
+            })
+            .collect();
+        let script = Script::new("bench-sysbench", BENCH_SYSBENCH)
+            .param("COMMAND", command)
+            .param("ARGS", sysbench_args(workload, s).join(" "))
+            .param("TARGETS", lines.join("\n"));
+        transport::run_script(&self.client, &script, b"")
+            .with_context(|| format!("sysbench {command} {workload}"))?;
+        self.done
+            .extend(targets.iter().filter_map(|(_, out)| out.clone()));
+        Ok(())
+    }
+
+    fn loadgen(&mut self, loadgen: &str, args: &[String], out: String) -> Result<()> {
+        let script = Script::new("bench-loadgen", BENCH_LOADGEN)
+            .param("LOADGEN", loadgen)
+            .param("ARGS", args.join(" "))
+            .param("OUT", format!("{}/{out}", self.run.id));
+        transport::run_script(&self.client, &script, b"")?;
+        self.done.insert(out);
+        Ok(())
+    }
+}
+
+pub fn run(session: &mut Session) -> Result<()> {
+    let run = session
+        .deployment
+        .bench
+        .clone()
+        .context("no bench run was chosen; this is a bug in the step engine")?;
+    let s = &run.settings;
+    let d = &session.deployment;
+    let client = collect::bench_client(d)?;
+    let built_loadgen = build::release_dir(d.settings.target.as_deref()).join("loadgen");
+    if !built_loadgen.exists() {
+        bail!(
+            "{} is missing; run `cargo xtask deploy-services --force`, which builds it",
+            built_loadgen.display()
+        );
+    }
+    packages::ensure(&client, &packages::BENCH_CLIENT)?;
+    let bytes = fs::read(&built_loadgen)
+        .with_context(|| format!("reading {}", built_loadgen.display()))?;
+    transport::put_file(&client, "loadgen", &bytes, true)?;
+    let loadgen = "./loadgen";
+    let listed = transport::run_script(
+        &client,
+        &Script::new("bench-list", BENCH_LIST).param("RUN", run.id.clone()),
+        b"",
+    )?;
+    let mut bench = Bench {
+        client,
+        run: &run,
+        done: listed.lines().map(str::to_string).collect(),
+    };
+    // A resumed run keeps the metadata it started with.
+    if !bench.has(layout::METADATA) {
+        write_metadata(&bench.client, d, &run)?;
+    }
+    write_client_files(&bench.client, d)?;
+
+    let standalone = d.host(Role::Standalone)?.clone();
+    let manager = d.host(Role::Manager)?.clone();
+    let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
+    let config = |host: &Host| format!("{}.sysbench.cfg", host.name);
+
+    // Every measurement, to count what is left for the progress line.
+    let mut pending = 0u32;
+    for n in 1..=s.runs {
+        for workload in WORKLOADS {
+            pending += u32::from(!bench.has(&layout::sysbench_out("standalone", workload, n)));
+            let cluster_host = if workload == "oltp_read_write" {
+                "manager"
+            } else {
+                "worker-1"
+            };
+            pending += u32::from(!bench.has(&layout::sysbench_out(cluster_host, workload, n)));
+        }
+        for mode in layout::modes() {
+            pending += u32::from(!bench.has(&layout::patterns_out(mode, n)));
+        }
+    }
+    let progress = Progress::new("bench", u64::from(pending) + 2);
+    let left = |pending: u32| format!("about {} s left", pending * (s.seconds + 1));
+
+    // sysbench on the standalone server.
+    let standalone_left = (1..=s.runs).any(|n| {
+        WORKLOADS
+            .iter()
+            .any(|w| !bench.has(&layout::sysbench_out("standalone", w, n)))
+    });
+    if standalone_left {
+        progress.task("sysbench prepare on the standalone server");
+        for command in ["cleanup", "prepare"] {
+            bench.sysbench(
+                command,
+                "oltp_read_write",
+                s,
+                &[(config(&standalone), None)],
+            )?;
+        }
+    }
+    for n in 1..=s.runs {
+        for workload in WORKLOADS {
+            let out = layout::sysbench_out("standalone", workload, n);
+            if bench.has(&out) {
+                continue;
+            }
+            progress.task(format!(
+                "sysbench {workload} on the standalone server, run {n}/{}, {}",
+                s.runs,
+                left(pending)
+            ));
+            bench.sysbench("run", workload, s, &[(config(&standalone), Some(out))])?;
+            pending -= 1;
+        }
+    }
+
+    // sysbench on the cluster: writes on the manager, reads on every worker at once.
+    let cluster_left = (1..=s.runs).any(|n| {
+        !bench.has(&layout::sysbench_out("manager", "oltp_read_write", n))
+            || workers.iter().any(|w| {
+                WORKLOADS[1..]
+                    .iter()
+                    .any(|wl| !bench.has(&layout::sysbench_out(&w.name, wl, n)))
+            })
+    });
+    if cluster_left {
+        progress.task("sysbench prepare on the manager, replicated to the workers");
+        for command in ["cleanup", "prepare"] {
+            bench.sysbench(command, "oltp_read_write", s, &[(config(&manager), None)])?;
+        }
+    }
+    for n in 1..=s.runs {
+        let out = layout::sysbench_out("manager", "oltp_read_write", n);
+        if !bench.has(&out) {
+            progress.task(format!(
+                "sysbench oltp_read_write on the manager, run {n}/{}, {}",
+                s.runs,
+                left(pending)
+            ));
+            bench.sysbench(
+                "run",
+                "oltp_read_write",
+                s,
+                &[(config(&manager), Some(out))],
+            )?;
+            pending -= 1;
+        }
+        for workload in &WORKLOADS[1..] {
+            let targets: Vec<(String, Option<String>)> = workers
+                .iter()
+                .map(|w| (config(w), Some(layout::sysbench_out(&w.name, workload, n))))
+                .collect();
+            if targets
+                .iter()
+                .all(|(_, out)| bench.has(out.as_deref().unwrap_or_default()))
+            {
+                continue;
+            }
+            // The replicas read what the manager wrote: they catch up first.
+            server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
+            progress.task(format!(
+                "sysbench {workload} on all {} workers at once, run {n}/{}, {}",
+                workers.len(),
+                s.runs,
+                left(pending)
+            ));
+            bench.sysbench("run", workload, s, &targets)?;
+            pending -= 1;
+        }
+    }
+    progress.task("sysbench cleanup on the standalone server and the manager");
+    bench.sysbench(
+        "cleanup",
+        "oltp_read_write",
+        s,
+        &[(config(&standalone), None)],
+    )?;
+    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
+
+    // The patterns load test.
+    let gatekeeper_url = d.gatekeeper_url()?;
+    let films = (100 * d.settings.scale).to_string();
+    for n in 1..=s.runs {
+        for mode in layout::modes() {
+            let out = layout::patterns_out(mode, n);
+            if bench.has(&out) {
+                continue;
+            }
+            progress.task(format!(
+                "load test {mode}, run {n}/{}, {}",
+                s.runs,
+                left(pending)
+            ));
+            let workload = if mode == "write" { "write" } else { "mix" };
+            let mut args = vec![
+                "--workload".to_string(),
+                workload.to_string(),
+                "--concurrency".to_string(),
+                s.concurrency.to_string(),
+                "--duration".to_string(),
+                s.seconds.to_string(),
+                "--films".to_string(),
+                films.clone(),
+            ];
+            if mode == DIRECT_DB {
+                args.extend([
+                    "--database".to_string(),
+                    format!("{}:{}", manager.address, d.settings.db_port),
+                    "--user".to_string(),
+                    "bench".to_string(),
+                    "--name".to_string(),
+                    manager.name.clone(),
+                ]);
+            } else {
+                args.extend([
+                    "--gatekeeper".to_string(),
+                    gatekeeper_url.clone(),
+                    "--mode".to_string(),
+                    mode.to_string(),
+                ]);
+            }
+            bench
+                .loadgen(loadgen, &args, out)
+                .with_context(|| format!("the load test of {mode}"))?;
+            pending -= 1;
+        }
+    }
+    progress.note(format!(
+        "run {} is complete in {} ({}); `cargo xtask fetch-results` turns it into results/",
+        run.id,
+        bench.client.dir.join(&run.id).display(),
+        transport::describe(&bench.client)
+    ));
+    Ok(())
+}
+
+/// What a run was: kept with its raw outputs and copied into every row of the results.
+fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
+    let revision = duct::cmd!("git", "rev-parse", "--short", "HEAD")
+        .dir(project_root())
+        .stderr_null()
+        .read()
+        .unwrap_or_else(|_| "unknown".to_string());
+    let (instance_type, ran_on) = providers::of(d.provider()).bench_machines(d)?;
+    let meta = RunMeta {
+        run_id: run.id.clone(),
+        started_at: run.started_at.clone(),
+        provider: d.provider().to_string(),
+        deployment: d.id.clone(),
+        git_revision: revision.trim().to_string(),
+        instance_type,
+        ran_on,
+        workers: d.settings.workers,
+        dataset_scale: d.settings.scale,
+        settings: run.settings.clone(),
+        cluster_reads: "one sysbench per worker, all at the same time; the cluster row adds them up"
+            .to_string(),
+    };
+    let text = serde_json::to_vec_pretty(&meta)?;
+    transport::put_file(client, &format!("{}/{}", run.id, layout::METADATA), &text, false)
+}
+
+/// One sysbench connection file per database host, and the load generator's password file,
+/// readable by the owner only: a password must not appear on a command line.
+fn write_client_files(client: &Host, d: &Deployment) -> Result<()> {
+    for host in d.database_hosts() {
+        let text = format!(
+            "db-driver=mysql\nmysql-host={}\nmysql-port={}\nmysql-user=bench\nmysql-password={}\nmysql-db=sbtest\n",
+            host.address, d.settings.db_port, d.secrets.bench_password
+        );
+        transport::put_file(
+            client,
+            &format!("{}.sysbench.cfg", host.name),
+            text.as_bytes(),
+            false,
+        )?;
+    }
+    transport::put_file(
+        client,
+        "bench.password",
+        d.secrets.bench_password.as_bytes(),
+        false,
+    )
+}
+
+fn sysbench_args(workload: &str, s: &BenchSettings) -> Vec<String> {
+    vec![
+        workload.to_string(),
+        format!("--tables={}", s.tables),
+        format!("--table-size={}", s.table_size),
+        format!("--threads={}", s.threads),
+        format!("--time={}", s.seconds),
+        "--report-interval=0".to_string(),
+        // Deadlocks and lock waits are counted and retried, as in the classic setup.
+        "--mysql-ignore-errors=1213,1205,1020".to_string(),
+    ]
+}

@@ -1,0 +1,191 @@
+//! install-cluster: MariaDB on every database host, the manager's replicas, the accounts and
+//! the dataset, then a check that every worker replicates and holds the same rows.
+//!
+//! Every action finds what an earlier attempt left and continues from it: a running server is
+//! adopted, accounts are created-if-missing, a complete dataset is kept, replicas resume from
+//! their GTID position.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cluster::dataset::{self, Dataset};
+use crate::cluster::sql::{self as db, fill, sql_string};
+use crate::cluster::{packages, server};
+use crate::progress::Progress;
+use crate::providers;
+use crate::state::{Host, Role, Session};
+use crate::transport;
+
+const ACCOUNTS: &str = include_str!("../../../sql/accounts.sql");
+const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.sql");
+const REPLICA: &str = include_str!("../../../sql/replica.sql");
+
+/// How long a worker may take to apply everything the manager has.
+const CATCH_UP: Duration = Duration::from_secs(300);
+
+pub fn run(session: &mut Session) -> Result<()> {
+    let d = &session.deployment;
+    let provider = providers::of(d.provider());
+    let db_hosts: Vec<Host> = d.database_hosts().cloned().collect();
+    let standalone = d.host(Role::Standalone)?.clone();
+    let manager = d.host(Role::Manager)?.clone();
+    let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
+    let scale = d.settings.scale;
+
+    let tasks = 1 + db_hosts.len() + 1 + 2 + workers.len() + 2;
+    let progress = Progress::new("install-cluster", tasks as u64);
+
+    progress.task("checking for MariaDB and sysbench");
+    for host in one_per_machine(&db_hosts) {
+        packages::ensure(host, &packages::DATABASE)?;
+    }
+
+    for (index, host) in db_hosts.iter().enumerate() {
+        progress.task(format!(
+            "starting {} on {}:{}",
+            host.name, host.address, session.deployment.settings.db_port
+        ));
+        server::start(session, host, index as u32 + 1)?;
+    }
+
+    progress.task("creating accounts on the standalone server and the manager");
+    let d = &session.deployment;
+    let proxy = d.host(Role::Proxy)?;
+    let accounts = fill(
+        ACCOUNTS,
+        &[
+            ("APP_CLIENT_HOST", provider.client_address(proxy)),
+            ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
+            // The bench client is the proxy's host (see bench).
+            ("BENCH_CLIENT_HOST", provider.client_address(proxy)),
+            ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
+        ],
+    )?;
+    db::sql(&standalone, &accounts)?;
+    db::sql(&manager, &accounts)?;
+    let mut replica_clients: Vec<String> = workers.iter().map(|w| provider.client_address(w)).collect();
+    replica_clients.dedup();
+    for client in replica_clients {
+        let replication = fill(
+            REPLICATION_SOURCE,
+            &[
+                ("REPLICA_CLIENT_HOST", client),
+                (
+                    "REPLICATION_PASSWORD",
+                    sql_string(&d.secrets.replication_password),
+                ),
+            ],
+        )?;
+        db::sql(&manager, &replication)?;
+    }
+
+    let dataset = dataset::generate(scale);
+    for host in [&standalone, &manager] {
+        progress.task(format!(
+            "loading the dataset (scale {scale}) on {}",
+            host.name
+        ));
+        if load_dataset(host, scale, &dataset)? {
+            // It may have changed since (writes through the services): it is kept as it is.
+            progress.note(format!(
+                "{} already holds the dataset of scale {scale}",
+                host.name
+            ));
+        } else {
+            compare_counts(host, &row_counts(host)?, &dataset.counts, "the generator")?;
+        }
+    }
+
+    let replica = fill(
+        REPLICA,
+        &[
+            ("SOURCE_ADDRESS", sql_string(&manager.address)),
+            ("SOURCE_PORT", d.settings.db_port.to_string()),
+            (
+                "REPLICATION_PASSWORD",
+                sql_string(&d.secrets.replication_password),
+            ),
+        ],
+    )?;
+    for worker in &workers {
+        progress.task(format!("making {} a replica of the manager", worker.name));
+        db::sql(worker, &replica)?;
+    }
+
+    progress.task("waiting for the workers to apply everything the manager has");
+    server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
+    server::check_replicating(&workers)?;
+
+    progress.task("checking that every worker holds the manager's rows");
+    let on_manager = row_counts(&manager)?;
+    for worker in &workers {
+        compare_counts(worker, &row_counts(worker)?, &on_manager, "the manager")?;
+    }
+    progress.note(format!(
+        "standalone, manager and {} workers are up; every worker replicates with all {} rows",
+        workers.len(),
+        on_manager.iter().map(|(_, n)| n).sum::<u64>()
+    ));
+    Ok(())
+}
+
+/// The database hosts with one per machine: the local provider's hosts share this one.
+fn one_per_machine(hosts: &[Host]) -> Vec<&Host> {
+    let mut seen = Vec::new();
+    hosts
+        .iter()
+        .filter(|h| {
+            let machine = transport::machine(h);
+            let new = !seen.contains(&machine);
+            seen.push(machine);
+            new
+        })
+        .collect()
+}
+
+/// Loads the dataset unless the host already holds a complete load of this scale and version.
+/// Returns whether it was already there.
+fn load_dataset(host: &Host, scale: u32, dataset: &Dataset) -> Result<bool> {
+    let marker = db::sql(
+        host,
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = 'filmdb' AND table_name = 'dataset_info';",
+    )?;
+    if marker.trim() == "1" {
+        let loaded = db::sql(
+            host,
+            "SELECT scale, generator_version FROM filmdb.dataset_info;",
+        )?;
+        if loaded.trim() == format!("{scale}\t{}", dataset::GENERATOR_VERSION) {
+            return Ok(true);
+        }
+    }
+    db::sql(host, &dataset.sql).with_context(|| format!("loading the dataset on {}", host.name))?;
+    Ok(false)
+}
+
+fn row_counts(host: &Host) -> Result<Vec<(String, u64)>> {
+    db::parse_counts(&db::sql(host, &dataset::count_query())?)
+}
+
+/// Fails unless `host` has, table for table, the row counts `expected` (from `source`).
+fn compare_counts<T: AsRef<str>>(
+    host: &Host,
+    counts: &[(String, u64)],
+    expected: &[(T, u64)],
+    source: &str,
+) -> Result<()> {
+    for (table, rows) in expected {
+        let table = table.as_ref();
+        let found = counts.iter().find(|(t, _)| t == table).map(|(_, n)| *n);
+        if found != Some(*rows) {
+            bail!(
+                "{} has {} rows in filmdb.{table} where {source} has {rows}",
+                host.name,
+                found.map_or("no".to_string(), |n| n.to_string())
+            );
+        }
+    }
+    Ok(())
+}
