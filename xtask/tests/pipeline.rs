@@ -15,7 +15,7 @@ const PREFIX: &str = "127.0.26";
 
 /// The raw sysbench reports bench has finished so far.
 fn finished_reports(d: &Deployment) -> usize {
-    let bench = d.dir.join(".state/bench");
+    let bench = d.dir.join(".state/proxy/bench");
     fs::read_dir(&bench)
         .into_iter()
         .flatten()
@@ -27,35 +27,13 @@ fn finished_reports(d: &Deployment) -> usize {
         .count()
 }
 
+/// A CSV of results/ as the header and the rows, read with the csv crate.
 fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let text = fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(String::from)
-        .collect::<Vec<_>>();
-    // No field of these files holds a comma except the last ones, which are quoted: split
-    // the plain ones and keep the rest whole.
-    let rows = lines
-        .map(|l| {
-            let mut fields: Vec<String> = Vec::new();
-            let mut rest = l;
-            while !rest.is_empty() {
-                if let Some(quoted) = rest.strip_prefix('"') {
-                    let end = quoted.find('"').unwrap();
-                    fields.push(quoted[..end].to_string());
-                    rest = quoted[end + 1..].trim_start_matches(',');
-                } else {
-                    let (field, after) = rest.split_once(',').unwrap_or((rest, ""));
-                    fields.push(field.to_string());
-                    rest = after;
-                }
-            }
-            assert_eq!(fields.len(), header.len(), "{l}");
-            fields
-        })
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     (header, rows)
 }
@@ -205,7 +183,7 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
 
     // Fetching again adds nothing: the rows come from the raw runs, keyed by run id.
     let before = fs::read_to_string(results.join("patterns.csv")).unwrap();
-    d.command(&["fetch-results", "--force"]).output().unwrap();
+    d.ok(&["fetch-results", "--force"]);
     assert_eq!(
         fs::read_to_string(results.join("patterns.csv")).unwrap(),
         before
