@@ -2,6 +2,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +23,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 fn json_error(rejection: JsonRejection) -> ApiError {
     let code = match &rejection {
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
         JsonRejection::MissingJsonContentType(_) => "unsupported-content-type",
         JsonRejection::JsonSyntaxError(_) => "malformed-json",
         JsonRejection::JsonDataError(_) => "invalid-request",

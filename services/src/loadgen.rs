@@ -20,7 +20,10 @@ pub fn query(workload: Workload, rng: &mut impl Rng, films: u32) -> String {
         || format!("SELECT film_id, title, rental_rate, length FROM film WHERE film_id = {id}");
     let range = || {
         let start = rng_start(id, films);
-        format!("SELECT film_id, title FROM film WHERE film_id BETWEEN {start} AND {} ORDER BY film_id", start + 19)
+        format!(
+            "SELECT film_id, title FROM film WHERE film_id BETWEEN {start} AND {} ORDER BY film_id",
+            start + 19
+        )
     };
     match workload {
         Workload::Point => point(),

@@ -215,7 +215,9 @@ fn misplaced_setting(e: &clap::Error) -> Option<String> {
     };
     let name = arg.strip_prefix("--")?.split('=').next()?.replace('-', "_");
     let settings = SettingsArgs::augment_args(clap::Command::new("settings"));
-    let is_setting = settings.get_arguments().any(|a| a.get_id() == name.as_str());
+    let is_setting = settings
+        .get_arguments()
+        .any(|a| a.get_id() == name.as_str());
     is_setting.then(|| format!("--{}", name.replace('_', "-")))
 }
 
@@ -246,7 +248,11 @@ pub fn command() -> clap::Command {
     let bench = fields(&BenchSettings::defaults(false));
     let quick = fields(&BenchSettings::defaults(true));
     for (name, value) in &bench {
-        let label = format!("[default: {}; quick: {}]", plain(value), plain(&quick[name]));
+        let label = format!(
+            "[default: {}; quick: {}]",
+            plain(value),
+            plain(&quick[name])
+        );
         defaults.push((name.clone(), label));
     }
 
@@ -333,7 +339,8 @@ impl BenchArgs {
 
     /// The profile's defaults with the given flags laid over them, validated.
     pub fn to_settings(&self) -> Result<BenchSettings> {
-        let settings: BenchSettings = overlay(&BenchSettings::defaults(self.quick), as_object(self))?;
+        let settings: BenchSettings =
+            overlay(&BenchSettings::defaults(self.quick), as_object(self))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -481,7 +488,12 @@ mod tests {
         let classic = BenchArgs::default().to_settings().unwrap();
         assert_eq!(classic, BenchSettings::defaults(false));
         assert_eq!(
-            (classic.threads, classic.seconds, classic.table_size, classic.runs),
+            (
+                classic.threads,
+                classic.seconds,
+                classic.table_size,
+                classic.runs
+            ),
             (4, 10, 100_000, 3)
         );
         let quick = BenchArgs {
@@ -499,7 +511,8 @@ mod tests {
         .to_settings()
         .unwrap_err();
         assert!(
-            err.to_string().contains("--threads must be between 1 and 256"),
+            err.to_string()
+                .contains("--threads must be between 1 and 256"),
             "{err}"
         );
         assert!(BenchArgs::default().is_empty());
@@ -572,7 +585,10 @@ mod tests {
         assert_eq!(aws.http_cidr, "0.0.0.0/0");
         assert_eq!(aws.ssh_cidr, "203.0.113.7/32");
         for (bad, flag) in [
-            (args(|a| a.ssh_cidr = Some("203.0.113.7".into())), "--ssh-cidr"),
+            (
+                args(|a| a.ssh_cidr = Some("203.0.113.7".into())),
+                "--ssh-cidr",
+            ),
             (
                 args(|a| a.http_cidr = Some("10.0.0.0/33".into())),
                 "--http-cidr",
@@ -612,7 +628,8 @@ mod tests {
             .check_matches(&recorded)
             .unwrap_err();
         assert!(
-            err.to_string().contains("provisioned without --loopback-prefix"),
+            err.to_string()
+                .contains("provisioned without --loopback-prefix"),
             "{err}"
         );
     }

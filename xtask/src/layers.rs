@@ -72,13 +72,11 @@ fn crate_uses(code: &str) -> Vec<String> {
     while let Some(at) = rest.find("crate::{") {
         rest = &rest[at + "crate::{".len()..];
         let group = &rest[..rest.find('}').unwrap_or(0)];
-        used.extend(group.split(',').map(|m| {
-            m.trim()
-                .split("::")
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }));
+        used.extend(
+            group
+                .split(',')
+                .map(|m| m.trim().split("::").next().unwrap_or_default().to_string()),
+        );
     }
     used.retain(|m| !m.is_empty());
     used
@@ -87,8 +85,7 @@ fn crate_uses(code: &str) -> Vec<String> {
 /// Whether `code` has `field` as a whole name (`.ssh`, not `.ssh_cidr`).
 fn names_field(code: &str, field: &str) -> bool {
     code.match_indices(field).any(|(at, _)| {
-        !code[at + field.len()..]
-            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        !code[at + field.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
     })
 }
 
@@ -111,7 +108,8 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
         if name == "main.rs" {
             continue;
         }
-        let own = layer_of(top).unwrap_or_else(|| panic!("{name} is in no layer: add it to LAYERS"));
+        let own =
+            layer_of(top).unwrap_or_else(|| panic!("{name} is in no layer: add it to LAYERS"));
         for used in crate_uses(code) {
             match layer_of(&used) {
                 Some(layer) if layer > own => {
@@ -129,11 +127,15 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
             || name.starts_with("providers/aws/")
             || name.starts_with("state/");
         if !reaches_hosts && (names_field(code, ".ssh") || code.contains("SshEndpoint {")) {
-            found.push(format!("{name} looks at how a host is reached (only the transport may)"));
+            found.push(format!(
+                "{name} looks at how a host is reached (only the transport may)"
+            ));
         }
         let knows_kinds = name == "providers/mod.rs" || name.starts_with("state/");
         if !knows_kinds && branches_on_kind(code) {
-            found.push(format!("{name} branches on the provider's kind (only providers/ may)"));
+            found.push(format!(
+                "{name} branches on the provider's kind (only providers/ may)"
+            ));
         }
     }
     found

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::{http, wait_for, Deployment};
@@ -37,27 +37,57 @@ impl Drop for Spawned {
     }
 }
 
+/// The deployment every scenario here runs on: deployed by the first scenario that needs it,
+/// used by one scenario at a time (each leaves it as it found it), torn down when the test
+/// binary exits, whichever scenarios ran.
+static SHARED: OnceLock<Mutex<Deployment>> = OnceLock::new();
+
+fn shared() -> MutexGuard<'static, Deployment> {
+    let deployment = SHARED.get_or_init(|| {
+        let d = Deployment::new("services", PREFIX);
+        d.provision(&[]);
+        d.ok(&["install-cluster"]);
+        let out = d.ok(&["deploy-services"]);
+        assert!(out.contains(&format!("http://{PREFIX}.9:8080/")), "{out}");
+        let status = d.ok(&["status"]);
+        assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
+        // SAFETY: registers a plain function, once.
+        unsafe { libc::atexit(tear_down_shared) };
+        Mutex::new(d)
+    });
+    // A scenario that failed does not stop the others.
+    deployment.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Tears the shared deployment down and checks that nothing of it is left; a failure makes
+/// the test binary fail.
+extern "C" fn tear_down_shared() {
+    let Some(deployment) = SHARED.get() else {
+        return;
+    };
+    let d = deployment.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = d.run(&["teardown"]);
+    let left = (d.services(), d.servers());
+    if !out.status.success() || left != (vec![], vec![]) {
+        eprintln!(
+            "teardown of the shared deployment failed or left {left:?}:\n{}",
+            common::text(&out)
+        );
+        // SAFETY: ends the process at once, which is all that is left to do.
+        unsafe { libc::_exit(1) };
+    }
+}
+
 #[test]
-fn the_patterns_route_validate_and_survive_failures() {
-    let d = Deployment::new("services", PREFIX);
-    d.provision(&[]);
-    d.ok(&["install-cluster"]);
-    let out = d.ok(&["deploy-services"]);
-    assert!(out.contains(&format!("http://{PREFIX}.9:8080/")), "{out}");
-    let status = d.ok(&["status"]);
-    assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
-
-    every_mode_returns_the_rows(&d);
-    the_load_generator_measures_chain_and_database(&d);
-    a_write_reaches_the_workers(&d);
-    a_rejected_query_never_reaches_a_database(&d);
-    internal_services_refuse_strangers(&d);
-    bad_input_gets_clear_errors(&d);
-    a_slow_worker_is_avoided_by_customized(&d);
-    a_failed_read_is_retried_elsewhere(&d);
-    pages_work_in_a_browser(&d);
-    a_stopped_worker_is_routed_around(&d);
-
+fn the_proxy_counts_requests_by_mode_and_outcome() {
+    let guard = shared();
+    let d = &*guard;
+    assert_eq!(d.api("SELECT 1 AS one", "random").0, 200);
+    assert_eq!(
+        d.api("UPDATE film SET length = length WHERE film_id = 1", "write")
+            .0,
+        200
+    );
     let metrics = http(None, &d.service("proxy"), "GET", "/metrics", &[], b"");
     assert!(
         metrics
@@ -69,8 +99,12 @@ fn the_patterns_route_validate_and_survive_failures() {
     assert!(metrics
         .body
         .contains("proxy_request_duration_seconds_bucket{mode=\"write\",le=\"+Inf\"}"));
+}
 
-    // Rerunning the step replaces every service.
+#[test]
+fn redeploying_replaces_every_service() {
+    let guard = shared();
+    let d = &*guard;
     let before = d.services();
     d.ok(&["deploy-services", "--force"]);
     let after = d.services();
@@ -80,13 +114,12 @@ fn the_patterns_route_validate_and_survive_failures() {
         assert_ne!(old.1, new.1, "{} was not replaced", old.0);
     }
     assert_eq!(d.api("SELECT 1 AS one", "direct-hit").0, 200);
-
-    d.ok(&["teardown"]);
-    assert_eq!(d.services(), []);
-    assert_eq!(d.servers(), []);
 }
 
-fn every_mode_returns_the_rows(d: &Deployment) {
+#[test]
+fn every_mode_returns_the_rows() {
+    let guard = shared();
+    let d = &*guard;
     let sql =
         "SELECT film_id, title, rental_rate FROM film WHERE film_id IN (1, 2, 3) ORDER BY film_id";
     let expected: Vec<Vec<String>> = d
@@ -126,7 +159,10 @@ fn every_mode_returns_the_rows(d: &Deployment) {
 }
 
 /// The load generator deploy-services built beside the services, for one second each way.
-fn the_load_generator_measures_chain_and_database(d: &Deployment) {
+#[test]
+fn the_load_generator_measures_chain_and_database() {
+    let guard = shared();
+    let d = &*guard;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
@@ -174,7 +210,10 @@ fn the_load_generator_measures_chain_and_database(d: &Deployment) {
     assert_eq!(direct["target"], "direct-db");
 }
 
-fn a_write_reaches_the_workers(d: &Deployment) {
+#[test]
+fn a_write_reaches_the_workers() {
+    let guard = shared();
+    let d = &*guard;
     let (status, body) = d.api(
         "INSERT INTO actor (actor_id, first_name, last_name) VALUES (990001, 'Zoe', 'O''Hara')",
         "write",
@@ -200,7 +239,10 @@ fn a_write_reaches_the_workers(d: &Deployment) {
     assert_eq!(body["rows"], json!([["O'Hara"]]));
 }
 
-fn a_rejected_query_never_reaches_a_database(d: &Deployment) {
+#[test]
+fn a_rejected_query_never_reaches_a_database() {
+    let guard = shared();
+    let d = &*guard;
     let hosts = ["manager", "worker-1", "worker-2", "worker-3"];
     for host in hosts {
         let log = d.host_dir(host).join("general.log");
@@ -254,7 +296,10 @@ fn a_rejected_query_never_reaches_a_database(d: &Deployment) {
     );
 }
 
-fn internal_services_refuse_strangers(d: &Deployment) {
+#[test]
+fn internal_services_refuse_strangers() {
+    let guard = shared();
+    let d = &*guard;
     let query = json!({ "query": "SELECT 1", "mode": "direct-hit" }).to_string();
     let call = |source: Option<&str>, host: &str, token: Option<&str>| {
         let auth = token.map(|t| format!("Bearer {t}"));
@@ -324,7 +369,10 @@ fn internal_services_refuse_strangers(d: &Deployment) {
     );
 }
 
-fn bad_input_gets_clear_errors(d: &Deployment) {
+#[test]
+fn bad_input_gets_clear_errors() {
+    let guard = shared();
+    let d = &*guard;
     let gatekeeper = d.service("gatekeeper");
     let post = |content_type: &str, body: &[u8]| {
         http(
@@ -366,7 +414,7 @@ fn bad_input_gets_clear_errors(d: &Deployment) {
             br#"{"query": "SELECT 1", "mode": "fastest"}"#.to_vec(),
             json_type,
             422,
-            "unknown variant",
+            "unknown mode",
         ),
         (
             br#"{"query": "", "mode": "random"}"#.to_vec(),
@@ -404,7 +452,7 @@ fn bad_input_gets_clear_errors(d: &Deployment) {
             .into_bytes(),
             json_type,
             413,
-            "",
+            "body-too-large",
         ),
     ];
     for (body, content_type, status, expected) in cases {
@@ -456,7 +504,10 @@ fn bad_input_gets_clear_errors(d: &Deployment) {
     assert_eq!(d.api("SELECT 1 AS one", "random").0, 200);
 }
 
-fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
+#[test]
+fn a_slow_worker_is_avoided_by_customized() {
+    let guard = shared();
+    let d = &*guard;
     // A forwarder in front of worker-3 that holds every answer back by 30 ms.
     let slow = Forwarder::start(
         &format!("{PREFIX}.60"),
@@ -532,7 +583,10 @@ fn a_slow_worker_is_avoided_by_customized(d: &Deployment) {
 
 /// A worker that dies between two health probes: the read that finds out is retried elsewhere
 /// and still answers.
-fn a_failed_read_is_retried_elsewhere(d: &Deployment) {
+#[test]
+fn a_failed_read_is_retried_elsewhere() {
+    let guard = shared();
+    let d = &*guard;
     let flaky = Forwarder::start(
         &format!("{PREFIX}.61"),
         format!("{}:3306", d.address("worker-2")),
@@ -597,7 +651,10 @@ fn a_failed_read_is_retried_elsewhere(d: &Deployment) {
     );
 }
 
-fn a_stopped_worker_is_routed_around(d: &Deployment) {
+#[test]
+fn a_killed_worker_is_routed_around_and_restarted() {
+    let guard = shared();
+    let d = &*guard;
     let pid = d.state()["processes"]["worker-1/mariadbd"]["pid"]
         .as_u64()
         .unwrap();
@@ -628,12 +685,46 @@ fn a_stopped_worker_is_routed_around(d: &Deployment) {
     }
     let status = d.ok(&["status"]);
     let line = status.lines().find(|l| l.starts_with("worker-1 ")).unwrap();
-    assert!(line.contains("DOWN (pid"), "{status}");
+    assert!(line.contains("DOWN (not answering"), "{status}");
+
+    // Started again on its own config, it resumes replicating and rejoins the reads.
+    let config = d.host_dir("worker-1").join("my.cnf");
+    let path = format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // setsid -f: the server leaves this test's session, and the test does not wait for it.
+    let started = Command::new("setsid")
+        .env("PATH", path)
+        .arg("-f")
+        .arg("mariadbd")
+        .arg(format!("--defaults-file={}", config.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+    wait_for(
+        "worker-1 back in the reads",
+        Duration::from_secs(60),
+        || {
+            let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+            let h: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            h["backends"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["name"] == "worker-1" && b["healthy"] == true)
+            })
+        },
+    );
 }
 
 /// Drives the pages in headless Chromium through chromedriver (WebDriver): fill the form,
 /// submit, see the rows.
-fn pages_work_in_a_browser(d: &Deployment) {
+#[test]
+fn pages_work_in_a_browser() {
+    let guard = shared();
+    let d = &*guard;
     let driver_port = free_port();
     let _driver = Spawned(
         Command::new("chromedriver")

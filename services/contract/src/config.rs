@@ -66,4 +66,3 @@ pub struct BackendConfig {
     pub address: String,
     pub port: u16,
 }
-

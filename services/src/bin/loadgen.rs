@@ -22,7 +22,12 @@ struct Args {
     mode: Option<Mode>,
     /// Straight to a server at ADDRESS:PORT (needs --user; the password comes from
     /// LOADGEN_DB_PASSWORD, never the command line).
-    #[arg(long, value_name = "ADDRESS:PORT", requires = "user", conflicts_with = "mode")]
+    #[arg(
+        long,
+        value_name = "ADDRESS:PORT",
+        requires = "user",
+        conflicts_with = "mode"
+    )]
     database: Option<String>,
     /// The database account.
     #[arg(long, value_name = "USER")]
@@ -60,9 +65,9 @@ impl Args {
                     .context("--database takes ADDRESS:PORT")?;
                 Target::Database {
                     address: host.to_string(),
-                    port: port
-                        .parse()
-                        .with_context(|| format!("--database takes ADDRESS:PORT, got {address:?}"))?,
+                    port: port.parse().with_context(|| {
+                        format!("--database takes ADDRESS:PORT, got {address:?}")
+                    })?,
                     user: self.user.context("--database needs --user")?,
                     name: self.name.unwrap_or_else(|| address.clone()),
                     password: std::env::var("LOADGEN_DB_PASSWORD")
@@ -118,21 +123,45 @@ mod tests {
     #[test]
     fn flags_are_checked_by_clap() {
         let a = parse(&["--gatekeeper", "http://x", "--mode", "random"]).unwrap();
-        assert_eq!((a.mode, a.workload, a.concurrency), (Some(Mode::Random), Workload::Mix, 8));
+        assert_eq!(
+            (a.mode, a.workload, a.concurrency),
+            (Some(Mode::Random), Workload::Mix, 8)
+        );
         for bad in [
             vec![],
             vec!["--gatekeeper", "http://x"],
             vec!["--gatekeeper", "http://x", "--mode", "sideways"],
             vec!["--database", "127.0.0.1:3306"],
-            vec!["--gatekeeper", "http://x", "--mode", "random", "--concurrency", "0"],
+            vec![
+                "--gatekeeper",
+                "http://x",
+                "--mode",
+                "random",
+                "--concurrency",
+                "0",
+            ],
             // A repeated flag is an error, not a silent last-one-wins.
-            vec!["--gatekeeper", "http://x", "--mode", "random", "--mode", "write"],
+            vec![
+                "--gatekeeper",
+                "http://x",
+                "--mode",
+                "random",
+                "--mode",
+                "write",
+            ],
             vec!["--database", "a:1", "--user", "u", "--mode", "random"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} was accepted");
         }
-        let a = parse(&["--database", "127.0.0.1:3306", "--user", "bench", "--workload", "write"])
-            .unwrap();
+        let a = parse(&[
+            "--database",
+            "127.0.0.1:3306",
+            "--user",
+            "bench",
+            "--workload",
+            "write",
+        ])
+        .unwrap();
         assert_eq!(a.workload, Workload::Write);
     }
 }

@@ -15,12 +15,12 @@ use axum::{middleware, Json, Router};
 use rand::seq::IndexedRandom;
 use serde_json::json;
 
-use contract::config::ProxyConfig;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
-use contract::wire::{Mode, QueryRequest, QueryResponse};
 use backend::{Backend, QueryError, Role};
+use contract::config::ProxyConfig;
+use contract::wire::{Mode, QueryRequest, QueryResponse};
 use metrics::Metrics;
 
 /// MariaDB's error when max_statement_time stops a statement.

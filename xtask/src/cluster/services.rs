@@ -229,7 +229,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-
     /// The configs are the services' own types: what xtask writes, the services read.
     #[test]
     fn configs_are_the_services_types() {
@@ -239,7 +238,10 @@ mod tests {
         let proxy: ProxyConfig =
             serde_json::from_slice(&config_for(&d, Role::Proxy).unwrap()).unwrap();
         assert_eq!(proxy.workers.len(), 3);
-        assert_eq!(proxy.allowed_peers, ["127.0.1.8".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            proxy.allowed_peers,
+            ["127.0.1.8".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(proxy.password, d.secrets.app_password);
         let gatekeeper: GatekeeperConfig =
             serde_json::from_slice(&config_for(&d, Role::Gatekeeper).unwrap()).unwrap();

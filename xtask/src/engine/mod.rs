@@ -146,7 +146,11 @@ fn open_or_plan(paths: &Paths, lock: Lock, args: &SettingsArgs) -> Result<Sessio
     }
     let id = state::new_deployment_id();
     let hosts = providers::of(settings.provider_kind()).plan_hosts(&settings, paths, &id)?;
-    Ok(Session::new(paths, lock, Deployment::new(id, settings, hosts)))
+    Ok(Session::new(
+        paths,
+        lock,
+        Deployment::new(id, settings, hosts),
+    ))
 }
 
 /// Decides the bench run a `bench` (or `all`) works on: the interrupted one, or a new one.

@@ -127,12 +127,8 @@ pub fn sysbench_tps(path: &Path, rows: &[SysbenchRow]) -> Result<()> {
 /// Latency percentiles per mode of the patterns load test.
 pub fn pattern_latency(path: &Path, rows: &[PatternRow]) -> Result<()> {
     let modes = modes();
-    let of = |p: fn(&PatternMeans) -> f64| {
-        modes
-            .iter()
-            .map(|m| p(&pattern_means(rows, m)))
-            .collect()
-    };
+    let of =
+        |p: fn(&PatternMeans) -> f64| modes.iter().map(|m| p(&pattern_means(rows, m))).collect();
     grouped_bars(
         path,
         "Patterns load test: latency by mode",

@@ -156,4 +156,3 @@ fn files(dir: &Path, extension: &str) -> Vec<(PathBuf, String)> {
     found.sort();
     found
 }
-

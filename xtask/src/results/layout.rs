@@ -52,7 +52,11 @@ mod tests {
     #[test]
     fn names_read_back_as_written() {
         let path = sysbench_out("worker-12", "oltp_point_select", 3);
-        let stem = path.strip_prefix("sysbench/").unwrap().strip_suffix(".txt").unwrap();
+        let stem = path
+            .strip_prefix("sysbench/")
+            .unwrap()
+            .strip_suffix(".txt")
+            .unwrap();
         assert_eq!(
             split_sysbench(stem),
             Some(("worker-12".into(), "oltp_point_select".into(), 3))
@@ -63,7 +67,11 @@ mod tests {
         );
         assert_eq!(split_sysbench("junk"), None);
         let path = patterns_out("direct-hit", 2);
-        let stem = path.strip_prefix("patterns/").unwrap().strip_suffix(".json").unwrap();
+        let stem = path
+            .strip_prefix("patterns/")
+            .unwrap()
+            .strip_suffix(".json")
+            .unwrap();
         assert_eq!(split_patterns(stem), Some(("direct-hit".into(), 2)));
         assert_eq!(
             modes(),

@@ -69,7 +69,10 @@ pub struct PatternRow {
 pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     let runs = collect::load_runs(raw)?;
     let Some(latest) = runs.last() else {
-        bail!("no bench run in {}; run `cargo xtask bench` first", raw.display());
+        bail!(
+            "no bench run in {}; run `cargo xtask bench` first",
+            raw.display()
+        );
     };
     let sysbench_rows: Vec<SysbenchRow> = runs.iter().flat_map(|r| r.sysbench.clone()).collect();
     let pattern_rows: Vec<PatternRow> = runs.iter().flat_map(|r| r.patterns.clone()).collect();

@@ -59,4 +59,3 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
     out.push_str("\nCharts: `sysbench-tps.svg`, `patterns-latency.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
     out
 }
-

@@ -108,8 +108,10 @@ mod tests {
 
     #[test]
     fn parses_real_sysbench_reports() {
-        let rw =
-            parse_sysbench(include_str!("../../tests/data/sysbench-oltp_read_write.txt")).unwrap();
+        let rw = parse_sysbench(include_str!(
+            "../../tests/data/sysbench-oltp_read_write.txt"
+        ))
+        .unwrap();
         assert_eq!(
             (rw.threads, rw.reads, rw.writes, rw.other, rw.transactions),
             (2, 6622, 1892, 946, 473)
@@ -128,11 +130,14 @@ mod tests {
             (2.59, 8.46, 23.85, 14.46)
         );
         assert!((rw.seconds - 2.0066).abs() < 1e-9);
-        let ro = parse_sysbench(include_str!("../../tests/data/sysbench-oltp_read_only.txt")).unwrap();
+        let ro =
+            parse_sysbench(include_str!("../../tests/data/sysbench-oltp_read_only.txt")).unwrap();
         assert_eq!(ro.writes, 0);
         assert!(ro.tps > 0.0 && ro.reads > 0);
-        let ps =
-            parse_sysbench(include_str!("../../tests/data/sysbench-oltp_point_select.txt")).unwrap();
+        let ps = parse_sysbench(include_str!(
+            "../../tests/data/sysbench-oltp_point_select.txt"
+        ))
+        .unwrap();
         assert_eq!(ps.reads, ps.transactions);
         let err = parse_sysbench("FATAL: error 2013").unwrap_err().to_string();
         assert!(err.contains("transactions:"), "{err}");
@@ -140,7 +145,8 @@ mod tests {
 
     #[test]
     fn cluster_rows_add_up_the_workers() {
-        let a = parse_sysbench(include_str!("../../tests/data/sysbench-oltp_read_only.txt")).unwrap();
+        let a =
+            parse_sysbench(include_str!("../../tests/data/sysbench-oltp_read_only.txt")).unwrap();
         let b = SysbenchStats {
             tps: 100.0,
             transactions: 200,

@@ -121,7 +121,10 @@ impl Settings {
         if !(1..=1000).contains(&self.scale) {
             bail!("--scale must be between 1 and 1000, got {}", self.scale);
         }
-        for (name, port) in [("db-port", self.db_port), ("service-port", self.service_port)] {
+        for (name, port) in [
+            ("db-port", self.db_port),
+            ("service-port", self.service_port),
+        ] {
             if port < 1024 {
                 bail!("--{name} must be 1024 or above so no root is needed, got {port}");
             }

@@ -129,7 +129,9 @@ fn upgrade_from_1(value: &mut Value) -> Result<()> {
         Some("local") => json!({ "kind": "local", "loopback_prefix": prefix }),
         Some("aws") => {
             let mut aws = aws.context("data.json (version 1) of aws has no aws settings")?;
-            let aws_object = aws.as_object_mut().context("aws settings are not an object")?;
+            let aws_object = aws
+                .as_object_mut()
+                .context("aws settings are not an object")?;
             if let Some(endpoint) = aws_object.remove("endpoint") {
                 aws_object.insert("aws_endpoint".into(), endpoint);
             }

@@ -97,8 +97,8 @@ pub fn run(session: &mut Session) -> Result<()> {
         );
     }
     packages::ensure(&client, &packages::BENCH_CLIENT)?;
-    let bytes = fs::read(&built_loadgen)
-        .with_context(|| format!("reading {}", built_loadgen.display()))?;
+    let bytes =
+        fs::read(&built_loadgen).with_context(|| format!("reading {}", built_loadgen.display()))?;
     transport::put_file(&client, "loadgen", &bytes, true)?;
     let loadgen = "./loadgen";
     let listed = transport::run_script(
@@ -313,11 +313,17 @@ fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
         workers: d.settings.workers,
         dataset_scale: d.settings.scale,
         settings: run.settings.clone(),
-        cluster_reads: "one sysbench per worker, all at the same time; the cluster row adds them up"
-            .to_string(),
+        cluster_reads:
+            "one sysbench per worker, all at the same time; the cluster row adds them up"
+                .to_string(),
     };
     let text = serde_json::to_vec_pretty(&meta)?;
-    transport::put_file(client, &format!("{}/{}", run.id, layout::METADATA), &text, false)
+    transport::put_file(
+        client,
+        &format!("{}/{}", run.id, layout::METADATA),
+        &text,
+        false,
+    )
 }
 
 /// One sysbench connection file per database host, and the load generator's password file,

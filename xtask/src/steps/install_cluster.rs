@@ -64,7 +64,8 @@ pub fn run(session: &mut Session) -> Result<()> {
     )?;
     db::sql(&standalone, &accounts)?;
     db::sql(&manager, &accounts)?;
-    let mut replica_clients: Vec<String> = workers.iter().map(|w| provider.client_address(w)).collect();
+    let mut replica_clients: Vec<String> =
+        workers.iter().map(|w| provider.client_address(w)).collect();
     replica_clients.dedup();
     for client in replica_clients {
         let replication = fill(

@@ -107,9 +107,9 @@ pub fn machine(host: &Host) -> Option<(String, u16)> {
 
 /// How people reach the host's machine: "this machine" or `user@address`.
 pub fn describe(host: &Host) -> String {
-    host.ssh
-        .as_ref()
-        .map_or("this machine".to_string(), |s| format!("ssh {}", s.target()))
+    host.ssh.as_ref().map_or("this machine".to_string(), |s| {
+        format!("ssh {}", s.target())
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use std::fmt::Write;
 
-
 /// Functions every script may use.
 const LIB: &str = include_str!("../../scripts/lib.sh");
 
@@ -113,5 +112,4 @@ mod tests {
             dir.display()
         );
     }
-
 }

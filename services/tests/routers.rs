@@ -1,0 +1,333 @@
+//! The services' routers called in process (`oneshot`), with the peer address a real listener
+//! would give (`MockConnectInfo`): the guard, the rate limit, the JSON and form rejections and
+//! the policy's refusals, each found where it happens. The next hop is an address where nothing
+//! listens, so a request that got past a check would answer 502, not the code expected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
+use services::guard::Guard;
+use services::trusted_host::{self, policy::Limits, TrustedHost};
+use services::upstream::Upstream;
+
+const TOKEN: &str = "test-token";
+const GATEKEEPER: &str = "127.0.0.1";
+
+/// A base URL on loopback where nothing listens.
+fn nowhere() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+fn upstream() -> Upstream {
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    Upstream::new(&nowhere(), TOKEN, local, Duration::from_secs(2)).unwrap()
+}
+
+fn gatekeeper_app(rate: f64, burst: u32) -> Router {
+    gatekeeper::app(
+        Arc::new(Gatekeeper {
+            trusted_host: upstream(),
+        }),
+        Hygiene {
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_secs(5),
+            limiter: RateLimiter::new(rate, burst),
+        },
+    )
+}
+
+fn trusted_host_app() -> Router {
+    let trusted_host = Arc::new(TrustedHost {
+        proxy: upstream(),
+        limits: Limits::default(),
+    });
+    let allowed: IpAddr = GATEKEEPER.parse().unwrap();
+    trusted_host::app(trusted_host, Guard::new(&[allowed], TOKEN))
+}
+
+/// Sends one request from `peer`; returns the status and the body.
+async fn send(app: &Router, peer: &str, request: Request<Body>) -> (StatusCode, String) {
+    let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
+    let response = app
+        .clone()
+        .layer(MockConnectInfo(peer))
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn json_post(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .unwrap()
+}
+
+fn code(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    value["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_guard_wants_the_peer_and_the_token() {
+    let app = trusted_host_app();
+    let query = || {
+        let mut r = json_post(
+            "/query",
+            "application/json",
+            r#"{"query": "SELECT SLEEP(1)", "mode": "random"}"#,
+        );
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().unwrap(),
+        );
+        r
+    };
+    let (status, body) = send(&app, "127.0.0.9", query()).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+
+    let mut no_token = query();
+    no_token.headers_mut().remove(header::AUTHORIZATION);
+    let (status, body) = send(&app, GATEKEEPER, no_token).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+
+    let mut wrong = query();
+    wrong
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Bearer test-tokeN".parse().unwrap());
+    let (status, _) = send(&app, GATEKEEPER, wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Peer and token right: the policy judges it (and refuses it, before any forwarding).
+    let (status, body) = send(&app, GATEKEEPER, query()).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
+    );
+
+    // Health is for anyone, without a token.
+    let health = Request::get("/health").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, "127.0.0.9", health).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_policy_refuses_before_anything_is_forwarded() {
+    let app = trusted_host_app();
+    let cases = [
+        ("SELECT SLEEP(1)", "random", "function"),
+        ("SELECT 1; SELECT 2", "random", "single-statement"),
+        (
+            "DELETE FROM film WHERE film_id = 1",
+            "random",
+            "accepts only SELECT",
+        ),
+        ("SELECT * FROM mysql.user", "direct-hit", "schema"),
+        ("DROP TABLE film", "write", "rejected"),
+    ];
+    for (query, mode, expected) in cases {
+        let mut request = json_post(
+            "/query",
+            "application/json",
+            serde_json::json!({ "query": query, "mode": mode }).to_string(),
+        );
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().unwrap(),
+        );
+        let (status, body) = send(&app, GATEKEEPER, request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert!(
+            body.contains(expected),
+            "{query}: expected {expected:?} in {body}"
+        );
+    }
+    // An accepted query is forwarded: to where nothing listens here, hence 502.
+    let mut accepted = json_post(
+        "/query",
+        "application/json",
+        r#"{"query": "SELECT title FROM film WHERE film_id = 1", "mode": "random"}"#,
+    );
+    accepted.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let (status, body) = send(&app, GATEKEEPER, accepted).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream-unavailable")
+    );
+}
+
+#[tokio::test]
+async fn json_rejections_are_json_errors() {
+    let app = gatekeeper_app(1000.0, 1000);
+    let json = "application/json";
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            json,
+            b"{\"query\": \"SELECT 1\"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json,
+            b"not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            json,
+            br#"{"query": 5, "mode": "random"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+        ),
+        (
+            json,
+            br#"{"query": "SELECT 1"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+        ),
+        (
+            json,
+            br#"{"query": "SELECT 1", "mode": "fastest"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+        ),
+        (
+            json,
+            b"{\"query\": \"SELECT '\xff'\", \"mode\": \"random\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            "text/plain",
+            br#"{"query": "SELECT 1", "mode": "random"}"#.to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-content-type",
+        ),
+        (
+            json,
+            format!(r#"{{"query": "{}", "mode": "random"}}"#, "a".repeat(2000)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+    ];
+    for (content_type, body, status, expected) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(50)]).into_owned();
+        let (got, answer) = send(
+            &app,
+            "127.0.0.5",
+            json_post("/api/query", content_type, body),
+        )
+        .await;
+        assert_eq!(
+            (got, code(&answer).as_str()),
+            (status, expected),
+            "{shown}: {answer}"
+        );
+    }
+    let (status, body) = send(
+        &app,
+        "127.0.0.5",
+        json_post(
+            "/api/query",
+            json,
+            r#"{"query": "SELECT 1", "mode": "random"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream-unavailable")
+    );
+}
+
+#[tokio::test]
+async fn forms_say_what_was_wrong_on_a_page() {
+    let app = gatekeeper_app(1000.0, 1000);
+    let form =
+        |path: &str, body: &'static str| json_post(path, "application/x-www-form-urlencoded", body);
+    let (status, page) = send(
+        &app,
+        "127.0.0.5",
+        form("/read", "query=SELECT+1&strategy=fastest"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("unknown strategy") && page.contains("<html"),
+        "{page}"
+    );
+    let (status, page) = send(&app, "127.0.0.5", form("/read", "strategy=random")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    assert!(page.contains("the form could not be read"), "{page}");
+    // A write form is not a read strategy.
+    let (status, _) = send(
+        &app,
+        "127.0.0.5",
+        form("/read", "query=SELECT+1&strategy=write"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, page) = send(
+        &app,
+        "127.0.0.5",
+        form("/write", "query=UPDATE+film+SET+length%3D1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_per_client() {
+    let app = gatekeeper_app(1.0, 2);
+    let page = || Request::get("/read").body(Body::empty()).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(send(&app, "127.0.0.5", page()).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let (status, body) = send(&app, "127.0.0.5", page()).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate-limited")
+    );
+    assert_eq!(
+        send(&app, "127.0.0.6", page()).await.0,
+        StatusCode::OK,
+        "another client"
+    );
+    // Health is not limited: monitors poll it.
+    let health = Request::get("/health").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, "127.0.0.5", health).await.0, StatusCode::OK);
+}
