@@ -35,7 +35,7 @@ is_alive() {
 }
 
 # Stops a process: SIGTERM lets it finish what it is doing, SIGKILL follows after GRACE
-# seconds (the second argument); returns once it is gone.
+# seconds (the second argument); returns once it is gone, saying "stopped pid=<pid>".
 stop_process() {
   local pid=$1 deadline=$((SECONDS + $2))
   kill -TERM "$pid" 2> /dev/null || return 0
@@ -49,4 +49,5 @@ stop_process() {
     fi
     sleep 0.1
   done
+  echo "stopped pid=$pid"
 }

@@ -28,12 +28,22 @@ pub fn start_and_record(
     session.save()
 }
 
-/// Drops a stopped process from the record.
-pub fn forget(session: &mut Session, key: &str) -> Result<()> {
+/// Runs a stop script and drops the process from the record; returns the pid the script
+/// stopped (its stop_process says `stopped pid=<pid>`), None when nothing ran.
+pub fn stop_and_forget(
+    session: &mut Session,
+    host: &Host,
+    script: &Script,
+    key: &str,
+) -> Result<Option<u32>> {
+    let out = transport::run_script(host, script, b"")?;
     if session.deployment.processes.remove(key).is_some() {
         session.save()?;
     }
-    Ok(())
+    Ok(out
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped pid="))
+        .and_then(|pid| pid.trim().parse().ok()))
 }
 
 /// Reads the `pid=<pid> start_ticks=<ticks>` line of the scripts' report_process.
@@ -60,7 +70,7 @@ mod tests {
     use super::*;
 
     /// The lifecycle's shell functions on this machine: a process's identity is reported, it
-    /// is found by its command line and stopped, and a stranger's pid is left alone.
+    /// is found by its command line and stopped, and then it is found no more.
     #[test]
     fn identity_find_and_stop() {
         let dir = std::env::temp_dir().join(format!("xtask-process-{}", std::process::id()));
@@ -88,7 +98,8 @@ mod tests {
              ! find_process sleep 300 \"$MARKER\"\n",
         )
         .param("MARKER", marker.clone());
-        transport::run_script(&host, &stop, b"").unwrap();
+        let said = transport::run_script(&host, &stop, b"").unwrap();
+        assert_eq!(said.trim(), format!("stopped pid={}", record.pid));
         assert!(!alive(record.pid) || is_zombie(record.pid));
         // Nothing runs with that command line any more: finding it fails.
         let find = Script::new("t", "find_process sleep 300 \"$MARKER\"\n").param("MARKER", marker);

@@ -34,13 +34,12 @@ pub fn start(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
 }
 
 /// Stops the host's server, whether recorded or left unrecorded by an interrupted run: it is
-/// the process started with the host's own config.
-pub fn stop(session: &mut Session, host: &Host) -> Result<()> {
+/// the process started with the host's own config. Returns the pid stopped, if one ran.
+pub fn stop(session: &mut Session, host: &Host) -> Result<Option<u32>> {
     let script = Script::new("db-stop", DB_STOP)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("GRACE", STOP_GRACE.as_secs().to_string());
-    transport::run_script(host, &script, b"")?;
-    process::forget(session, &process_key(host))
+    process::stop_and_forget(session, host, &script, &process_key(host))
 }
 
 pub fn process_key(host: &Host) -> String {

@@ -139,14 +139,14 @@ pub fn start(session: &mut Session, host: &Host, supervisor: Supervisor) -> Resu
 }
 
 /// Stops the host's service gracefully, recorded or not; nothing to do when none runs.
-pub fn stop(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<()> {
+/// Returns the pid stopped, if one ran (and was not under systemd).
+pub fn stop(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<Option<u32>> {
     let script = Script::new("service-stop", SERVICE_STOP)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", binary_name(host.role)?)
         .param("SUPERVISOR", supervisor.as_str())
         .param("GRACE", GRACE.as_secs().to_string());
-    transport::run_script(host, &script, b"")?;
-    process::forget(session, &process_key(host))
+    process::stop_and_forget(session, host, &script, &process_key(host))
 }
 
 /// Asks a service's /health once (`wait` zero) or until it answers; it is asked from its own

@@ -98,10 +98,14 @@ impl Provider for Local {
         let progress = Progress::new("teardown", (hosts.len() * 2) as u64);
         for host in &hosts {
             progress.task(format!("stopping what runs on {}", host.name));
-            if host.role.runs_database() {
-                server::stop(session, host)?;
+            let (stopped, key) = if host.role.runs_database() {
+                (server::stop(session, host)?, server::process_key(host))
             } else {
-                services::stop(session, host, self.supervisor())?;
+                let stopped = services::stop(session, host, self.supervisor())?;
+                (stopped, services::process_key(host))
+            };
+            if let Some(pid) = stopped {
+                progress.note(format!("stopped {key} (pid {pid})"));
             }
         }
         for host in &hosts {
