@@ -12,14 +12,18 @@ use serde_json::json;
 
 #[test]
 fn the_pipeline_runs_its_scripts_over_ssh() {
+    // The sshd and its login user outlive the deployment (declared first, dropped last): the
+    // deployment's guard tears it down over SSH, as a failed test must too.
+    let sshd_dir = std::env::temp_dir().join(format!("xtask-it-sshd-{}", std::process::id()));
+    fs::remove_dir_all(&sshd_dir).ok();
+    let sshd = Sshd::start(&sshd_dir);
+    // Logged in as an unprivileged user with sudo, as on an instance.
+    let login = SudoUser::create("xtask-remote");
     let d = Deployment::new("over-ssh", "127.0.27");
     // The services are built for an explicit target, as for instances (musl there; this
     // machine's own triple here, the one that is installed): cargo's per-target folder.
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     d.provision(&["--workers", "2", "--target", &target]);
-    let sshd = Sshd::start(&d.dir.join("sshd"));
-    // Logged in as an unprivileged user with sudo, as on an instance.
-    let login = SudoUser::create("xtask-remote");
 
     // Every host is reached the way an aws host is: over SSH as a user with sudo, with the
     // deployment's own known_hosts and a log per host. The folders are the same paths seen from
@@ -91,7 +95,7 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     assert_eq!(code, 200, "{body}");
     let status = d.ok(&["status"]);
     assert_eq!(status.matches("up, /health ok").count(), 3, "{status}");
-    assert!(status.contains("(ssh 127.0.0.1)"), "{status}");
+    assert!(status.contains("(ssh xtask-remote@127.0.0.1)"), "{status}");
 
     // The results came back with scp: the raw files and the tables.
     let raw = d.dir.join("results/raw");
@@ -100,8 +104,24 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     assert!(run.join("patterns/random-run1.json").exists());
     let sysbench_csv = fs::read_to_string(d.dir.join("results/sysbench.csv")).unwrap();
     assert!(sysbench_csv.lines().count() > 3, "{sysbench_csv}");
-    // The passwords beside the runs stayed on the bench client.
-    assert!(!raw.join("bench.password").exists());
+    // The passwords beside the runs stayed on the bench client: no fetched file holds one.
+    let password = d.secret("bench_password");
+    let mut fetched = vec![raw.clone()];
+    let mut files = 0;
+    while let Some(path) = fetched.pop() {
+        if path.is_dir() {
+            fetched.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files += 1;
+            let text = String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned();
+            assert!(
+                !text.contains(&password),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 3, "only {files} files fetched");
     assert!(fs::read_to_string(d.dir.join("known_hosts"))
         .unwrap()
         .contains("ssh-ed25519"));
@@ -125,4 +145,6 @@ fn the_pipeline_runs_its_scripts_over_ssh() {
     d.ok(&["teardown"]);
     assert!(d.servers().is_empty(), "{:?}", d.servers());
     assert!(d.services().is_empty(), "{:?}", d.services());
+    drop(d);
+    fs::remove_dir_all(&sshd_dir).ok();
 }
