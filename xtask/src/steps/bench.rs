@@ -10,7 +10,8 @@ use std::fs;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use contract::report::DIRECT_DB;
+use contract::report::{Workload, DIRECT_DB};
+use contract::wire::Mode;
 
 use crate::cluster::{build, packages, server};
 use crate::progress::Progress;
@@ -251,7 +252,11 @@ pub fn run(session: &mut Session) -> Result<()> {
                 s.runs,
                 left(pending)
             ));
-            let workload = if mode == "write" { "write" } else { "mix" };
+            let workload = if mode == Mode::Write.as_str() {
+                Workload::Write
+            } else {
+                Workload::Mix
+            };
             let mut args = vec![
                 "--workload".to_string(),
                 workload.to_string(),
