@@ -3,6 +3,7 @@
 //! baseline that shows what the chain costs). Latencies go into HDR histograms.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -44,8 +45,13 @@ fn rng_start(id: u32, films: u32) -> u32 {
 /// Where the queries go.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The gatekeeper's JSON API at this base URL, in this mode.
-    Gatekeeper { url: String, mode: Mode },
+    /// The gatekeeper's JSON API at this base URL, in this mode; connections leave from
+    /// `from` when given (the bench client's address, which the gatekeeper does not limit).
+    Gatekeeper {
+        url: String,
+        mode: Mode,
+        from: Option<IpAddr>,
+    },
     /// A database server, with an account that may read (and for writes, write) filmdb.
     Database {
         address: String,
@@ -172,8 +178,9 @@ enum Sender {
 impl Sender {
     fn new(target: &Target, concurrency: usize) -> Result<Sender> {
         Ok(match target {
-            Target::Gatekeeper { url, mode } => Sender::Gatekeeper {
+            Target::Gatekeeper { url, mode, from } => Sender::Gatekeeper {
                 client: reqwest::Client::builder()
+                    .local_address(*from)
                     .timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(concurrency)
                     // Before the gatekeeper's own 10 s idle close (serve.rs).
@@ -197,10 +204,17 @@ impl Sender {
                     .db_name(Some("filmdb"))
                     .prefer_socket(false)
                     .pool_opts(
-                        mysql_async::PoolOpts::default().with_constraints(
-                            mysql_async::PoolConstraints::new(0, concurrency.max(1))
-                                .context("pool size")?,
-                        ),
+                        mysql_async::PoolOpts::default()
+                            .with_constraints(
+                                mysql_async::PoolConstraints::new(0, concurrency.max(1))
+                                    .context("pool size")?,
+                            )
+                            // Each client keeps its connection as an application would:
+                            // idle ones are kept (with no TTL the driver keeps none and
+                            // connects anew for every query), and not reset (a round trip)
+                            // between queries.
+                            .with_inactive_connection_ttl(Duration::from_secs(60))
+                            .with_reset_connection(false),
                     );
                 Sender::Database {
                     pool: mysql_async::Pool::new(opts),

@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
-use contract::wire::QueryRequest;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -42,8 +41,12 @@ impl Upstream {
         })
     }
 
-    /// Sends the query; returns the upstream's status and JSON body.
-    pub async fn query(&self, request: &QueryRequest) -> Result<(StatusCode, Bytes), ApiError> {
+    /// Sends the query (the public request, or the checked template); returns the upstream's
+    /// status and JSON body.
+    pub async fn query(
+        &self,
+        request: &impl serde::Serialize,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
         let response = self
             .client
             .post(&self.url)

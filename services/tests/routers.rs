@@ -42,7 +42,7 @@ fn gatekeeper_app(rate: f64, burst: u32) -> Router {
         Hygiene {
             max_body_bytes: 1024,
             request_timeout: Duration::from_secs(5),
-            limiter: RateLimiter::new(rate, burst),
+            limiter: RateLimiter::new(rate, burst, &["127.0.0.7".parse().unwrap()]),
         },
     )
 }

@@ -43,9 +43,17 @@ pub enum Command {
     /// Run every step that is not done yet, in order.
     All(AllArgs),
     /// Show the steps, the hosts and their health.
-    Status,
+    Status(StatusArgs),
     /// Stop and remove everything the deployment created.
     Teardown(TeardownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also show the query shapes the proxy has served (its per-digest statistics), the most
+    /// total time first.
+    #[arg(long)]
+    pub queries: bool,
 }
 
 #[derive(Debug, Args)]

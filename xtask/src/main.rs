@@ -51,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => engine.step(Step::Bench, a.step.force, &a.bench),
         Command::FetchResults(a) => engine.step(Step::FetchResults, a.force, &none),
         Command::All(a) => engine.all(&a.settings, &a.bench),
-        Command::Status => steps::status::run(&engine.paths),
+        Command::Status(a) => steps::status::run(&engine.paths, a.queries),
         Command::Teardown(a) => steps::teardown::command(&engine, &a),
     }
 }

@@ -21,6 +21,10 @@ pub struct GatekeeperConfig {
     pub rate_per_second: f64,
     /// Requests a client may make at once after being idle.
     pub rate_burst: u32,
+    /// Clients the rate limit does not apply to: the deployment's own bench client, whose
+    /// load test measures the chain, not the limit.
+    #[serde(default)]
+    pub unlimited_clients: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

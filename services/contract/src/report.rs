@@ -63,3 +63,21 @@ pub struct Percentiles {
     pub p999: f64,
     pub max: f64,
 }
+
+/// The proxy's statistics of one query shape (`GET /digests` on the proxy, most total time
+/// first), as ProxySQL's query digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestStats {
+    pub digest: String,
+    /// The shape: the query with `?` for its literals.
+    pub text: String,
+    pub count: u64,
+    pub errors: u64,
+    /// Rows returned, in all.
+    pub rows: u64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub p99_ms: f64,
+    /// Queries served per backend.
+    pub backends: BTreeMap<String, u64>,
+}

@@ -60,3 +60,30 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// A literal of a checked query, taken out of its text by the trusted host and bound by the
+/// proxy as a parameter of the prepared template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "kebab-case")]
+pub enum Param {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    /// An exact decimal, as its digits; the template casts it to its DECIMAL type.
+    Decimal(String),
+    Text(String),
+}
+
+/// What the trusted host forwards to the proxy: the checked query as a template with `?` for
+/// its literals, their values, and the digest of its shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardedQuery {
+    pub mode: Mode,
+    pub template: String,
+    pub params: Vec<Param>,
+    /// Names the shape (`digest_text`) in the proxy's statistics.
+    pub digest: String,
+    /// The query with every literal as `?` and IN lists collapsed.
+    pub digest_text: String,
+}

@@ -9,7 +9,7 @@ use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
 use services::serve;
 use services::upstream::Upstream;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     serve::init_logging();
     let config: GatekeeperConfig = config::load(&serve::config_path()?)?;
@@ -27,7 +27,11 @@ async fn main() -> anyhow::Result<()> {
     let hygiene = Hygiene {
         max_body_bytes: config.max_body_bytes,
         request_timeout: timeout,
-        limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+        limiter: RateLimiter::new(
+            config.rate_per_second,
+            config.rate_burst,
+            &config.unlimited_clients,
+        ),
     };
     serve::serve(config.listen, gatekeeper::app(gatekeeper, hygiene)).await
 }

@@ -20,6 +20,10 @@ struct Args {
     /// How the gatekeeper routes the queries.
     #[arg(long, value_name = "MODE")]
     mode: Option<Mode>,
+    /// With --gatekeeper: the local address connections leave from (the bench client's, which
+    /// the gatekeeper does not rate-limit).
+    #[arg(long, value_name = "ADDRESS", requires = "gatekeeper")]
+    from: Option<std::net::IpAddr>,
     /// Straight to a server at ADDRESS:PORT (needs --user; the password comes from
     /// LOADGEN_DB_PASSWORD, never the command line).
     #[arg(
@@ -58,6 +62,7 @@ impl Args {
             (Some(url), _) => Target::Gatekeeper {
                 url,
                 mode: self.mode.context("--gatekeeper needs --mode")?,
+                from: self.from,
             },
             (None, Some(address)) => {
                 let (host, port) = address

@@ -6,7 +6,7 @@ use services::guard::Guard;
 use services::proxy::{self, Proxy};
 use services::serve;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     serve::init_logging();
     let config: ProxyConfig = config::load(&serve::config_path()?)?;

@@ -10,7 +10,7 @@ use services::serve;
 use services::trusted_host::{self, policy::Limits, TrustedHost};
 use services::upstream::Upstream;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     serve::init_logging();
     let config: TrustedHostConfig = config::load(&serve::config_path()?)?;

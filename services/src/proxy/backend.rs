@@ -5,16 +5,23 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
+use mysql_async::{OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use contract::config::{BackendConfig, ProxyConfig};
+use contract::wire::Param;
 
 /// Pinned for every session, so a query means the same on every server. PIPES_AS_CONCAT makes
 /// `||` concatenation, as the trusted host's parser reads it.
 const SQL_MODE: &str =
     "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT";
+
+/// How long an idle connection to a backend is kept for the next query.
+const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
+
+/// Prepared templates kept per connection.
+const STATEMENT_CACHE: usize = 256;
 
 /// Weight of the newest response-time sample in the moving average.
 const EWMA_WEIGHT: f64 = 0.3;
@@ -72,6 +79,9 @@ impl Backend {
             .db_name(Some(config.database.clone()))
             // Stay on TCP to the configured address: the accounts are bound to it.
             .prefer_socket(false)
+            // Room for every template of a working set: a hit is one round trip, a miss a
+            // prepare too (and, past the size, a close of the oldest).
+            .stmt_cache_size(STATEMENT_CACHE)
             .init(vec![
                 format!("SET SESSION sql_mode = '{SQL_MODE}'"),
                 format!(
@@ -80,7 +90,16 @@ impl Backend {
                 ),
             ])
             .pool_opts(
-                PoolOpts::default().with_constraints(PoolConstraints::new(0, 32).expect("0 <= 32")),
+                PoolOpts::default()
+                    .with_constraints(PoolConstraints::new(0, 32).expect("0 <= 32"))
+                    // Idle connections are kept (up to the maximum) for this long: with no TTL
+                    // the driver keeps only `min` (0) and every query would connect anew.
+                    .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+                    // A connection back in the pool is not reset: a reset is a round trip and
+                    // drops the prepared templates. Nothing a forwarded statement can do
+                    // outlives it (the policy admits no SET, no variables, no temporary tables,
+                    // no transactions), and the session's settings are set once, at connect.
+                    .with_reset_connection(false),
             );
         Backend {
             name: backend.name.clone(),
@@ -186,10 +205,11 @@ impl Backend {
         ))
     }
 
-    /// Runs one statement. It goes as a prepared statement, which the server accepts only as a
-    /// single statement: whatever the text holds, nothing stacked can run.
-    pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
-        match tokio::time::timeout(self.timeout, self.execute_once(sql)).await {
+    /// Runs one statement: the template as a prepared statement (cached per connection, so
+    /// the steady state is one round trip) with the parameters bound. The server accepts only a
+    /// single statement there: whatever the text holds, nothing stacked can run.
+    pub async fn execute(&self, template: &str, params: &[Param]) -> Result<QueryOutput, QueryError> {
+        match tokio::time::timeout(self.timeout, self.execute_once(template, params)).await {
             Ok(result) => result,
             Err(_) => Err(QueryError::Unavailable(format!(
                 "{} did not answer within {} s",
@@ -199,9 +219,14 @@ impl Backend {
         }
     }
 
-    async fn execute_once(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+    async fn execute_once(&self, template: &str, params: &[Param]) -> Result<QueryOutput, QueryError> {
         let mut conn = self.pool.get_conn().await.map_err(classify)?;
-        let mut result = conn.exec_iter(sql, ()).await.map_err(classify)?;
+        let params = if params.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(params.iter().map(bound).collect())
+        };
+        let mut result = conn.exec_iter(template, params).await.map_err(classify)?;
         let columns = result
             .columns_ref()
             .iter()
@@ -219,6 +244,18 @@ impl Backend {
 
     pub async fn close(&self) {
         let _ = self.pool.clone().disconnect().await;
+    }
+}
+
+/// A parameter as the driver binds it; a decimal goes as its digits, which the template casts.
+fn bound(param: &Param) -> mysql_async::Value {
+    use mysql_async::Value as V;
+    match param {
+        Param::Null => V::NULL,
+        Param::Int(i) => V::Int(*i),
+        Param::UInt(u) => V::UInt(*u),
+        Param::Double(d) => V::Double(*d),
+        Param::Decimal(text) | Param::Text(text) => V::Bytes(text.as_bytes().to_vec()),
     }
 }
 

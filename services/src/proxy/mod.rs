@@ -2,6 +2,7 @@
 //! their strategy says, among the workers the background monitor finds healthy.
 
 pub mod backend;
+pub mod digests;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -20,8 +21,12 @@ use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use backend::{Backend, QueryError, Role};
 use contract::config::ProxyConfig;
-use contract::wire::{Mode, QueryRequest, QueryResponse};
+use contract::wire::{ForwardedQuery, Mode, QueryResponse};
+use digests::Digests;
 use metrics::Metrics;
+
+/// How many query shapes `/digests` lists.
+const DIGESTS_LISTED: usize = 50;
 
 /// MariaDB's error when max_statement_time stops a statement.
 const STATEMENT_TIMEOUT: u16 = 1969;
@@ -30,6 +35,7 @@ pub struct Proxy {
     manager: Arc<Backend>,
     workers: Vec<Arc<Backend>>,
     metrics: Metrics,
+    digests: Digests,
     max_lag_seconds: u64,
     health_interval: Duration,
 }
@@ -44,6 +50,7 @@ impl Proxy {
                 .map(|w| Arc::new(Backend::new(w, Role::Worker, config)))
                 .collect(),
             metrics: Metrics::default(),
+            digests: Digests::default(),
             max_lag_seconds: config.max_lag_seconds,
             health_interval: Duration::from_millis(config.health_interval_ms),
         })
@@ -104,7 +111,7 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, request: &QueryRequest) -> Result<QueryResponse, ApiError> {
+    pub async fn handle(&self, request: &ForwardedQuery) -> Result<QueryResponse, ApiError> {
         let started = Instant::now();
         let mode = request.mode;
         let (backend, mut note) = if mode.is_read() {
@@ -112,7 +119,7 @@ impl Proxy {
         } else {
             (Arc::clone(&self.manager), None)
         };
-        let mut result = backend.execute(&request.query).await;
+        let mut result = backend.execute(&request.template, &request.params).await;
         let mut served_by = backend;
 
         // A read that could not reach its worker is tried once more elsewhere. A write is
@@ -128,12 +135,13 @@ impl Proxy {
                     retry.name,
                     retry_note.map(|n| format!("; {n}")).unwrap_or_default()
                 ));
-                result = retry.execute(&request.query).await;
+                result = retry.execute(&request.template, &request.params).await;
                 served_by = retry;
             }
         }
 
         let seconds = started.elapsed().as_secs_f64();
+        let rows = result.as_ref().map_or(0, |out| out.rows.len() as u64);
         let (outcome, response) = match result {
             Ok(out) => (
                 "ok",
@@ -176,7 +184,14 @@ impl Proxy {
         };
         self.metrics
             .record(mode.as_str(), outcome, &served_by.name, seconds);
-        tracing::info!(mode = mode.as_str(), backend = %served_by.name, outcome, ms = seconds * 1000.0, "query");
+        self.digests.record(
+            &request.digest,
+            &request.digest_text,
+            &served_by.name,
+            response.is_ok(),
+            rows,
+            seconds,
+        );
         response
     }
 
@@ -193,14 +208,20 @@ pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
         .route_layer(middleware::from_fn_with_state(guard, guard::check))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/digests", get(digests))
         .with_state(proxy)
 }
 
 async fn query(
     State(proxy): State<Arc<Proxy>>,
-    ApiJson(request): ApiJson<QueryRequest>,
+    ApiJson(request): ApiJson<ForwardedQuery>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     proxy.handle(&request).await.map(Json)
+}
+
+/// The query shapes that took the most time, with their statistics.
+async fn digests(State(proxy): State<Arc<Proxy>>) -> Json<Vec<contract::report::DigestStats>> {
+    Json(proxy.digests.top(DIGESTS_LISTED))
 }
 
 async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {

@@ -1,8 +1,9 @@
 //! The trusted host: between the public gatekeeper and the proxy. It holds no database
-//! credentials; it checks every query against the policy and forwards only the canonical text
-//! of what passed.
+//! credentials; it checks every query against the policy and forwards only what passed, as a
+//! template and its parameters.
 
 pub mod policy;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use crate::upstream::Upstream;
-use contract::wire::QueryRequest;
+use contract::wire::{ForwardedQuery, QueryRequest};
 use policy::Limits;
 
 pub struct TrustedHost {
@@ -37,14 +38,16 @@ async fn query(
     State(th): State<Arc<TrustedHost>>,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let canonical = policy::validate(&request.query, request.mode, &th.limits).map_err(|r| {
+    let checked = policy::validate(&request.query, request.mode, &th.limits).map_err(|r| {
         tracing::warn!(rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string())
     })?;
-    tracing::info!(mode = request.mode.as_str(), "query accepted");
-    let forwarded = QueryRequest {
-        query: canonical,
+    let forwarded = ForwardedQuery {
         mode: request.mode,
+        template: checked.template,
+        params: checked.params,
+        digest: checked.digest,
+        digest_text: checked.digest_text,
     };
     let (status, body) = th.proxy.query(&forwarded).await?;
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())

@@ -14,6 +14,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserOptions};
 
+use super::template::{templatize, Templated, Untemplatable};
 use contract::wire::Mode;
 
 /// A rule of the policy and the reason it exists.
@@ -40,7 +41,9 @@ pub const RULES: &[Rule] = &[
     Rule { id: "join-limit", why: "many-way joins are a denial of service" },
     Rule { id: "in-list-size", why: "huge IN lists are a denial of service" },
     Rule { id: "limit-cap", why: "a read returns at most the row cap; LIMIT must be a plain number" },
-    Rule { id: "round-trip", why: "what is forwarded must be exactly what was checked: the printed AST has to parse back to the same AST" },
+    Rule { id: "placeholder", why: "a ? would be bound to nothing the client sent: a client writes values, the trusted host makes the placeholders" },
+    Rule { id: "literal-kind", why: "hex, bit and byte-string literals cannot be passed as parameters without changing what they mean" },
+    Rule { id: "round-trip", why: "what is forwarded must be exactly what was checked: the printed template has to parse back to the same tree" },
 ];
 
 /// Compared case-insensitively with the last part of a function's name.
@@ -133,8 +136,8 @@ fn reject<T>(rule: &'static str, reason: impl Into<String>) -> Result<T, Rejecti
     })
 }
 
-/// Checks a query for a mode; returns the canonical text to forward.
-pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<String, Rejection> {
+/// Checks a query for a mode; returns what to forward: its template, parameters and digest.
+pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rejection> {
     if sql.len() > limits.max_query_bytes {
         return reject(
             "query-length",
@@ -183,9 +186,10 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<String, Reject
         }
     }
 
-    let canonical = statement.to_string();
-    match parse(&canonical) {
-        Ok(again) if again.len() == 1 && again[0] == statement => Ok(canonical),
+    let (templated, template) =
+        templatize(&statement).or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
+    match parse(&templated.template) {
+        Ok(again) if again.len() == 1 && again[0] == template => Ok(templated),
         _ => reject(
             "round-trip",
             "the query does not print back to the same statement; write it more plainly",
@@ -478,6 +482,12 @@ impl Visitor for Walker<'_> {
                         self.limits.max_in_list,
                         list.len()
                     ),
+                );
+            }
+            Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
+                return break_with(
+                    "placeholder",
+                    format!("{} is not accepted: write the value itself", v.value),
                 );
             }
             Expr::Identifier(ident) if ident.value.starts_with('@') => {

@@ -8,6 +8,23 @@ use anyhow::{Context, Result};
 use crate::state::{Host, ProcessRecord, Session};
 use crate::transport::{self, script::Script};
 
+const CPU_SAMPLE: &str = include_str!("../../scripts/cpu-sample.sh");
+
+/// The CPU time (user and system) the host's server or service (`program`: `mariadbd` or the
+/// service's binary) has used so far, in seconds.
+pub fn cpu_seconds(host: &Host, program: &str) -> Result<f64> {
+    let script = Script::new("cpu-sample", CPU_SAMPLE)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("PROGRAM", program);
+    let out = transport::run_script(host, &script, b"")?;
+    let parse = || -> Option<f64> {
+        let mut fields = out.split_whitespace().map(|f| f.parse::<f64>().ok());
+        let (ticks, per_second) = (fields.next()??, fields.next()??);
+        (per_second > 0.0).then(|| ticks / per_second)
+    };
+    parse().with_context(|| format!("cpu-sample on {} printed {out:?}", host.name))
+}
+
 /// Runs a start script and records the process it reports under `key`.
 pub fn start_and_record(
     session: &mut Session,

@@ -15,6 +15,7 @@ use crate::transport::{self, script::Script};
 const SERVICE_START: &str = include_str!("../../scripts/service-start.sh");
 const SERVICE_STOP: &str = include_str!("../../scripts/service-stop.sh");
 const SERVICE_HEALTH: &str = include_str!("../../scripts/service-health.sh");
+const SERVICE_GET: &str = include_str!("../../scripts/service-get.sh");
 const SYSTEMD_UNIT: &str = include_str!("../../scripts/service.unit.in");
 
 /// How long a service gets to finish its requests when stopped.
@@ -111,6 +112,8 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             request_timeout_ms: 15_000,
             rate_per_second: 2000.0,
             rate_burst: 4000,
+            // The bench client is the proxy's host.
+            unlimited_clients: vec![ip(proxy)?],
         }),
         other => bail!("{other} runs no service"),
     };
@@ -166,6 +169,15 @@ pub fn check_health(
         .param("PORT", d.settings.service_port.to_string())
         .param("TIMEOUT", wait.as_secs().to_string());
     transport::run_script(host, &script, b"").map(drop)
+}
+
+/// The body of `GET path` on the host's service, asked from its own host.
+pub fn get(d: &Deployment, host: &Host, path: &str) -> Result<String> {
+    let script = Script::new("service-get", SERVICE_GET)
+        .param("ADDRESS", host.address.clone())
+        .param("PORT", d.settings.service_port.to_string())
+        .param("URL_PATH", path);
+    transport::run_script(host, &script, b"")
 }
 
 /// The systemd unit that runs a service from its host's folder and restarts it when it fails.
@@ -246,6 +258,11 @@ mod tests {
         let gatekeeper: GatekeeperConfig =
             serde_json::from_slice(&config_for(&d, Role::Gatekeeper).unwrap()).unwrap();
         assert_eq!(gatekeeper.trusted_host_url, "http://127.0.1.8:8080");
+        assert_eq!(
+            gatekeeper.unlimited_clients,
+            ["127.0.1.7".parse::<std::net::IpAddr>().unwrap()],
+            "the bench client, on the proxy's host"
+        );
         let err = config_for(&d, Role::Manager).unwrap_err().to_string();
         assert!(err.contains("manager runs no service"), "{err}");
     }

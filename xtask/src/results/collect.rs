@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use contract::report::Report;
 
 use super::sysbench::{combine, parse_sysbench, SysbenchStats};
-use super::{layout, PatternRow, Run, RunMeta, SysbenchRow};
+use super::{layout, CpuUse, PatternRow, Run, RunMeta, SysbenchRow};
 use crate::state::{atomic_write, Deployment, Host, Role};
 
 /// The host the benchmarks run on: the proxy's, in a `bench` folder of its own. The proxy's
@@ -111,29 +111,50 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
         sysbench
             .sort_by(|a, b| (a.run, &a.workload, &a.target).cmp(&(b.run, &b.workload, &b.target)));
 
-        let mut patterns = Vec::new();
-        for (path, stem) in files(&dir.join("patterns"), "json") {
-            let Some((mode, run)) = layout::split_patterns(&stem) else {
-                continue;
-            };
-            let report: Report = serde_json::from_slice(&fs::read(&path)?)
-                .with_context(|| format!("reading {}", path.display()))?;
-            patterns.push(PatternRow {
-                meta: meta.clone(),
-                mode,
-                run,
-                report,
-            });
-        }
-        patterns.sort_by_key(|p| (p.run, mode_order(&p.mode)));
+        let patterns = load_reports(&dir.join("patterns"), &meta)?;
+        let latency = load_reports(&dir.join("latency"), &meta)?;
         runs.push(Run {
             id,
             meta,
             sysbench,
             patterns,
+            latency,
         });
     }
     Ok(runs)
+}
+
+/// The load generator's reports in a folder, each with its CPU samples when it has them.
+fn load_reports(dir: &Path, meta: &RunMeta) -> Result<Vec<PatternRow>> {
+    let mut rows = Vec::new();
+    for (path, stem) in files(dir, "json") {
+        // The CPU samples are read with their report.
+        if stem.ends_with(".cpu") {
+            continue;
+        }
+        let Some((mode, run)) = layout::split_patterns(&stem) else {
+            continue;
+        };
+        let report: Report = serde_json::from_slice(&fs::read(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cpu_path = path.with_extension("cpu.json");
+        let cpu: Option<CpuUse> = match fs::read(&cpu_path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", cpu_path.display()))?,
+            ),
+            Err(_) => None,
+        };
+        rows.push(PatternRow {
+            meta: meta.clone(),
+            mode,
+            run,
+            report,
+            cpu,
+        });
+    }
+    rows.sort_by_key(|p| (p.run, mode_order(&p.mode)));
+    Ok(rows)
 }
 
 fn mode_order(mode: &str) -> usize {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{PatternRow, SysbenchRow};
+use super::{is_service, PatternRow, SysbenchRow};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SysbenchCsvRow {
@@ -54,8 +54,18 @@ pub struct PatternsCsvRow {
     pub max_ms: f64,
     pub mean_ms: f64,
     pub errors: u64,
+    /// "http-429=12;timeout=1": the failed requests by kind.
+    pub errors_by_kind: String,
     /// "worker-1=33.3%;worker-2=66.7%": who served the successful requests.
     pub backend_shares: String,
+    /// CPU microseconds per request: the gatekeeper, trusted host and proxy together.
+    pub cpu_us_per_request_services: Option<f64>,
+    /// ... the manager's server.
+    pub cpu_us_per_request_manager: Option<f64>,
+    /// ... the workers' servers together.
+    pub cpu_us_per_request_workers: Option<f64>,
+    /// "gatekeeper=41.2;proxy=60.3;...": each process's CPU microseconds per request.
+    pub cpu_us_per_request_by_host: String,
     pub git_revision: String,
 }
 
@@ -118,10 +128,28 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
             max_ms: round(lat.max, 3),
             mean_ms: round(lat.mean, 3),
             errors: rep.error_count(),
+            errors_by_kind: joined(rep.errors.iter().map(|(k, n)| format!("{k}={n}"))),
             backend_shares: shares(&rep.served_by),
+            cpu_us_per_request_services: cpu(r, is_service),
+            cpu_us_per_request_manager: cpu(r, |h| h == "manager"),
+            cpu_us_per_request_workers: cpu(r, |h| h.starts_with("worker-")),
+            cpu_us_per_request_by_host: r.cpu.as_ref().map_or(String::new(), |c| {
+                joined(c.cpu_seconds.keys().map(|host| {
+                    format!("{host}={:.1}", c.per_request(rep.requests, |h| h == host))
+                }))
+            }),
             git_revision: r.meta.git_revision.clone(),
         }
     }))
+}
+
+fn cpu(row: &PatternRow, which: impl Fn(&str) -> bool) -> Option<f64> {
+    let cpu = row.cpu.as_ref()?;
+    Some(round(cpu.per_request(row.report.requests, which), 1))
+}
+
+fn joined(parts: impl Iterator<Item = String>) -> String {
+    parts.collect::<Vec<_>>().join(";")
 }
 
 fn write<T: Serialize>(rows: impl Iterator<Item = T>) -> Result<Vec<u8>> {

@@ -23,9 +23,26 @@ pub fn sysbench_out(host: &str, workload: &str, n: u32) -> String {
     format!("sysbench/{host}-{workload}-run{n}.txt")
 }
 
-/// `patterns/<mode>-run<n>.json`
+/// `patterns/<mode>-run<n>.json`: the load generator's report.
 pub fn patterns_out(mode: &str, n: u32) -> String {
     format!("patterns/{mode}-run{n}.json")
+}
+
+/// `patterns/<mode>-run<n>.cpu.json`: the CPU the servers and services used during that load
+/// test. Written last: it marks the measurement complete.
+pub fn patterns_cpu_out(mode: &str, n: u32) -> String {
+    format!("patterns/{mode}-run{n}.cpu.json")
+}
+
+/// The latency runs: point reads from one client, straight to the manager and through the
+/// chain, so the difference is what the chain adds to a query.
+pub fn latency_modes() -> [&'static str; 2] {
+    [DIRECT_DB, Mode::DirectHit.as_str()]
+}
+
+/// `latency/<mode>-run<n>.json`
+pub fn latency_out(mode: &str, n: u32) -> String {
+    format!("latency/{mode}-run{n}.json")
 }
 
 /// "worker-1-oltp_read_only-run2" -> ("worker-1", "oltp_read_only", 2)
@@ -39,7 +56,7 @@ pub fn split_sysbench(stem: &str) -> Option<(String, String, u32)> {
     ))
 }
 
-/// "customized-run3" -> ("customized", 3)
+/// "customized-run3" -> ("customized", 3) (the stem of a report of `patterns/` or `latency/`)
 pub fn split_patterns(stem: &str) -> Option<(String, u32)> {
     let (mode, run) = stem.rsplit_once("-run")?;
     Some((mode.to_string(), run.parse().ok()?))
@@ -73,6 +90,11 @@ mod tests {
             .strip_suffix(".json")
             .unwrap();
         assert_eq!(split_patterns(stem), Some(("direct-hit".into(), 2)));
+        let cpu = patterns_cpu_out("direct-hit", 2);
+        assert_eq!(cpu.strip_suffix(".cpu.json"), path.strip_suffix(".json"));
+        let latency = latency_out("direct-db", 1);
+        let stem = latency.strip_prefix("latency/").unwrap().strip_suffix(".json").unwrap();
+        assert_eq!(split_patterns(stem), Some(("direct-db".into(), 1)));
         assert_eq!(
             modes(),
             ["direct-db", "direct-hit", "random", "customized", "write"]

@@ -45,6 +45,8 @@ pub struct Run {
     pub meta: RunMeta,
     pub sysbench: Vec<SysbenchRow>,
     pub patterns: Vec<PatternRow>,
+    /// The one-client point-read runs (`latency/`), as pattern rows.
+    pub latency: Vec<PatternRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,32 @@ pub struct PatternRow {
     pub mode: String,
     pub run: u32,
     pub report: Report,
+    /// What the servers and services spent on it (runs from before it was measured: none).
+    pub cpu: Option<CpuUse>,
+}
+
+/// The CPU time each server and service used during one load test, by host name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuUse {
+    pub cpu_seconds: std::collections::BTreeMap<String, f64>,
+}
+
+impl CpuUse {
+    /// Microseconds of CPU per request of the hosts `which` selects, added up.
+    pub fn per_request(&self, requests: u64, which: impl Fn(&str) -> bool) -> f64 {
+        let seconds: f64 = self
+            .cpu_seconds
+            .iter()
+            .filter(|(host, _)| which(host))
+            .map(|(_, s)| s)
+            .sum();
+        seconds * 1e6 / requests.max(1) as f64
+    }
+}
+
+/// The role services' hosts.
+pub fn is_service(host: &str) -> bool {
+    matches!(host, "gatekeeper" | "trusted-host" | "proxy")
 }
 
 /// Rebuilds every file of `results` from the runs in `raw`; returns (runs, sysbench rows,
@@ -117,24 +145,50 @@ pub fn sysbench_means(rows: &[SysbenchRow], target: &str, workload: &str) -> (f6
     )
 }
 
-/// Mean throughput and latency percentiles of a mode over a run's repetitions, and its errors.
+/// Mean throughput, latency percentiles and CPU per request of a mode over a run's
+/// repetitions, and its errors by kind.
 pub struct PatternMeans {
     pub throughput: f64,
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
     pub p999: f64,
-    pub errors: u64,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// CPU µs per request: the three services together, the manager, the workers together.
+    pub cpu_services: f64,
+    pub cpu_manager: f64,
+    pub cpu_workers: f64,
+}
+
+impl PatternMeans {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }
 
 pub fn pattern_means(rows: &[PatternRow], mode: &str) -> PatternMeans {
-    let of = || rows.iter().filter(|r| r.mode == mode).map(|r| &r.report);
+    let of = || rows.iter().filter(|r| r.mode == mode);
+    let reports = || of().map(|r| &r.report);
+    let cpu = |which: fn(&str) -> bool| {
+        mean(of().filter_map(|r| {
+            r.cpu
+                .as_ref()
+                .map(|c| c.per_request(r.report.requests, which))
+        }))
+    };
+    let mut errors = std::collections::BTreeMap::new();
+    for (kind, n) in reports().flat_map(|r| &r.errors) {
+        *errors.entry(kind.clone()).or_default() += n;
+    }
     PatternMeans {
-        throughput: mean(of().map(|r| r.throughput_rps)),
-        p50: mean(of().map(|r| r.latency_ms.p50)),
-        p90: mean(of().map(|r| r.latency_ms.p90)),
-        p99: mean(of().map(|r| r.latency_ms.p99)),
-        p999: mean(of().map(|r| r.latency_ms.p999)),
-        errors: of().map(Report::error_count).sum(),
+        throughput: mean(reports().map(|r| r.throughput_rps)),
+        p50: mean(reports().map(|r| r.latency_ms.p50)),
+        p90: mean(reports().map(|r| r.latency_ms.p90)),
+        p99: mean(reports().map(|r| r.latency_ms.p99)),
+        p999: mean(reports().map(|r| r.latency_ms.p999)),
+        errors,
+        cpu_services: cpu(is_service),
+        cpu_manager: cpu(|h| h == "manager"),
+        cpu_workers: cpu(|h| h.starts_with("worker-")),
     }
 }

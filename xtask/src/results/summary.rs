@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::{layout, pattern_means, sysbench_means, Run};
+use contract::report::DIRECT_DB;
+use contract::wire::Mode;
+
+use super::{layout, pattern_means, sysbench_means, PatternMeans, Run};
 
 pub fn summary(run: &Run, total_runs: usize) -> String {
     let m = &run.meta;
@@ -39,23 +42,99 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
         s.concurrency, s.seconds
     )
     .unwrap();
-    out.push_str("| mode | requests/s | vs direct-db | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    let direct = pattern_means(&run.patterns, "direct-db");
+    out.push_str(
+        "| mode | requests/s | vs direct-db | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | \
+         services CPU µs/req | manager CPU µs/req | workers CPU µs/req |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let direct = pattern_means(&run.patterns, DIRECT_DB);
+    let mut failed = Vec::new();
     for mode in layout::modes() {
         let p = pattern_means(&run.patterns, mode);
+        let errors = match p.error_count() {
+            0 => "0".to_string(),
+            n => {
+                let kinds: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                failed.push(format!("`{mode}`: {}", kinds.join(", ")));
+                format!("**{n}** ⚠")
+            }
+        };
         writeln!(
             out,
-            "| {mode} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {mode} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {errors} | {} | {} | {} |",
             p.throughput,
             p.throughput / direct.throughput,
             p.p50,
             p.p90,
             p.p99,
             p.p999,
-            p.errors
+            cpu(p.cpu_services),
+            cpu(p.cpu_manager),
+            cpu(p.cpu_workers),
         )
         .unwrap();
     }
+    if failed.is_empty() {
+        out.push_str("\nNo request failed.\n");
+    } else {
+        writeln!(
+            out,
+            "\n⚠ Rows with errors measure the failures too, not only the chain: {}.",
+            failed.join("; ")
+        )
+        .unwrap();
+    }
+    out.push_str(&chain_cost(run, &direct));
     out.push_str("\nCharts: `sysbench-tps.svg`, `patterns-latency.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
+    out
+}
+
+fn cpu(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.0}")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// What the chain adds to the database alone: latency from one client, throughput and CPU
+/// under load.
+fn chain_cost(run: &Run, direct: &PatternMeans) -> String {
+    let hit = pattern_means(&run.patterns, Mode::DirectHit.as_str());
+    let one_direct = pattern_means(&run.latency, DIRECT_DB);
+    let one_chain = pattern_means(&run.latency, Mode::DirectHit.as_str());
+    let mut out = String::from(
+        "\n## What the chain costs\n\n`direct-hit` sends the reads `direct-db` sends to the same \
+         server (the manager), through the gatekeeper, trusted host and proxy.\n\n\
+         | measure | value |\n|---|---:|\n",
+    );
+    let row = |out: &mut String, what: &str, value: String| {
+        writeln!(out, "| {what} | {value} |").unwrap();
+    };
+    row(
+        &mut out,
+        "throughput, direct-hit / direct-db",
+        format!("{:.2}x", hit.throughput / direct.throughput),
+    );
+    row(
+        &mut out,
+        "point read p50 from one client, chain minus direct",
+        format!(
+            "{:.2} ms ({:.2} - {:.2})",
+            one_chain.p50 - one_direct.p50,
+            one_chain.p50,
+            one_direct.p50
+        ),
+    );
+    row(
+        &mut out,
+        "the three services' CPU per request",
+        format!("{} µs", cpu(hit.cpu_services)),
+    );
+    row(
+        &mut out,
+        "the manager's CPU per chain query / per direct query",
+        format!("{:.2}x", hit.cpu_manager / direct.cpu_manager),
+    );
     out
 }

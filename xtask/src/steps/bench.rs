@@ -5,7 +5,7 @@
 //! (`bench/<run-id>/`, laid out as `results::layout` says), one file per measurement, each
 //! written whole or not at all: a resumed run skips what is there and does the rest.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::time::Duration;
 
@@ -13,13 +13,16 @@ use anyhow::{bail, Context, Result};
 use contract::report::{Workload, DIRECT_DB};
 use contract::wire::Mode;
 
-use crate::cluster::{build, packages, server};
+use crate::cluster::{build, packages, process, server, services};
 use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout::{self, WORKLOADS};
-use crate::results::{collect, RunMeta};
+use crate::results::{collect, CpuUse, RunMeta};
 use crate::state::{project_root, BenchRun, BenchSettings, Deployment, Host, Role, Session};
 use crate::transport::{self, script::Script};
+
+/// The load generator, in the bench client's folder.
+const LOADGEN: &str = "./loadgen";
 
 /// How long the workers may take to catch up with what sysbench prepared on the manager.
 const CATCH_UP: Duration = Duration::from_secs(300);
@@ -70,13 +73,20 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn loadgen(&mut self, loadgen: &str, args: &[String], out: String) -> Result<()> {
+    fn loadgen(&mut self, args: &[String], out: String) -> Result<()> {
         let script = Script::new("bench-loadgen", BENCH_LOADGEN)
-            .param("LOADGEN", loadgen)
+            .param("LOADGEN", LOADGEN)
             .param("ARGS", args.join(" "))
             .param("OUT", format!("{}/{out}", self.run.id));
         transport::run_script(&self.client, &script, b"")?;
         self.done.insert(out);
+        Ok(())
+    }
+
+    /// Places an output of the run, whole or not at all.
+    fn put(&mut self, out: &str, contents: &[u8]) -> Result<()> {
+        transport::put_file(&self.client, &format!("{}/{out}", self.run.id), contents, false)?;
+        self.done.insert(out.to_string());
         Ok(())
     }
 }
@@ -100,8 +110,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     packages::ensure(&client, &packages::BENCH_CLIENT)?;
     let bytes =
         fs::read(&built_loadgen).with_context(|| format!("reading {}", built_loadgen.display()))?;
-    transport::put_file(&client, "loadgen", &bytes, true)?;
-    let loadgen = "./loadgen";
+    transport::put_file(&client, LOADGEN, &bytes, true)?;
     let listed = transport::run_script(
         &client,
         &Script::new("bench-list", BENCH_LIST).param("RUN", run.id.clone()),
@@ -136,7 +145,10 @@ pub fn run(session: &mut Session) -> Result<()> {
             pending += u32::from(!bench.has(&layout::sysbench_out(cluster_host, workload, n)));
         }
         for mode in layout::modes() {
-            pending += u32::from(!bench.has(&layout::patterns_out(mode, n)));
+            pending += u32::from(!bench.has(&layout::patterns_cpu_out(mode, n)));
+        }
+        for mode in layout::latency_modes() {
+            pending += u32::from(!bench.has(&layout::latency_out(mode, n)));
         }
     }
     let progress = Progress::new("bench", u64::from(pending) + 2);
@@ -238,55 +250,59 @@ pub fn run(session: &mut Session) -> Result<()> {
     )?;
     bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
 
-    // The patterns load test.
-    let gatekeeper_url = d.gatekeeper_url()?;
-    let films = (100 * d.settings.scale).to_string();
+    // The patterns load test: every mode under load, each with the CPU the servers and
+    // services spent on it; then point reads from one client, direct and through the chain.
+    let load = LoadTest {
+        gatekeeper_url: d.gatekeeper_url()?,
+        films: 100 * d.settings.scale,
+        manager: format!("{}:{}", manager.address, d.settings.db_port),
+        from: bench.client.address.clone(),
+        seconds: s.seconds,
+    };
+    let measured: Vec<(Host, &'static str)> = d
+        .hosts
+        .iter()
+        .map(|h| Ok((h.clone(), program_of(h)?)))
+        .collect::<Result<_>>()?;
     for n in 1..=s.runs {
         for mode in layout::modes() {
-            let out = layout::patterns_out(mode, n);
-            if bench.has(&out) {
+            let cpu_out = layout::patterns_cpu_out(mode, n);
+            if bench.has(&cpu_out) {
                 continue;
             }
-            progress.task(format!(
-                "load test {mode}, run {n}/{}, {}",
-                s.runs,
-                left(pending)
-            ));
+            progress.task(format!("load test {mode}, run {n}/{}, {}", s.runs, left(pending)));
             let workload = if mode == Mode::Write.as_str() {
                 Workload::Write
             } else {
                 Workload::Mix
             };
-            let mut args = vec![
-                "--workload".to_string(),
-                workload.to_string(),
-                "--concurrency".to_string(),
-                s.concurrency.to_string(),
-                "--duration".to_string(),
-                s.seconds.to_string(),
-                "--films".to_string(),
-                films.clone(),
-            ];
-            if mode == DIRECT_DB {
-                args.extend([
-                    "--database".to_string(),
-                    format!("{}:{}", manager.address, d.settings.db_port),
-                    "--user".to_string(),
-                    "bench".to_string(),
-                    "--name".to_string(),
-                    manager.name.clone(),
-                ]);
-            } else {
-                args.extend([
-                    "--gatekeeper".to_string(),
-                    gatekeeper_url.clone(),
-                    "--mode".to_string(),
-                    mode.to_string(),
-                ]);
-            }
+            let before = cpu_seconds(&measured)?;
             bench
-                .loadgen(loadgen, &args, out)
+                .loadgen(&load.args(mode, workload, s.concurrency), layout::patterns_out(mode, n))
                 .with_context(|| format!("the load test of {mode}"))?;
+            let after = cpu_seconds(&measured)?;
+            let used = CpuUse {
+                cpu_seconds: after
+                    .iter()
+                    .map(|(host, t)| (host.clone(), t - before.get(host).copied().unwrap_or(*t)))
+                    .collect(),
+            };
+            bench.put(&cpu_out, &serde_json::to_vec_pretty(&used)?)?;
+            pending -= 1;
+        }
+        for mode in layout::latency_modes() {
+            let out = layout::latency_out(mode, n);
+            if bench.has(&out) {
+                continue;
+            }
+            progress.task(format!(
+                "point reads from one client, {mode}, run {n}/{}, {}",
+                s.runs,
+                left(pending)
+            ));
+            bench
+                .loadgen(&load.args(mode, Workload::Point, 1), out)
+                .with_context(|| format!("the latency test of {mode}"))?;
             pending -= 1;
         }
     }
@@ -329,6 +345,60 @@ fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
         &text,
         false,
     )
+}
+
+/// What every load test of a run shares.
+struct LoadTest {
+    gatekeeper_url: String,
+    films: u32,
+    /// The manager's ADDRESS:PORT, for `direct-db`.
+    manager: String,
+    /// The bench client's address: the load leaves from it, which the gatekeeper does not
+    /// rate-limit.
+    from: String,
+    seconds: u32,
+}
+
+impl LoadTest {
+    /// The load generator's options for a mode (`direct-db`: straight to the manager).
+    fn args(&self, mode: &str, workload: Workload, concurrency: u32) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--workload",
+            workload.as_str(),
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            &self.seconds.to_string(),
+            "--films",
+            &self.films.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        let target: [&str; 6] = if mode == DIRECT_DB {
+            ["--database", &self.manager, "--user", "bench", "--name", "manager"]
+        } else {
+            ["--gatekeeper", &self.gatekeeper_url, "--mode", mode, "--from", &self.from]
+        };
+        args.extend(target.map(String::from));
+        args
+    }
+}
+
+/// The program whose CPU a host's work is: its server or its service.
+fn program_of(host: &Host) -> Result<&'static str> {
+    if host.role.runs_database() {
+        Ok("mariadbd")
+    } else {
+        services::binary_name(host.role)
+    }
+}
+
+/// The CPU seconds each host's server or service has used so far.
+fn cpu_seconds(hosts: &[(Host, &'static str)]) -> Result<BTreeMap<String, f64>> {
+    hosts
+        .iter()
+        .map(|(host, program)| Ok((host.name.clone(), process::cpu_seconds(host, program)?)))
+        .collect()
 }
 
 /// One sysbench connection file per database host, and the load generator's password file,

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use contract::report::DigestStats;
 
 use crate::cluster::{server, services, sql};
 use crate::providers;
 use crate::state::{Deployment, Host, Paths, Role, Step};
 use crate::transport;
 
-pub fn run(paths: &Paths) -> Result<()> {
+pub fn run(paths: &Paths, queries: bool) -> Result<()> {
     // No lock: status only reads, and a step that is running keeps data.json whole.
     let Some(d) = paths.load()? else {
         println!(
@@ -61,6 +62,10 @@ pub fn run(paths: &Paths) -> Result<()> {
             host.role.to_string(),
             address(host, &d),
         );
+    }
+    if queries && d.is_live() {
+        println!();
+        print_queries(&d)?;
     }
     Ok(())
 }
@@ -118,6 +123,38 @@ fn service_health(d: &Deployment, host: &Host) -> String {
         Ok(()) => "up, /health ok".to_string(),
         Err(e) => format!("DOWN ({})", first_line(&format!("{e:#}"))),
     }
+}
+
+/// The proxy's per-digest statistics as a table: the query shapes that took the most time.
+fn print_queries(d: &Deployment) -> Result<()> {
+    let proxy = d.host(Role::Proxy)?;
+    let body = services::get(d, proxy, "/digests")
+        .context("asking the proxy for its query statistics (is it deployed and up?)")?;
+    let digests: Vec<DigestStats> =
+        serde_json::from_str(&body).context("reading the proxy's /digests")?;
+    if digests.is_empty() {
+        println!("the proxy has served no query yet");
+        return Ok(());
+    }
+    println!(
+        "{:>8} {:>6} {:>9} {:>9} {:>8} {:>9}  {:<28} QUERY SHAPE",
+        "COUNT", "ERRORS", "ROWS", "TOTAL s", "MEAN ms", "P99 ms", "BACKENDS"
+    );
+    for q in &digests {
+        let backends: Vec<String> = q.backends.iter().map(|(b, n)| format!("{b}:{n}")).collect();
+        let text: String = q.text.chars().take(100).collect();
+        println!(
+            "{:>8} {:>6} {:>9} {:>9.2} {:>8.2} {:>9.2}  {:<28} {text}",
+            q.count,
+            q.errors,
+            q.rows,
+            q.total_ms / 1000.0,
+            q.mean_ms,
+            q.p99_ms,
+            backends.join(" "),
+        );
+    }
+    Ok(())
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -2,8 +2,9 @@
 //! each of which must be refused by the rule meant for it.
 
 use super::*;
+use contract::wire::Param;
 
-fn check(sql: &str, mode: Mode) -> Result<String, Rejection> {
+fn check(sql: &str, mode: Mode) -> Result<Templated, Rejection> {
     validate(sql, mode, &Limits::default())
 }
 
@@ -318,6 +319,13 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
     ("HANDLER film OPEN", Mode::Random, "parse-error"),
     // LIMIT must be a plain number.
     ("SELECT * FROM film LIMIT 1 + 1", Mode::Random, "limit-cap"),
+    // Placeholders are the trusted host's to make: a client's `?` would be bound to nothing.
+    ("SELECT ?", Mode::Random, "placeholder"),
+    ("SELECT * FROM film WHERE film_id = ?", Mode::DirectHit, "placeholder"),
+    ("UPDATE film SET length = ? WHERE film_id = 1", Mode::Write, "placeholder"),
+    // Literals that would change meaning as a bound parameter.
+    ("SELECT X'41' + 0", Mode::Random, "literal-kind"),
+    ("SELECT * FROM film WHERE title = 0x41", Mode::Random, "literal-kind"),
 ];
 
 #[test]
@@ -325,9 +333,10 @@ fn attacks_are_refused_by_their_rule() {
     let mut wrong = Vec::new();
     for (sql, mode, rule) in ATTACKS {
         match check(sql, *mode) {
-            Ok(canonical) => {
-                wrong.push(format!("{sql:?} ({mode:?}) was accepted as {canonical:?}"))
-            }
+            Ok(checked) => wrong.push(format!(
+                "{sql:?} ({mode:?}) was accepted as {:?}",
+                checked.template
+            )),
             Err(r) if r.rule != *rule => wrong.push(format!(
                 "{sql:?} ({mode:?}) was refused by {} instead of {rule}: {}",
                 r.rule, r.reason
@@ -369,38 +378,46 @@ fn limits_are_enforced() {
 
 #[test]
 fn reads_get_a_capped_limit() {
-    let ends = |sql: &str, end: &str| {
-        let canonical = check(sql, Mode::Random).unwrap();
-        assert!(canonical.ends_with(end), "{sql:?} became {canonical:?}");
+    let ends = |sql: &str, end: &str, limits: &[i64]| {
+        let checked = check(sql, Mode::Random).unwrap();
+        assert!(checked.template.ends_with(end), "{sql:?} became {checked:?}");
+        let at = checked.params.len() - limits.len();
+        let bound: Vec<Param> = limits.iter().map(|n| Param::Int(*n)).collect();
+        assert_eq!(checked.params[at..], bound, "{sql:?} became {checked:?}");
     };
-    ends("SELECT * FROM film", "LIMIT 1000");
-    ends("SELECT * FROM film LIMIT 5", "LIMIT 5");
-    ends("SELECT * FROM film LIMIT 5000", "LIMIT 1000");
-    ends("SELECT * FROM film LIMIT 10, 5000", "LIMIT 10, 1000");
+    ends("SELECT * FROM film", "LIMIT ?", &[1000]);
+    ends("SELECT * FROM film LIMIT 5", "LIMIT ?", &[5]);
+    ends("SELECT * FROM film LIMIT 5000", "LIMIT ?", &[1000]);
+    ends("SELECT * FROM film LIMIT 10, 5000", "LIMIT ?, ?", &[10, 1000]);
     ends(
         "SELECT * FROM film LIMIT 5000 OFFSET 10",
-        "LIMIT 1000 OFFSET 10",
+        "LIMIT ? OFFSET ?",
+        &[1000, 10],
     );
     let write = check("DELETE FROM actor WHERE actor_id = 1", Mode::Write).unwrap();
-    assert!(!write.contains("LIMIT"));
+    assert!(!write.template.contains("LIMIT"), "{write:?}");
 }
 
+/// Literals leave the text: the template has `?` where they were, and the parameters carry
+/// their values as the server would have read them.
 #[test]
-fn literals_are_forwarded_exactly_as_written() {
-    let canonical = check(
+fn literals_are_forwarded_as_parameters() {
+    for sql in [
         r"SELECT * FROM actor WHERE last_name = 'O\'Brien'",
-        Mode::Random,
-    )
-    .unwrap();
-    assert!(canonical.contains(r"'O\'Brien'"), "{canonical}");
-    let canonical = check(
         "SELECT * FROM actor WHERE last_name = 'O''Brien'",
-        Mode::Random,
-    )
-    .unwrap();
-    assert!(canonical.contains("'O''Brien'"), "{canonical}");
-    let canonical = check("SELECT '/*! SLEEP(5) */' AS s", Mode::Random).unwrap();
-    assert!(canonical.contains("'/*! SLEEP(5) */'"), "{canonical}");
+        r#"SELECT * FROM actor WHERE last_name = "O'Brien""#,
+    ] {
+        let checked = check(sql, Mode::Random).unwrap();
+        assert_eq!(
+            checked.template,
+            "SELECT * FROM actor WHERE last_name = ? LIMIT ?",
+            "{sql}"
+        );
+        assert_eq!(checked.params[0], Param::Text("O'Brien".into()), "{sql}");
+    }
+    let checked = check("SELECT '/*! SLEEP(5) */' AS s", Mode::Random).unwrap();
+    assert!(!checked.template.contains("SLEEP"), "{checked:?}");
+    assert_eq!(checked.params[0], Param::Text("/*! SLEEP(5) */".into()));
 }
 
 #[test]

@@ -1,0 +1,432 @@
+//! Parameterized forwarding: a checked statement becomes a template with `?` where its literals
+//! were, the literals typed parameters, and a digest that is the same for every statement of
+//! the same shape (as ProxySQL's query digest). The proxy runs the template as a cached
+//! prepared statement, so a query costs one round trip to the server in the steady state and
+//! values never travel as SQL text after the trusted host.
+//!
+//! What keeps a template meaning what the statement meant:
+//! - a decimal literal is bound as text inside `CAST(? AS DECIMAL(65, scale))`, so `0.1 + 0.2`
+//!   stays exact (a bound double would not);
+//! - an unnamed select item that holds a literal gets the name the server would have given it,
+//!   as an alias (`SELECT 1` still answers a column named `1`);
+//! - a bare number in ORDER BY or GROUP BY is a column position, not a value: it stays;
+//! - literals that cannot be bound faithfully (hex, bit and byte strings) and `?` placeholders
+//!   never reach this point: the policy refuses them.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use contract::wire::Param;
+use sqlparser::ast::{
+    CastKind, DataType, ExactNumberInfo, Expr, GroupByExpr, Ident, OrderByKind, Query,
+    SelectItem, SetExpr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
+
+/// The most digits after the point MariaDB's DECIMAL holds.
+const MAX_DECIMAL_SCALE: usize = 38;
+/// MariaDB's longest column name.
+const MAX_ALIAS_CHARS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Templated {
+    /// The statement with `?` for every literal.
+    pub template: String,
+    pub params: Vec<Param>,
+    /// The normalized shape: literals as `?`, IN lists as one `?`.
+    pub digest_text: String,
+    /// A short, stable hash of `digest_text`.
+    pub digest: String,
+}
+
+/// Why a statement cannot be templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untemplatable(pub String);
+
+/// Turns a checked statement into its template and parameters; also returns the template's
+/// own tree, for the round-trip check.
+pub fn templatize(statement: &Statement) -> Result<(Templated, Statement), Untemplatable> {
+    // The digest's shape: every literal one `?`, an IN list of them one `?`, no aliases added.
+    let mut shape = statement.clone();
+    let mut marker = Marker::default();
+    let _ = shape.visit(&mut marker);
+    let mut collect = Collect {
+        positions: &marker.positions,
+        params: Vec::new(),
+        exact: false,
+        error: None,
+    };
+    let _ = shape.visit(&mut collect);
+    let _ = shape.visit(&mut CollapseInLists);
+    let digest_text = shape.to_string();
+
+    // The template: names kept for unnamed select items, then the literals taken out.
+    let mut template = statement.clone();
+    let _ = template.visit(&mut NameSelectItems);
+    let mut marker = Marker::default();
+    let _ = template.visit(&mut marker);
+    let mut collect = Collect {
+        positions: &marker.positions,
+        params: Vec::new(),
+        exact: true,
+        error: None,
+    };
+    let _ = template.visit(&mut collect);
+    if let Some(error) = collect.error {
+        return Err(error);
+    }
+    let templated = Templated {
+        template: template.to_string(),
+        params: collect.params,
+        digest: digest_of(&digest_text),
+        digest_text,
+    };
+    Ok((templated, template))
+}
+
+/// FNV-1a, 64 bits, as 16 hex digits: stable across processes and versions, which is all a
+/// digest needs (it names a shape; it guards nothing).
+pub fn digest_of(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Finds the bare numbers of ORDER BY and GROUP BY (column positions), by address: the tree
+/// does not move while it is visited.
+#[derive(Default)]
+struct Marker {
+    positions: HashSet<usize>,
+}
+
+fn is_number(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(ValueWithSpan { value: Value::Number(..), .. }))
+}
+
+impl VisitorMut for Marker {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let Some(order_by) = &query.order_by {
+            if let OrderByKind::Expressions(exprs) = &order_by.kind {
+                for e in exprs.iter().filter(|e| is_number(&e.expr)) {
+                    self.positions.insert(&e.expr as *const Expr as usize);
+                }
+            }
+        }
+        mark_group_by(&query.body, &mut self.positions);
+        ControlFlow::Continue(())
+    }
+}
+
+fn mark_group_by(body: &SetExpr, positions: &mut HashSet<usize>) {
+    match body {
+        SetExpr::Select(select) => {
+            if let GroupByExpr::Expressions(exprs, _) = &select.group_by {
+                for e in exprs.iter().filter(|e| is_number(e)) {
+                    positions.insert(e as *const Expr as usize);
+                }
+            }
+        }
+        SetExpr::Query(inner) => mark_group_by(&inner.body, positions),
+        _ => {}
+    }
+}
+
+/// Replaces each literal with `?` (a decimal with its exact cast) and records its value.
+struct Collect<'a> {
+    positions: &'a HashSet<usize>,
+    params: Vec<Param>,
+    /// Decimals cast to their exact type (the template); plain `?` (the digest's shape).
+    exact: bool,
+    error: Option<Untemplatable>,
+}
+
+impl VisitorMut for Collect<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if self.positions.contains(&(expr as *const Expr as usize)) {
+            return ControlFlow::Continue(());
+        }
+        let Expr::Value(literal) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let param = match param_of(&literal.value) {
+            Ok(Some(param)) => param,
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
+        let placeholder = Expr::value(Value::Placeholder("?".to_string()));
+        *expr = match (&param, self.exact) {
+            (Param::Decimal(text), true) => Expr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(placeholder),
+                data_type: DataType::Decimal(ExactNumberInfo::PrecisionAndScale(
+                    65,
+                    scale_of(text) as i64,
+                )),
+                format: None,
+            },
+            _ => placeholder,
+        };
+        self.params.push(param);
+        ControlFlow::Continue(())
+    }
+}
+
+/// The parameter a literal becomes; None for what is not a literal value.
+fn param_of(value: &Value) -> Result<Option<Param>, Untemplatable> {
+    Ok(Some(match value {
+        Value::Null => Param::Null,
+        Value::Boolean(b) => Param::Int(i64::from(*b)),
+        Value::Number(text, _) => number(text)?,
+        Value::SingleQuotedString(raw) => Param::Text(unescape(raw, '\'')),
+        Value::DoubleQuotedString(raw) => Param::Text(unescape(raw, '"')),
+        Value::NationalStringLiteral(raw) => Param::Text(unescape(raw, '\'')),
+        Value::Placeholder(_) => return Ok(None),
+        other => {
+            return Err(Untemplatable(format!(
+                "the literal {other} cannot be passed as a parameter; write it as a number or a \
+                 quoted string"
+            )))
+        }
+    }))
+}
+
+/// A number literal as MariaDB types it: an integer (or DECIMAL past 64 bits), a DECIMAL when
+/// it has a point, a DOUBLE when it has an exponent.
+fn number(text: &str) -> Result<Param, Untemplatable> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Ok(Param::Int(i));
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Ok(Param::UInt(u));
+    }
+    if text.contains(['e', 'E']) {
+        return text
+            .parse::<f64>()
+            .map(Param::Double)
+            .map_err(|_| Untemplatable(format!("{text} is not a number")));
+    }
+    if !text.chars().all(|c| c.is_ascii_digit() || c == '.') || text.matches('.').count() > 1 {
+        return Err(Untemplatable(format!("{text} is not a number")));
+    }
+    if scale_of(text) > MAX_DECIMAL_SCALE {
+        return Err(Untemplatable(format!(
+            "{text} has more than {MAX_DECIMAL_SCALE} digits after the point"
+        )));
+    }
+    Ok(Param::Decimal(text.to_string()))
+}
+
+fn scale_of(decimal: &str) -> usize {
+    decimal.split_once('.').map_or(0, |(_, fraction)| fraction.len())
+}
+
+/// The value of a string literal as MariaDB reads it (default sql_mode: backslash escapes on),
+/// from its source form between the quotes.
+pub fn unescape(raw: &str, quote: char) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some('b') => out.push('\u{8}'),
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('Z') => out.push('\u{1a}'),
+                // LIKE's wildcards keep their backslash: `\%` matches a percent sign.
+                Some(w @ ('%' | '_')) => {
+                    out.push('\\');
+                    out.push(w);
+                }
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            c if c == quote && chars.peek() == Some(&quote) => {
+                chars.next();
+                out.push(quote);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One `?` for an IN list of literals, whatever its length (the digest only).
+struct CollapseInLists;
+
+impl VisitorMut for CollapseInLists {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::InList { list, .. } = expr {
+            let placeholder = |e: &Expr| {
+                matches!(e, Expr::Value(ValueWithSpan { value: Value::Placeholder(_), .. }))
+            };
+            if list.iter().all(placeholder) {
+                list.truncate(1);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Gives every unnamed select item that holds a literal the name the server gives it: the
+/// value of a bare string, the expression's text otherwise.
+struct NameSelectItems;
+
+impl VisitorMut for NameSelectItems {
+    type Break = ();
+
+    fn pre_visit_select(&mut self, select: &mut sqlparser::ast::Select) -> ControlFlow<()> {
+        for item in &mut select.projection {
+            let SelectItem::UnnamedExpr(expr) = item else {
+                continue;
+            };
+            if !holds_literal(expr) {
+                continue;
+            }
+            let name = match &*expr {
+                Expr::Value(ValueWithSpan {
+                    value: Value::SingleQuotedString(raw),
+                    ..
+                }) => unescape(raw, '\''),
+                Expr::Value(ValueWithSpan {
+                    value: Value::DoubleQuotedString(raw),
+                    ..
+                }) => unescape(raw, '"'),
+                other => other.to_string(),
+            };
+            let name: String = name.chars().take(MAX_ALIAS_CHARS).collect();
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::with_quote('`', name),
+            };
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn holds_literal(expr: &Expr) -> bool {
+    struct Finder(bool);
+    impl VisitorMut for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = expr {
+                if !matches!(v.value, Value::Placeholder(_)) {
+                    self.0 = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(false);
+    let _ = expr.clone().visit(&mut finder);
+    finder.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::MySqlDialect;
+    use sqlparser::parser::{Parser, ParserOptions};
+
+    fn templated(sql: &str) -> Templated {
+        let statements = Parser::new(&MySqlDialect {})
+            .with_options(ParserOptions::new().with_unescape(false))
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_statements()
+            .unwrap();
+        templatize(&statements[0]).unwrap().0
+    }
+
+    #[test]
+    fn every_literal_kind_becomes_a_typed_parameter() {
+        let t = templated(
+            "SELECT * FROM t WHERE a = 'it''s \\\\ \\' \\n' AND b = -42 AND c IS NULL \
+             AND d = NULL AND e = 2.50 AND f = 1e3 AND g = 18446744073709551615 AND h = TRUE \
+             AND i = '2025-01-02' AND j IN (1, 2, 3) LIMIT 7",
+        );
+        assert_eq!(
+            t.template,
+            "SELECT * FROM t WHERE a = ? AND b = -? AND c IS NULL AND d = ? \
+             AND e = CAST(? AS DECIMAL(65,2)) AND f = ? AND g = ? AND h = ? AND i = ? \
+             AND j IN (?, ?, ?) LIMIT ?"
+        );
+        assert_eq!(
+            t.params,
+            [
+                Param::Text("it's \\ ' \n".into()),
+                Param::Int(42),
+                Param::Null,
+                Param::Decimal("2.50".into()),
+                Param::Double(1000.0),
+                Param::UInt(u64::MAX),
+                Param::Int(1),
+                Param::Text("2025-01-02".into()),
+                Param::Int(1),
+                Param::Int(2),
+                Param::Int(3),
+                Param::Int(7),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_shape_same_digest() {
+        let a = templated("SELECT title FROM film WHERE film_id = 1");
+        let b = templated("select title from film where film_id = 999");
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.digest_text, "SELECT title FROM film WHERE film_id = ?");
+        // IN lists of any length are one shape.
+        let short = templated("SELECT 1 FROM film WHERE film_id IN (1, 2)");
+        let long = templated("SELECT 1 FROM film WHERE film_id IN (5, 6, 7, 8)");
+        assert_eq!(short.digest, long.digest);
+        assert_ne!(short.template, long.template);
+        // Another column, another table, another operator: another shape.
+        for other in [
+            "SELECT title FROM film WHERE length = 1",
+            "SELECT title FROM actor WHERE film_id = 1",
+            "SELECT title FROM film WHERE film_id > 1",
+            "SELECT title, length FROM film WHERE film_id = 1",
+        ] {
+            assert_ne!(templated(other).digest, a.digest, "{other}");
+        }
+        assert_eq!(a.digest.len(), 16);
+        assert_eq!(digest_of(""), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn column_positions_stay_and_names_are_kept() {
+        let t = templated("SELECT title, 'x', 1 + 2 FROM film GROUP BY 1 ORDER BY 2 DESC, length + 3");
+        assert_eq!(
+            t.template,
+            "SELECT title, ? AS `x`, ? + ? AS `1 + 2` FROM film GROUP BY 1 ORDER BY 2 DESC, length + ?"
+        );
+        assert_eq!(t.params.len(), 4);
+        // Named items keep their own names.
+        let t = templated("SELECT 5 AS five");
+        assert_eq!(t.template, "SELECT ? AS five");
+    }
+
+    #[test]
+    fn unescapes_as_mariadb_does() {
+        assert_eq!(unescape(r"a\tb", '\''), "a\tb");
+        assert_eq!(unescape(r"100\%", '\''), r"100\%");
+        assert_eq!(unescape(r"\_x", '\''), r"\_x");
+        assert_eq!(unescape(r"\q", '\''), "q");
+        assert_eq!(unescape("say \"\"hi\"\"", '"'), "say \"hi\"");
+        assert_eq!(unescape(r"\0\Z", '\''), "\0\u{1a}");
+    }
+}
