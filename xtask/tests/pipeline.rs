@@ -155,6 +155,26 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         let p99: f64 = column(&header, r, "p99_ms").parse().unwrap();
         assert!(throughput > 1.0 && p50 > 0.0 && p99 >= p50, "{r:?}");
         assert_eq!(column(&header, r, "errors"), "0", "{r:?}");
+        assert_eq!(column(&header, r, "errors_by_kind"), "", "{r:?}");
+        // The CPU each process spent per request was measured around the run.
+        let cpu = |name: &str| -> f64 { column(&header, r, name).parse().unwrap() };
+        assert!(cpu("cpu_us_per_request_manager") > 0.0, "{r:?}");
+        if column(&header, r, "mode") == "direct-db" {
+            // Only the proxy's health probes run in the services meanwhile.
+            assert!(cpu("cpu_us_per_request_services") < 5.0, "{r:?}");
+        } else {
+            assert!(cpu("cpu_us_per_request_services") > 0.0, "{r:?}");
+        }
+        let by_host = column(&header, r, "cpu_us_per_request_by_host");
+        for host in [
+            "gatekeeper=",
+            "trusted-host=",
+            "proxy=",
+            "manager=",
+            "worker-2=",
+        ] {
+            assert!(by_host.contains(host), "{by_host}");
+        }
         let shares = column(&header, r, "backend_shares");
         match column(&header, r, "mode") {
             "random" | "customized" => assert!(
@@ -168,6 +188,12 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     let summary = fs::read_to_string(results.join("summary.md")).unwrap();
     assert!(
         summary.contains("| oltp_read_only |") && summary.contains("| customized |"),
+        "{summary}"
+    );
+    assert!(summary.contains("No request failed."), "{summary}");
+    assert!(
+        summary.contains("## What the chain costs")
+            && summary.contains("| point read p50 from one client, chain minus direct |"),
         "{summary}"
     );
     for (chart, label) in [

@@ -96,7 +96,10 @@ mod tests {
         let bench: IpAddr = "10.0.0.9".parse().unwrap();
         let limiter = RateLimiter::new(2.0, 3, &[bench]);
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!((0..100).all(|_| limiter.allow(bench, Instant::now())), "the bench client is not limited");
+        assert!(
+            (0..100).all(|_| limiter.allow(bench, Instant::now())),
+            "the bench client is not limited"
+        );
         let t0 = Instant::now();
         assert!((0..3).all(|_| limiter.allow(a, t0)));
         assert!(!limiter.allow(a, t0));

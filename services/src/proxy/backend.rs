@@ -208,7 +208,11 @@ impl Backend {
     /// Runs one statement: the template as a prepared statement (cached per connection, so
     /// the steady state is one round trip) with the parameters bound. The server accepts only a
     /// single statement there: whatever the text holds, nothing stacked can run.
-    pub async fn execute(&self, template: &str, params: &[Param]) -> Result<QueryOutput, QueryError> {
+    pub async fn execute(
+        &self,
+        template: &str,
+        params: &[Param],
+    ) -> Result<QueryOutput, QueryError> {
         match tokio::time::timeout(self.timeout, self.execute_once(template, params)).await {
             Ok(result) => result,
             Err(_) => Err(QueryError::Unavailable(format!(
@@ -219,7 +223,11 @@ impl Backend {
         }
     }
 
-    async fn execute_once(&self, template: &str, params: &[Param]) -> Result<QueryOutput, QueryError> {
+    async fn execute_once(
+        &self,
+        template: &str,
+        params: &[Param],
+    ) -> Result<QueryOutput, QueryError> {
         let mut conn = self.pool.get_conn().await.map_err(classify)?;
         let params = if params.is_empty() {
             Params::Empty

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use std::fmt::Write;
+
 use contract::report::DigestStats;
 use hdrhistogram::Histogram;
 
@@ -48,7 +50,11 @@ impl Digests {
             OTHERS
         };
         if !inner.contains_key(key) {
-            let text = if key == OTHERS { "(shapes past the limit)" } else { text };
+            let text = if key == OTHERS {
+                "(shapes past the limit)"
+            } else {
+                text
+            };
             inner.insert(
                 key.to_string(),
                 Entry {
@@ -101,6 +107,55 @@ impl Digests {
     }
 }
 
+/// The top shapes in the Prometheus text format: queries, errors, rows and seconds per digest,
+/// with the shape's text as a label.
+pub fn render(top: &[DigestStats]) -> String {
+    let mut out = String::new();
+    type Value = fn(&DigestStats) -> f64;
+    let families: [(&str, &str, Value); 4] = [
+        (
+            "proxy_digest_queries_total",
+            "Queries of each shape.",
+            |d| d.count as f64,
+        ),
+        (
+            "proxy_digest_errors_total",
+            "Failed queries of each shape.",
+            |d| d.errors as f64,
+        ),
+        (
+            "proxy_digest_rows_total",
+            "Rows returned by each shape.",
+            |d| d.rows as f64,
+        ),
+        (
+            "proxy_digest_seconds_total",
+            "Time spent on each shape.",
+            |d| d.total_ms / 1000.0,
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for d in top {
+            let _ = writeln!(
+                out,
+                "{name}{{digest=\"{}\",text=\"{}\"}} {}",
+                d.digest,
+                label(&d.text),
+                value(d)
+            );
+        }
+    }
+    out
+}
+
+/// A label value as the text format writes it: backslash, quote and newline escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,25 +164,49 @@ mod tests {
     fn counts_per_shape_and_bounds_the_shapes() {
         let d = Digests::default();
         for i in 0..10 {
-            d.record("a", "SELECT ?", "worker-1", true, 1, 0.001 * f64::from(i + 1));
+            d.record(
+                "a",
+                "SELECT ?",
+                "worker-1",
+                true,
+                1,
+                0.001 * f64::from(i + 1),
+            );
         }
         d.record("a", "SELECT ?", "worker-2", false, 0, 0.5);
         d.record("b", "SELECT ? FROM t", "manager", true, 20, 0.002);
         let top = d.top(10);
         assert_eq!(top.len(), 2);
         let a = &top[0];
-        assert_eq!((a.digest.as_str(), a.count, a.errors, a.rows), ("a", 11, 1, 10));
+        assert_eq!(
+            (a.digest.as_str(), a.count, a.errors, a.rows),
+            ("a", 11, 1, 10)
+        );
         assert_eq!(a.backends["worker-1"], 10);
         assert_eq!(a.backends["worker-2"], 1);
         assert!((a.total_ms - 555.0).abs() < 1e-6, "{a:?}");
         assert!(a.p99_ms >= 10.0 && a.p99_ms <= 510.0, "{a:?}");
         assert_eq!(d.top(1).len(), 1);
+        let text = render(&d.top(2));
+        assert!(
+            text.contains("proxy_digest_queries_total{digest=\"a\",text=\"SELECT ?\"} 11"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_digest_rows_total{digest=\"b\",text=\"SELECT ? FROM t\"} 20"),
+            "{text}"
+        );
+        assert_eq!(label("a \"q\" \\ \n"), "a \\\"q\\\" \\\\ \\n");
 
         for i in 0..MAX_DIGESTS + 5 {
             d.record(&format!("s{i}"), "SELECT ?", "manager", true, 0, 0.001);
         }
         let all = d.top(usize::MAX);
-        assert_eq!(all.len(), MAX_DIGESTS + 1, "the shapes past the limit share one entry");
+        assert_eq!(
+            all.len(),
+            MAX_DIGESTS + 1,
+            "the shapes past the limit share one entry"
+        );
         assert!(all.iter().any(|s| s.digest == OTHERS && s.count >= 5));
     }
 }

@@ -27,6 +27,8 @@ use metrics::Metrics;
 
 /// How many query shapes `/digests` lists.
 const DIGESTS_LISTED: usize = 50;
+/// How many query shapes `/metrics` carries (each is a label set of its own).
+const DIGESTS_IN_METRICS: usize = 20;
 
 /// MariaDB's error when max_statement_time stops a statement.
 const STATEMENT_TIMEOUT: u16 = 1969;
@@ -246,6 +248,6 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
 async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        proxy.metrics.render(),
+        proxy.metrics.render() + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )
 }

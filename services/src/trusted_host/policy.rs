@@ -186,8 +186,8 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         }
     }
 
-    let (templated, template) =
-        templatize(&statement).or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
+    let (templated, template) = templatize(&statement, sql)
+        .or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
     match parse(&templated.template) {
         Ok(again) if again.len() == 1 && again[0] == template => Ok(templated),
         _ => reject(

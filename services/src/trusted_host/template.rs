@@ -18,9 +18,10 @@ use std::ops::ControlFlow;
 
 use contract::wire::Param;
 use sqlparser::ast::{
-    CastKind, DataType, ExactNumberInfo, Expr, GroupByExpr, Ident, OrderByKind, Query,
-    SelectItem, SetExpr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
+    CastKind, DataType, ExactNumberInfo, Expr, GroupByExpr, Ident, OrderByKind, Query, SelectItem,
+    SetExpr, Spanned, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
+use sqlparser::tokenizer::Location;
 
 /// The most digits after the point MariaDB's DECIMAL holds.
 const MAX_DECIMAL_SCALE: usize = 38;
@@ -42,9 +43,12 @@ pub struct Templated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untemplatable(pub String);
 
-/// Turns a checked statement into its template and parameters; also returns the template's
-/// own tree, for the round-trip check.
-pub fn templatize(statement: &Statement) -> Result<(Templated, Statement), Untemplatable> {
+/// Turns a checked statement (parsed from `sql`) into its template and parameters; also
+/// returns the template's own tree, for the round-trip check.
+pub fn templatize(
+    statement: &Statement,
+    sql: &str,
+) -> Result<(Templated, Statement), Untemplatable> {
     // The digest's shape: every literal one `?`, an IN list of them one `?`, no aliases added.
     let mut shape = statement.clone();
     let mut marker = Marker::default();
@@ -61,7 +65,7 @@ pub fn templatize(statement: &Statement) -> Result<(Templated, Statement), Untem
 
     // The template: names kept for unnamed select items, then the literals taken out.
     let mut template = statement.clone();
-    let _ = template.visit(&mut NameSelectItems);
+    let _ = template.visit(&mut NameSelectItems { sql });
     let mut marker = Marker::default();
     let _ = template.visit(&mut marker);
     let mut collect = Collect {
@@ -102,7 +106,13 @@ struct Marker {
 }
 
 fn is_number(expr: &Expr) -> bool {
-    matches!(expr, Expr::Value(ValueWithSpan { value: Value::Number(..), .. }))
+    matches!(
+        expr,
+        Expr::Value(ValueWithSpan {
+            value: Value::Number(..),
+            ..
+        })
+    )
 }
 
 impl VisitorMut for Marker {
@@ -226,7 +236,9 @@ fn number(text: &str) -> Result<Param, Untemplatable> {
 }
 
 fn scale_of(decimal: &str) -> usize {
-    decimal.split_once('.').map_or(0, |(_, fraction)| fraction.len())
+    decimal
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len())
 }
 
 /// The value of a string literal as MariaDB reads it (default sql_mode: backslash escapes on),
@@ -270,7 +282,13 @@ impl VisitorMut for CollapseInLists {
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Expr::InList { list, .. } = expr {
             let placeholder = |e: &Expr| {
-                matches!(e, Expr::Value(ValueWithSpan { value: Value::Placeholder(_), .. }))
+                matches!(
+                    e,
+                    Expr::Value(ValueWithSpan {
+                        value: Value::Placeholder(_),
+                        ..
+                    })
+                )
             };
             if list.iter().all(placeholder) {
                 list.truncate(1);
@@ -281,10 +299,12 @@ impl VisitorMut for CollapseInLists {
 }
 
 /// Gives every unnamed select item that holds a literal the name the server gives it: the
-/// value of a bare string, the expression's text otherwise.
-struct NameSelectItems;
+/// value of a bare string, the expression's text as it was written otherwise.
+struct NameSelectItems<'a> {
+    sql: &'a str,
+}
 
-impl VisitorMut for NameSelectItems {
+impl VisitorMut for NameSelectItems<'_> {
     type Break = ();
 
     fn pre_visit_select(&mut self, select: &mut sqlparser::ast::Select) -> ControlFlow<()> {
@@ -304,7 +324,9 @@ impl VisitorMut for NameSelectItems {
                     value: Value::DoubleQuotedString(raw),
                     ..
                 }) => unescape(raw, '"'),
-                other => other.to_string(),
+                other => {
+                    source_text(self.sql, other).map_or_else(|| other.to_string(), str::to_string)
+                }
             };
             let name: String = name.chars().take(MAX_ALIAS_CHARS).collect();
             *item = SelectItem::ExprWithAlias {
@@ -314,6 +336,67 @@ impl VisitorMut for NameSelectItems {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The text of `expr` in `sql`, from its span (lines and columns count from 1, columns in
+/// characters). A unary operator is not in its expression's span: it is taken from the text.
+fn source_text<'a>(sql: &'a str, expr: &Expr) -> Option<&'a str> {
+    let span = expr.span();
+    if span.start.line == 0 {
+        return None;
+    }
+    let offset = |at: Location| -> Option<usize> {
+        let (mut line, mut column) = (1, 1);
+        for (i, c) in sql.char_indices() {
+            if (line, column) == (at.line, at.column) {
+                return Some(i);
+            }
+            if c == '\n' {
+                (line, column) = (line + 1, 1);
+            } else {
+                column += 1;
+            }
+        }
+        ((line, column) == (at.line, at.column)).then_some(sql.len())
+    };
+    let (mut start, end) = (offset(span.start)?, offset(span.end)?);
+    // Down the leftmost operands: each unary operator met starts the text earlier.
+    let mut leftmost = expr;
+    loop {
+        leftmost = match leftmost {
+            Expr::BinaryOp { left, .. } => left,
+            Expr::IsNull(e) | Expr::IsNotNull(e) => e,
+            Expr::Between { expr, .. } | Expr::InList { expr, .. } => expr,
+            Expr::UnaryOp { expr, .. } => {
+                let before = sql.get(..start)?.trim_end();
+                start = if before.ends_with(['-', '+', '~', '!']) {
+                    before.len() - 1
+                } else if before.to_ascii_uppercase().ends_with("NOT") {
+                    before.len() - 3
+                } else {
+                    return None;
+                };
+                expr
+            }
+            _ => break,
+        };
+    }
+    // Nor are a call's closing parentheses: as many as it left open are taken.
+    let mut end = end;
+    let text = sql.get(start..end)?;
+    let open = text
+        .matches('(')
+        .count()
+        .saturating_sub(text.matches(')').count());
+    for _ in 0..open {
+        let rest = sql.get(end..)?;
+        let skipped = rest.len() - rest.trim_start().len();
+        if !rest.trim_start().starts_with(')') {
+            return None;
+        }
+        end += skipped + 1;
+    }
+    sql.get(start..end).map(str::trim).filter(|t| !t.is_empty())
 }
 
 fn holds_literal(expr: &Expr) -> bool {
@@ -348,7 +431,7 @@ mod tests {
             .unwrap()
             .parse_statements()
             .unwrap();
-        templatize(&statements[0]).unwrap().0
+        templatize(&statements[0], sql).unwrap().0
     }
 
     #[test]
@@ -409,12 +492,21 @@ mod tests {
 
     #[test]
     fn column_positions_stay_and_names_are_kept() {
-        let t = templated("SELECT title, 'x', 1 + 2 FROM film GROUP BY 1 ORDER BY 2 DESC, length + 3");
+        let t = templated(
+            "SELECT title, 'x', 1 +2, TRUE FROM film GROUP BY 1 ORDER BY 2 DESC, length + 3",
+        );
         assert_eq!(
             t.template,
-            "SELECT title, ? AS `x`, ? + ? AS `1 + 2` FROM film GROUP BY 1 ORDER BY 2 DESC, length + ?"
+            "SELECT title, ? AS `x`, ? + ? AS `1 +2`, ? AS `TRUE` FROM film GROUP BY 1 \
+             ORDER BY 2 DESC, length + ?"
         );
-        assert_eq!(t.params.len(), 4);
+        assert_eq!(t.params.len(), 5);
+        // On another line, with characters of more than one byte before it.
+        let t = templated("SELECT 'é',\n  -7   * 2\nFROM film");
+        assert_eq!(
+            t.template,
+            "SELECT ? AS `é`, -? * ? AS `-7   * 2` FROM film"
+        );
         // Named items keep their own names.
         let t = templated("SELECT 5 AS five");
         assert_eq!(t.template, "SELECT ? AS five");

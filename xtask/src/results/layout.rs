@@ -93,7 +93,11 @@ mod tests {
         let cpu = patterns_cpu_out("direct-hit", 2);
         assert_eq!(cpu.strip_suffix(".cpu.json"), path.strip_suffix(".json"));
         let latency = latency_out("direct-db", 1);
-        let stem = latency.strip_prefix("latency/").unwrap().strip_suffix(".json").unwrap();
+        let stem = latency
+            .strip_prefix("latency/")
+            .unwrap()
+            .strip_suffix(".json")
+            .unwrap();
         assert_eq!(split_patterns(stem), Some(("direct-db".into(), 1)));
         assert_eq!(
             modes(),

@@ -85,7 +85,12 @@ impl Bench<'_> {
 
     /// Places an output of the run, whole or not at all.
     fn put(&mut self, out: &str, contents: &[u8]) -> Result<()> {
-        transport::put_file(&self.client, &format!("{}/{out}", self.run.id), contents, false)?;
+        transport::put_file(
+            &self.client,
+            &format!("{}/{out}", self.run.id),
+            contents,
+            false,
+        )?;
         self.done.insert(out.to_string());
         Ok(())
     }
@@ -270,7 +275,11 @@ pub fn run(session: &mut Session) -> Result<()> {
             if bench.has(&cpu_out) {
                 continue;
             }
-            progress.task(format!("load test {mode}, run {n}/{}, {}", s.runs, left(pending)));
+            progress.task(format!(
+                "load test {mode}, run {n}/{}, {}",
+                s.runs,
+                left(pending)
+            ));
             let workload = if mode == Mode::Write.as_str() {
                 Workload::Write
             } else {
@@ -278,7 +287,10 @@ pub fn run(session: &mut Session) -> Result<()> {
             };
             let before = cpu_seconds(&measured)?;
             bench
-                .loadgen(&load.args(mode, workload, s.concurrency), layout::patterns_out(mode, n))
+                .loadgen(
+                    &load.args(mode, workload, s.concurrency),
+                    layout::patterns_out(mode, n),
+                )
                 .with_context(|| format!("the load test of {mode}"))?;
             let after = cpu_seconds(&measured)?;
             let used = CpuUse {
@@ -375,9 +387,23 @@ impl LoadTest {
         .map(String::from)
         .into();
         let target: [&str; 6] = if mode == DIRECT_DB {
-            ["--database", &self.manager, "--user", "bench", "--name", "manager"]
+            [
+                "--database",
+                &self.manager,
+                "--user",
+                "bench",
+                "--name",
+                "manager",
+            ]
         } else {
-            ["--gatekeeper", &self.gatekeeper_url, "--mode", mode, "--from", &self.from]
+            [
+                "--gatekeeper",
+                &self.gatekeeper_url,
+                "--mode",
+                mode,
+                "--from",
+                &self.from,
+            ]
         };
         args.extend(target.map(String::from));
         args

@@ -321,11 +321,23 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
     ("SELECT * FROM film LIMIT 1 + 1", Mode::Random, "limit-cap"),
     // Placeholders are the trusted host's to make: a client's `?` would be bound to nothing.
     ("SELECT ?", Mode::Random, "placeholder"),
-    ("SELECT * FROM film WHERE film_id = ?", Mode::DirectHit, "placeholder"),
-    ("UPDATE film SET length = ? WHERE film_id = 1", Mode::Write, "placeholder"),
+    (
+        "SELECT * FROM film WHERE film_id = ?",
+        Mode::DirectHit,
+        "placeholder",
+    ),
+    (
+        "UPDATE film SET length = ? WHERE film_id = 1",
+        Mode::Write,
+        "placeholder",
+    ),
     // Literals that would change meaning as a bound parameter.
     ("SELECT X'41' + 0", Mode::Random, "literal-kind"),
-    ("SELECT * FROM film WHERE title = 0x41", Mode::Random, "literal-kind"),
+    (
+        "SELECT * FROM film WHERE title = 0x41",
+        Mode::Random,
+        "literal-kind",
+    ),
 ];
 
 #[test]
@@ -380,7 +392,10 @@ fn limits_are_enforced() {
 fn reads_get_a_capped_limit() {
     let ends = |sql: &str, end: &str, limits: &[i64]| {
         let checked = check(sql, Mode::Random).unwrap();
-        assert!(checked.template.ends_with(end), "{sql:?} became {checked:?}");
+        assert!(
+            checked.template.ends_with(end),
+            "{sql:?} became {checked:?}"
+        );
         let at = checked.params.len() - limits.len();
         let bound: Vec<Param> = limits.iter().map(|n| Param::Int(*n)).collect();
         assert_eq!(checked.params[at..], bound, "{sql:?} became {checked:?}");
@@ -388,7 +403,11 @@ fn reads_get_a_capped_limit() {
     ends("SELECT * FROM film", "LIMIT ?", &[1000]);
     ends("SELECT * FROM film LIMIT 5", "LIMIT ?", &[5]);
     ends("SELECT * FROM film LIMIT 5000", "LIMIT ?", &[1000]);
-    ends("SELECT * FROM film LIMIT 10, 5000", "LIMIT ?, ?", &[10, 1000]);
+    ends(
+        "SELECT * FROM film LIMIT 10, 5000",
+        "LIMIT ?, ?",
+        &[10, 1000],
+    );
     ends(
         "SELECT * FROM film LIMIT 5000 OFFSET 10",
         "LIMIT ? OFFSET ?",
@@ -409,8 +428,7 @@ fn literals_are_forwarded_as_parameters() {
     ] {
         let checked = check(sql, Mode::Random).unwrap();
         assert_eq!(
-            checked.template,
-            "SELECT * FROM actor WHERE last_name = ? LIMIT ?",
+            checked.template, "SELECT * FROM actor WHERE last_name = ? LIMIT ?",
             "{sql}"
         );
         assert_eq!(checked.params[0], Param::Text("O'Brien".into()), "{sql}");
