@@ -381,22 +381,68 @@ fn source_text<'a>(sql: &'a str, expr: &Expr) -> Option<&'a str> {
             _ => break,
         };
     }
-    // Nor are a call's closing parentheses: as many as it left open are taken.
-    let mut end = end;
-    let text = sql.get(start..end)?;
-    let open = text
-        .matches('(')
-        .count()
-        .saturating_sub(text.matches(')').count());
-    for _ in 0..open {
-        let rest = sql.get(end..)?;
-        let skipped = rest.len() - rest.trim_start().len();
-        if !rest.trim_start().starts_with(')') {
-            return None;
-        }
-        end += skipped + 1;
-    }
+    // The span's end misses closing parentheses and postfix operators (`x IS NULL`): the item
+    // runs to the next comma, closing parenthesis or clause keyword outside quotes and
+    // parentheses.
+    let end = item_end(sql, start).max(end);
     sql.get(start..end).map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Where the select item starting at `start` ends in `sql`.
+fn item_end(sql: &str, start: usize) -> usize {
+    const CLAUSES: [&str; 13] = [
+        "FROM",
+        "WHERE",
+        "GROUP",
+        "HAVING",
+        "ORDER",
+        "LIMIT",
+        "INTO",
+        "WINDOW",
+        "FOR",
+        "LOCK",
+        "UNION",
+        "EXCEPT",
+        "INTERSECT",
+    ];
+    let bytes = sql.as_bytes();
+    let (mut depth, mut i) = (0usize, start);
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' && quote != b'`' {
+                        2
+                    } else {
+                        1
+                    };
+                }
+            }
+            b'(' => depth += 1,
+            b')' if depth == 0 => return i,
+            b')' => depth -= 1,
+            b',' | b';' if depth == 0 => return i,
+            c if depth == 0 && c.is_ascii_alphabetic() && (i == 0 || !is_word(bytes[i - 1])) => {
+                let word_end = (i..bytes.len())
+                    .find(|&j| !is_word(bytes[j]))
+                    .unwrap_or(bytes.len());
+                let word = &sql[i..word_end];
+                if CLAUSES.iter().any(|c| c.eq_ignore_ascii_case(word)) {
+                    return i;
+                }
+                i = word_end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
 fn holds_literal(expr: &Expr) -> bool {
