@@ -237,7 +237,10 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
         Statement::Update(_) | Statement::Delete(_) => Ok(()),
         _ => reject(
             "statement-kind",
-            format!("write accepts only INSERT, UPDATE or DELETE, not {}", kind()),
+            format!(
+                "write accepts only INSERT, UPDATE or DELETE, not {}",
+                kind()
+            ),
         ),
     }
 }

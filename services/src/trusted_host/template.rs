@@ -51,40 +51,39 @@ pub fn templatize(
 ) -> Result<(Templated, Statement), Untemplatable> {
     // The digest's shape: every literal one `?`, an IN list of them one `?`, no aliases added.
     let mut shape = statement.clone();
-    let mut marker = Marker::default();
-    let _ = shape.visit(&mut marker);
-    let mut collect = Collect {
-        positions: &marker.positions,
-        params: Vec::new(),
-        exact: false,
-        error: None,
-    };
-    let _ = shape.visit(&mut collect);
+    take_literals(&mut shape, false)?;
     let _ = shape.visit(&mut CollapseInLists);
     let digest_text = shape.to_string();
 
     // The template: names kept for unnamed select items, then the literals taken out.
     let mut template = statement.clone();
     let _ = template.visit(&mut NameSelectItems { sql });
-    let mut marker = Marker::default();
-    let _ = template.visit(&mut marker);
-    let mut collect = Collect {
-        positions: &marker.positions,
-        params: Vec::new(),
-        exact: true,
-        error: None,
-    };
-    let _ = template.visit(&mut collect);
-    if let Some(error) = collect.error {
-        return Err(error);
-    }
+    let params = take_literals(&mut template, true)?;
     let templated = Templated {
         template: template.to_string(),
-        params: collect.params,
+        params,
         digest: digest_of(&digest_text),
         digest_text,
     };
     Ok((templated, template))
+}
+
+/// Replaces the statement's literals (column positions aside) with `?`, decimals cast to their
+/// exact type when `exact`; returns their values in order.
+fn take_literals(statement: &mut Statement, exact: bool) -> Result<Vec<Param>, Untemplatable> {
+    let mut marker = Marker::default();
+    let _ = statement.visit(&mut marker);
+    let mut collect = Collect {
+        positions: &marker.positions,
+        params: Vec::new(),
+        exact,
+        error: None,
+    };
+    let _ = statement.visit(&mut collect);
+    match collect.error {
+        Some(error) => Err(error),
+        None => Ok(collect.params),
+    }
 }
 
 /// FNV-1a, 64 bits, as 16 hex digits: stable across processes and versions, which is all a
