@@ -1,29 +1,31 @@
 -- The film-rental dataset: a small store chain renting films to customers, in the style of the
 -- classic sample database. Loading drops and recreates the whole schema, so a load interrupted
 -- half-way is simply done again; dataset_info is written last and marks a complete load.
+-- Entity keys are AUTO_INCREMENT, as in the classic sample database: a natural INSERT (without
+-- the key) gets the next one.
 DROP DATABASE IF EXISTS filmdb;
 CREATE DATABASE filmdb;
 USE filmdb;
 
 CREATE TABLE language (
-  language_id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  language_id TINYINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   name VARCHAR(20) NOT NULL
 ) ENGINE = InnoDB;
 
 CREATE TABLE category (
-  category_id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  category_id TINYINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   name VARCHAR(25) NOT NULL
 ) ENGINE = InnoDB;
 
 CREATE TABLE actor (
-  actor_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  actor_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   first_name VARCHAR(45) NOT NULL,
   last_name VARCHAR(45) NOT NULL,
   KEY idx_actor_last_name (last_name)
 ) ENGINE = InnoDB;
 
 CREATE TABLE film (
-  film_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  film_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   title VARCHAR(128) NOT NULL,
   description TEXT,
   release_year SMALLINT UNSIGNED NOT NULL,
@@ -55,12 +57,12 @@ CREATE TABLE film_category (
 ) ENGINE = InnoDB;
 
 CREATE TABLE store (
-  store_id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  store_id TINYINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   city VARCHAR(50) NOT NULL
 ) ENGINE = InnoDB;
 
 CREATE TABLE customer (
-  customer_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  customer_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   store_id TINYINT UNSIGNED NOT NULL,
   first_name VARCHAR(45) NOT NULL,
   last_name VARCHAR(45) NOT NULL,
@@ -72,7 +74,7 @@ CREATE TABLE customer (
 ) ENGINE = InnoDB;
 
 CREATE TABLE inventory (
-  inventory_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  inventory_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   film_id INT UNSIGNED NOT NULL,
   store_id TINYINT UNSIGNED NOT NULL,
   KEY idx_inventory_film_store (film_id, store_id),
@@ -81,7 +83,7 @@ CREATE TABLE inventory (
 ) ENGINE = InnoDB;
 
 CREATE TABLE rental (
-  rental_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  rental_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   rental_date DATETIME NOT NULL,
   inventory_id INT UNSIGNED NOT NULL,
   customer_id INT UNSIGNED NOT NULL,
@@ -93,7 +95,7 @@ CREATE TABLE rental (
 ) ENGINE = InnoDB;
 
 CREATE TABLE payment (
-  payment_id INT UNSIGNED NOT NULL PRIMARY KEY,
+  payment_id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   customer_id INT UNSIGNED NOT NULL,
   rental_id INT UNSIGNED NOT NULL,
   amount DECIMAL(5,2) NOT NULL,

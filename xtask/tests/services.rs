@@ -1111,3 +1111,68 @@ fn templates_answer_what_the_text_answers() {
         "{digests:?}"
     );
 }
+
+/// The schema's keys are AUTO_INCREMENT: the natural INSERT, without the key, works.
+#[test]
+fn a_natural_insert_gets_its_key() {
+    let guard = shared();
+    let d = &*guard;
+    let (status, body) = d.api(
+        "INSERT INTO actor (first_name, last_name) VALUES ('Jean', 'Reno')",
+        "write",
+    );
+    assert_eq!(
+        (status, body["affected_rows"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, body) = d.api(
+        "SELECT actor_id FROM actor WHERE first_name = 'Jean' AND last_name = 'Reno'",
+        "direct-hit",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rows"][0][0].as_u64() > Some(0), "{body}");
+}
+
+/// What a client sends cannot take backends out of rotation: a `?` is refused by the trusted
+/// host, and a template whose parameters do not fit, sent to the proxy itself, is the request's
+/// error (422), not the backend's.
+#[test]
+fn requests_that_do_not_fit_leave_the_backends_healthy() {
+    let guard = shared();
+    let d = &*guard;
+    for _ in 0..100 {
+        let (status, body) = d.api("SELECT ?", "random");
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("placeholder"),
+            "{body}"
+        );
+    }
+    let token = format!("Bearer {}", d.secret("trusted_host_token"));
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", token.as_str()),
+    ];
+    let unfit = forwarded("SELECT ?", "random");
+    for _ in 0..100 {
+        let r = http(
+            Some(&d.address("trusted-host")),
+            &d.service("proxy"),
+            "POST",
+            "/query",
+            &headers,
+            unfit.as_bytes(),
+        );
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(r.body.contains("query-failed"), "{}", r.body);
+    }
+    let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+    let h: Value = serde_json::from_str(&r.body).unwrap();
+    let backends = h["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 4, "{h}");
+    assert!(backends.iter().all(|b| b["healthy"] == true), "{h}");
+}

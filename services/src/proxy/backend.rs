@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
+use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -59,6 +59,9 @@ pub enum QueryError {
     /// The server ran the query and refused it (bad column, constraint, time limit...):
     /// the same query would fail anywhere.
     Server { code: u16, message: String },
+    /// The driver refused the request before the server saw it (its parameters do not fit
+    /// the statement): the request's fault, which says nothing of the backend.
+    Request(String),
     /// The backend could not be reached or broke the connection.
     Unavailable(String),
 }
@@ -273,6 +276,13 @@ fn classify(e: mysql_async::Error) -> QueryError {
             code: s.code,
             message: s.message,
         },
+        mysql_async::Error::Driver(
+            e @ (DriverError::StmtParamsMismatch { .. }
+            | DriverError::StmtParamsNumberExceedsLimit { .. }
+            | DriverError::Params(_)
+            | DriverError::MixedParams
+            | DriverError::PacketTooLarge),
+        ) => QueryError::Request(e.to_string()),
         other => QueryError::Unavailable(other.to_string()),
     }
 }
@@ -316,6 +326,21 @@ fn value_to_json(value: mysql_async::Value) -> Json {
 mod tests {
     use super::*;
     use mysql_async::Value as V;
+
+    /// Only a backend's own failures count against it: a request whose parameters do not fit
+    /// is the request's.
+    #[test]
+    fn the_requests_faults_are_not_the_backends() {
+        let mismatch = mysql_async::Error::Driver(DriverError::StmtParamsMismatch {
+            required: 1,
+            supplied: 0,
+        });
+        assert!(matches!(classify(mismatch), QueryError::Request(_)));
+        let closed = mysql_async::Error::Driver(DriverError::ConnectionClosed);
+        assert!(matches!(classify(closed), QueryError::Unavailable(_)));
+        let io = mysql_async::Error::Io(std::io::Error::other("reset").into());
+        assert!(matches!(classify(io), QueryError::Unavailable(_)));
+    }
 
     #[test]
     fn values_become_json() {

@@ -175,6 +175,14 @@ impl Proxy {
                     ),
                 )),
             ),
+            Err(QueryError::Request(problem)) => (
+                "query-error",
+                Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "query-failed",
+                    format!("the query could not be sent: {problem}"),
+                )),
+            ),
             Err(QueryError::Unavailable(problem)) => (
                 "unavailable",
                 Err(ApiError::new(

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use super::sql::sql_string;
 
-/// Bumped whenever the generated rows change, so an older load is replaced.
-pub const GENERATOR_VERSION: u32 = 1;
+/// Bumped whenever the generated rows or the schema change, so an older load is replaced.
+pub const GENERATOR_VERSION: u32 = 2;
 
 const SCHEMA: &str = include_str!("../../../sql/schema.sql");
 const ROWS_PER_INSERT: usize = 500;
