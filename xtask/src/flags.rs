@@ -159,7 +159,7 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<u32>,
-    /// Rust target the services are built for [default: this machine's].
+    /// Rust target the services are built for (local provider: this machine's, unless given).
     #[arg(long, value_name = "TRIPLE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
