@@ -1031,23 +1031,8 @@ fn templates_answer_what_the_text_answers() {
         // Names: a bare string names its column by its value; an alias stays.
         "SELECT 'x' AS y, 'abc', 42",
     ];
-    let socket = d.host_dir("manager").join("mariadbd.sock");
     for sql in corpus {
-        let direct = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--batch",
-                "--column-names",
-                "-D",
-                "filmdb",
-            ])
-            .arg(format!("--socket={}", socket.display()))
-            .args(["-e", sql])
-            .output()
-            .unwrap();
-        assert!(direct.status.success(), "{sql}: {}", common::text(&direct));
-        let direct = String::from_utf8(direct.stdout).unwrap();
+        let direct = d.root_sql_with_names("manager", sql);
 
         let (status, body) = d.api(sql, "direct-hit");
         assert_eq!(status, 200, "{sql}: {body}");

@@ -9,18 +9,7 @@ use contract::report::Report;
 
 use super::sysbench::{combine, parse_sysbench, SysbenchStats};
 use super::{layout, CpuUse, PatternRow, Run, RunMeta, SysbenchRow};
-use crate::state::{atomic_write, Deployment, Host, Role};
-
-/// The host the benchmarks run on: the proxy's, in a `bench` folder of its own. The proxy's
-/// host may reach the databases and the gatekeeper, and serves no database.
-pub fn bench_client(d: &Deployment) -> Result<Host> {
-    let proxy = d.host(Role::Proxy)?;
-    Ok(Host {
-        name: "bench-client".to_string(),
-        dir: proxy.dir.join("bench"),
-        ..proxy.clone()
-    })
-}
+use crate::state::atomic_write;
 
 /// Copies the finished files of a run (not the ones still being written); returns how many
 /// were new.

@@ -274,6 +274,17 @@ impl Deployment {
         self.hosts.iter().filter(|h| h.role.runs_database())
     }
 
+    /// The host the benchmarks run on: the proxy's, in a `bench` folder of its own. The proxy's
+    /// host may reach the databases and the gatekeeper, and serves no database.
+    pub fn bench_client(&self) -> Result<Host> {
+        let proxy = self.host(Role::Proxy)?;
+        Ok(Host {
+            name: "bench-client".to_string(),
+            dir: proxy.dir.join("bench"),
+            ..proxy.clone()
+        })
+    }
+
     /// Where the gatekeeper listens, as the load generator reaches it from inside.
     pub fn gatekeeper_url(&self) -> Result<String> {
         let gatekeeper = self.host(Role::Gatekeeper)?;

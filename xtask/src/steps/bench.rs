@@ -17,7 +17,7 @@ use crate::cluster::{build, packages, process, server, services};
 use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout::{self, WORKLOADS};
-use crate::results::{collect, CpuUse, RunMeta};
+use crate::results::{CpuUse, RunMeta};
 use crate::state::{project_root, BenchRun, BenchSettings, Deployment, Host, Role, Session};
 use crate::transport::{self, script::Script};
 
@@ -104,7 +104,7 @@ pub fn run(session: &mut Session) -> Result<()> {
         .context("no bench run was chosen; this is a bug in the step engine")?;
     let s = &run.settings;
     let d = &session.deployment;
-    let client = collect::bench_client(d)?;
+    let client = d.bench_client()?;
     let built_loadgen = build::release_dir(d.settings.target.as_deref()).join("loadgen");
     if !built_loadgen.exists() {
         bail!(

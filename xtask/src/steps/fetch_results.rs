@@ -16,7 +16,7 @@ pub fn run(session: &mut Session) -> Result<()> {
 
     // The bench client's run folders come into a staging folder first (over scp from an
     // instance), from where the finished files are copied.
-    let client = collect::bench_client(&session.deployment)?;
+    let client = session.deployment.bench_client()?;
     let staging = session.paths.state_dir().join("fetch");
     let remove_staging = || -> Result<()> {
         if staging.exists() {

@@ -121,16 +121,21 @@ impl Deployment {
         h["address"].as_str().unwrap().to_string()
     }
 
-    /// Root query over the host's socket.
+    /// Root query over the host's socket: the rows, tab-separated.
     pub fn root_sql(&self, host: &str, sql: &str) -> String {
+        self.root_client(host, sql, &["--skip-column-names"])
+    }
+
+    /// Root query in filmdb over the host's socket: the column names, then the rows.
+    pub fn root_sql_with_names(&self, host: &str, sql: &str) -> String {
+        self.root_client(host, sql, &["--column-names", "--database=filmdb"])
+    }
+
+    fn root_client(&self, host: &str, sql: &str, options: &[&str]) -> String {
         let socket = self.host_dir(host).join("mariadbd.sock");
         let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--batch",
-                "--skip-column-names",
-            ])
+            .args(["--no-defaults", "--user=root", "--batch"])
+            .args(options)
             .arg(format!("--socket={}", socket.display()))
             .args(["-e", sql])
             .output()
