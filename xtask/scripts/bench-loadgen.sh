@@ -2,6 +2,8 @@
 # password (for the direct baseline) comes from bench.password, never from a command line.
 # Parameters: LOADGEN (the program), ARGS (its options), OUT.
 mkdir -p "$(dirname "$OUT")"
+# The bench client's own cgroup, if it has one: its quota is the client machine's.
+enter_cgroup
 # ARGS is several options: split on purpose.
 # shellcheck disable=SC2086
 if ! LOADGEN_DB_PASSWORD=$(cat bench.password) "$LOADGEN" $ARGS --out "$OUT.tmp" \

@@ -3,6 +3,8 @@
 # Parameters: COMMAND (prepare, run or cleanup); ARGS (the workload and its options); TARGETS:
 # lines of "<connection config> <output path>", the output "-" discarding the report.
 PATH="$TOOLS_PATH:$PATH"
+# The bench client's own cgroup, if it has one: its quota is the client machine's.
+enter_cgroup
 pids=()
 outs=()
 reports=()

@@ -26,7 +26,9 @@ if ! find_server > /dev/null; then
     fi
     touch "$HOST_DIR/data.initialized"
   fi
-  # setsid: the server leaves this script's session and survives it.
+  # setsid: the server leaves this script's session and survives it; it stays in the host's
+  # cgroup, which this script entered.
+  enter_cgroup
   setsid mariadbd --defaults-file="$config" < /dev/null >> "$HOST_DIR/mariadbd.out" 2>&1 &
 fi
 

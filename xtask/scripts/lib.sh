@@ -51,3 +51,18 @@ stop_process() {
   done
   echo "stopped pid=$pid"
 }
+
+# Places this script, and so everything it starts, in the host's cgroup: its CPU quota and
+# memory limit then hold for them. CGROUP_DIRS, when the host has a group: its folders, one
+# per line.
+enter_cgroup() {
+  local dir
+  while read -r dir; do
+    [ -n "$dir" ] || continue
+    if [ ! -d "$dir" ]; then
+      echo "the host's cgroup $dir is gone (was the machine restarted?); run \`cargo xtask teardown\` and provision again" >&2
+      return 1
+    fi
+    echo "$BASHPID" > "$dir/cgroup.procs"
+  done <<< "${CGROUP_DIRS:-}"
+}

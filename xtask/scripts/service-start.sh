@@ -18,7 +18,8 @@ if [ "$SUPERVISOR" = systemd ]; then
 fi
 
 if ! pid=$(find_process "$binary" --config "$config"); then
-  # setsid: the service leaves this script's session and survives it.
+  # setsid: the service leaves this script's session and survives it, in the host's cgroup.
+  enter_cgroup
   setsid "$binary" --config "$config" < /dev/null >> "$HOST_DIR/service.log" 2>&1 &
   pid=$!
 fi

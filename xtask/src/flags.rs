@@ -167,6 +167,16 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "A.B.C")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loopback_prefix: Option<String>,
+    /// Local provider: each host's CPU quota (a cgroup), by class: `databases=0.25,services=0.5,
+    /// bench-client=0.75` (a class not named keeps its default), one number for all, or
+    /// `unlimited`.
+    #[arg(long, value_name = "CPUS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_cpus: Option<String>,
+    /// Local provider: each host's memory limit (`512M`, `2G`) or `unlimited`.
+    #[arg(long, value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_memory: Option<String>,
     /// AWS region [default: from AWS_REGION or ~/.aws/config].
     #[arg(long, value_name = "REGION")]
     #[serde(skip_serializing_if = "Option::is_none")]

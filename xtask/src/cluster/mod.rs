@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod dataset;
+pub mod limits;
 pub mod packages;
 pub mod process;
 pub mod server;

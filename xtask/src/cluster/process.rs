@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 
+use super::limits;
 use crate::state::{Host, ProcessRecord, Session};
 use crate::transport::{self, script::Script};
 
@@ -25,15 +26,17 @@ pub fn cpu_seconds(host: &Host, program: &str) -> Result<f64> {
     parse().with_context(|| format!("cpu-sample on {} printed {out:?}", host.name))
 }
 
-/// Runs a start script and records the process it reports under `key`.
+/// Runs a start script and records the process it reports under `key`. The script runs in the
+/// host's cgroup, if it has one, and so does what it starts.
 pub fn start_and_record(
     session: &mut Session,
     host: &Host,
-    script: &Script,
+    script: Script,
     key: String,
     program: &str,
 ) -> Result<()> {
-    let out = transport::run_script(host, script, b"")?;
+    let script = limits::in_group(script, limits::of(&session.deployment, &host.name));
+    let out = transport::run_script(host, &script, b"")?;
     let record = parse_identity(&out, program).with_context(|| {
         format!(
             "{} on {} printed no process: {out:?}",

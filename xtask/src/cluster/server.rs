@@ -30,7 +30,7 @@ pub fn start(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
     transport::put_file(host, "my.cnf", config.as_bytes(), false)?;
     let script =
         Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
-    process::start_and_record(session, host, &script, process_key(host), "mariadbd")
+    process::start_and_record(session, host, script, process_key(host), "mariadbd")
 }
 
 /// Stops the host's server, whether recorded or left unrecorded by an interrupted run: it is

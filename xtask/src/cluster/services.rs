@@ -138,7 +138,7 @@ pub fn start(session: &mut Session, host: &Host, supervisor: Supervisor) -> Resu
     if supervisor == Supervisor::Systemd {
         script = script.param("UNIT", systemd_unit(&host.dir, name)?);
     }
-    process::start_and_record(session, host, &script, process_key(host), name)
+    process::start_and_record(session, host, script, process_key(host), name)
 }
 
 /// Stops the host's service gracefully, recorded or not; nothing to do when none runs.

@@ -7,9 +7,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::Provider;
-use crate::cluster::{server, services, services::Supervisor};
+use crate::cluster::{limits, server, services, services::Supervisor};
 use crate::progress::Progress;
-use crate::state::{Deployment, Host, LocalSettings, Paths, Role, Session, Settings};
+use crate::state::{
+    Deployment, Host, HostClass, LocalSettings, Limits, Paths, ProviderSettings, Role, Session,
+    Settings,
+};
 use crate::transport::{self, script::Script};
 
 const HOST_REMOVE: &str = include_str!("../../scripts/host-remove.sh");
@@ -20,11 +23,9 @@ pub struct Local;
 /// on consecutive addresses from `<prefix>.2`.
 pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
     let prefix = match &settings.provider {
-        crate::state::ProviderSettings::Local(LocalSettings { loopback_prefix }) => {
-            loopback_prefix.as_str()
-        }
+        ProviderSettings::Local(local) => local.loopback_prefix.as_str(),
         // Another provider's hosts take these names and folders, and their own addresses.
-        crate::state::ProviderSettings::Aws(_) => "",
+        ProviderSettings::Aws(_) => "",
     };
     let mut roles = vec![
         (Role::Standalone, "standalone".to_string()),
@@ -60,6 +61,54 @@ fn check_free(host: &Host, port: u16) -> Result<()> {
         })
 }
 
+/// Gives every host, and the bench client, a cgroup with the quota of its class and the memory
+/// limit. Where cgroups cannot be made, the groups made so far are removed again and the
+/// deployment runs unlimited, with the reason recorded.
+fn limit_hosts(d: &Deployment) -> Result<Limits> {
+    let ProviderSettings::Local(LocalSettings {
+        host_cpus,
+        host_memory,
+        ..
+    }) = d.settings.provider
+    else {
+        return Ok(Limits::default());
+    };
+    if host_cpus.of(HostClass::Database).is_none() && host_memory.mib.is_none() {
+        return Ok(Limits::default());
+    }
+    let mut targets: Vec<(Host, HostClass)> = d
+        .hosts
+        .iter()
+        .map(|h| {
+            let class = if h.role.runs_database() {
+                HostClass::Database
+            } else {
+                HostClass::Service
+            };
+            (h.clone(), class)
+        })
+        .collect();
+    targets.push((d.bench_client()?, HostClass::BenchClient));
+    let mut made = Limits::default();
+    for (host, class) in &targets {
+        match limits::apply(host, &d.id, &host.name, host_cpus.of(*class), host_memory)? {
+            Ok((by, limit)) => {
+                made.enforced_by = Some(by);
+                made.hosts.insert(host.name.clone(), limit);
+            }
+            Err(why) => {
+                let undo = Deployment {
+                    limits: made,
+                    ..d.clone()
+                };
+                limits::remove_all(&undo)?;
+                return Ok(limits::off(why));
+            }
+        }
+    }
+    Ok(made)
+}
+
 impl Provider for Local {
     fn plan_hosts(&self, settings: &Settings, paths: &Paths, _id: &str) -> Result<Vec<Host>> {
         let hosts = plan_hosts(settings, &paths.state_dir());
@@ -88,6 +137,15 @@ impl Provider for Local {
             d.hosts.first().map_or(String::new(), |h| h.address.clone()),
             session.paths.state_dir().display()
         );
+        session.deployment.limits = limit_hosts(&session.deployment)?;
+        session.save()?;
+        let limits = &session.deployment.limits;
+        match &limits.off_because {
+            Some(why) => eprintln!(
+                "provision: per-host CPU and memory limits are off, every host runs unlimited: {why}"
+            ),
+            None => eprintln!("provision: host limits: {}", limits.describe()),
+        }
         Ok(())
     }
 
@@ -108,6 +166,8 @@ impl Provider for Local {
                 progress.note(format!("stopped {key} (pid {pid})"));
             }
         }
+        progress.task("removing the hosts' cgroups");
+        limits::remove_all(&session.deployment)?;
         for host in &hosts {
             progress.task(format!("removing the folder of {}", host.name));
             let script = Script::new("host-remove", HOST_REMOVE)
@@ -147,13 +207,13 @@ mod tests {
 
     #[test]
     fn hosts_get_consecutive_addresses_and_their_own_folders() {
-        let settings = Settings {
+        let mut settings = Settings {
             workers: 2,
-            provider: crate::state::ProviderSettings::Local(LocalSettings {
-                loopback_prefix: "127.0.9".into(),
-            }),
             ..Settings::defaults(crate::state::ProviderKind::Local)
         };
+        if let ProviderSettings::Local(local) = &mut settings.provider {
+            local.loopback_prefix = "127.0.9".into();
+        }
         let hosts = plan_hosts(&settings, Path::new("/s"));
         let names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(

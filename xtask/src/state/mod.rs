@@ -6,6 +6,7 @@
 //! at any moment leaves either the old or the new document, never half of one. A lock on a sidecar
 //! file keeps two runs from racing.
 
+mod limits;
 mod session;
 mod settings;
 mod store;
@@ -18,6 +19,7 @@ use anyhow::{Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
+pub use limits::{HostClass, HostCpus, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{
     AwsSettings, BenchSettings, LocalSettings, ProviderKind, ProviderSettings, Settings,
@@ -43,6 +45,9 @@ pub struct Deployment {
     /// What the aws provider created in the cloud, recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsResources>,
+    /// The per-host limits in force (local provider), recorded at provision.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
@@ -259,6 +264,7 @@ impl Deployment {
             secrets: Secrets::generate(),
             bench: None,
             aws: None,
+            limits: Limits::default(),
         }
     }
 

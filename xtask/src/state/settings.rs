@@ -7,6 +7,8 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::limits::{HostCpus, HostMemory};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     /// Read replicas of the manager.
@@ -43,6 +45,20 @@ pub enum ProviderKind {
 pub struct LocalSettings {
     /// First three octets of the hosts' loopback addresses (`127.0.1` → 127.0.1.x).
     pub loopback_prefix: String,
+    /// Each host's CPU quota, by class (deployments from before limits: unlimited).
+    #[serde(default = "unlimited_cpus")]
+    pub host_cpus: HostCpus,
+    /// Each host's memory limit.
+    #[serde(default = "unlimited_memory")]
+    pub host_memory: HostMemory,
+}
+
+fn unlimited_cpus() -> HostCpus {
+    HostCpus::Unlimited
+}
+
+fn unlimited_memory() -> HostMemory {
+    HostMemory { mib: None }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +88,8 @@ impl Settings {
             ProviderKind::Local => (
                 ProviderSettings::Local(LocalSettings {
                     loopback_prefix: "127.0.1".to_string(),
+                    host_cpus: HostCpus::DEFAULT,
+                    host_memory: HostMemory::DEFAULT,
                 }),
                 None,
             ),

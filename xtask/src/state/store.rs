@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(
             local.settings.provider,
             ProviderSettings::Local(crate::state::LocalSettings {
-                loopback_prefix: "127.0.9".into()
+                loopback_prefix: "127.0.9".into(),
+                // Deployments from before the limits ran unlimited, and still do.
+                host_cpus: crate::state::HostCpus::Unlimited,
+                host_memory: crate::state::HostMemory { mib: None },
             })
         );
         let aws = parse(&v1(

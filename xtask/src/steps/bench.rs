@@ -13,12 +13,14 @@ use anyhow::{bail, Context, Result};
 use contract::report::{Workload, DIRECT_DB};
 use contract::wire::Mode;
 
-use crate::cluster::{build, packages, process, server, services};
+use crate::cluster::{build, limits, packages, process, server, services};
 use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout::{self, WORKLOADS};
 use crate::results::{CpuUse, RunMeta};
-use crate::state::{project_root, BenchRun, BenchSettings, Deployment, Host, Role, Session};
+use crate::state::{
+    project_root, BenchRun, BenchSettings, Deployment, Host, HostLimit, Role, Session,
+};
 use crate::transport::{self, script::Script};
 
 /// The load generator, in the bench client's folder.
@@ -34,6 +36,8 @@ const BENCH_LOADGEN: &str = include_str!("../../scripts/bench-loadgen.sh");
 /// Runs the measurements of one bench run on the client, skipping the ones already there.
 struct Bench<'a> {
     client: Host,
+    /// The bench client's cgroup, which sysbench and the load generator run in.
+    client_limit: Option<HostLimit>,
     run: &'a BenchRun,
     /// Outputs already in the run folder, relative to it.
     done: BTreeSet<String>,
@@ -66,6 +70,7 @@ impl Bench<'_> {
             .param("COMMAND", command)
             .param("ARGS", sysbench_args(workload, s).join(" "))
             .param("TARGETS", lines.join("\n"));
+        let script = limits::in_group(script, self.client_limit.as_ref());
         transport::run_script(&self.client, &script, b"")
             .with_context(|| format!("sysbench {command} {workload}"))?;
         self.done
@@ -78,6 +83,7 @@ impl Bench<'_> {
             .param("LOADGEN", LOADGEN)
             .param("ARGS", args.join(" "))
             .param("OUT", format!("{}/{out}", self.run.id));
+        let script = limits::in_group(script, self.client_limit.as_ref());
         transport::run_script(&self.client, &script, b"")?;
         self.done.insert(out);
         Ok(())
@@ -122,6 +128,7 @@ pub fn run(session: &mut Session) -> Result<()> {
         b"",
     )?;
     let mut bench = Bench {
+        client_limit: limits::of(d, &client.name).cloned(),
         client,
         run: &run,
         done: listed.lines().map(str::to_string).collect(),

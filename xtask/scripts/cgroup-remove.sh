@@ -1,0 +1,25 @@
+# Removes a host's cgroup folders, and their parents once empty (the deployment's, then the
+# project's). Whatever still runs in them is the deployment's own (a load test an interrupted
+# bench left behind): it is stopped first, since a group with processes cannot be removed.
+# Parameters: CGROUP_DIRS (the folders, one per line), LEVELS (how many parent folders are ours).
+while read -r dir; do
+  [ -n "$dir" ] && [ -d "$dir" ] || continue
+  deadline=$((SECONDS + 10))
+  while [ -s "$dir/cgroup.procs" ]; do
+    while read -r pid; do
+      kill -KILL "$pid" 2> /dev/null || true
+    done < "$dir/cgroup.procs"
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "processes $(tr '\n' ' ' < "$dir/cgroup.procs")are still in $dir after SIGKILL" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  rmdir "$dir"
+  parent=$dir
+  for _ in $(seq "$LEVELS"); do
+    parent=$(dirname "$parent")
+    # Another host's group may still be there: then the parent stays, for its last host.
+    rmdir "$parent" 2> /dev/null || break
+  done
+done <<< "$CGROUP_DIRS"
