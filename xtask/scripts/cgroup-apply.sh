@@ -5,8 +5,9 @@
 # one per line; or, where no group can be made (no hierarchy, not writable), "off" and one
 # line saying why.
 # Parameters: ROOT (where cgroups are mounted), GROUP (the group's path under each hierarchy),
-# CPU_QUOTA_US (per 100 ms period; empty: no CPU limit), MEMORY_BYTES (empty: no limit).
-period_us=100000
+# CPU_PERIOD_US and CPU_QUOTA_US (the CPU time the group may use per period; empty: no CPU
+# limit), MEMORY_BYTES (empty: no limit).
+period_us=${CPU_PERIOD_US:-100000}
 
 fail() {
   printf 'off\n%s\n' "$1"

@@ -133,6 +133,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// The degraded-worker scenario: `random` and `customized` again with one worker given this
+    /// percent of the others' CPU quota (0: off; needs per-host CPU limits).
+    #[arg(long, value_name = "PERCENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_worker_percent: Option<u32>,
 }
 
 /// Deployment settings: given to `provision` (or `all`) and fixed for the deployment's life.

@@ -1,6 +1,7 @@
 //! One database server behind the proxy: its connection pool, its measured health, and how a
 //! query runs on it.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,8 @@ pub enum Role {
 pub struct Health {
     /// Answering, replicating (workers) and not lagging beyond the threshold.
     pub healthy: bool,
-    /// Smoothed `SELECT 1` round trip in milliseconds.
+    /// Smoothed response time in milliseconds: of the probes' `SELECT 1` and of the queries
+    /// it served.
     pub latency_ms: Option<f64>,
     pub lag_seconds: Option<u64>,
     pub problem: Option<String>,
@@ -49,6 +51,8 @@ pub struct Backend {
     pub role: Role,
     pool: Pool,
     health: Mutex<Health>,
+    /// Queries sent to it that have not answered yet.
+    in_flight: AtomicU32,
     /// A probe or query taking longer than this counts as a failure.
     timeout: Duration,
 }
@@ -70,6 +74,31 @@ pub struct QueryOutput {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Json>>,
     pub affected_rows: u64,
+}
+
+impl Health {
+    fn add_response_time(&mut self, ms: f64) {
+        self.latency_ms = Some(match self.latency_ms {
+            Some(old) => old + EWMA_WEIGHT * (ms - old),
+            None => ms,
+        });
+    }
+}
+
+/// Counts a query in flight on a backend for as long as it lives.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU32) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -116,8 +145,17 @@ impl Backend {
                 problem: None,
                 checks: 0,
             }),
+            in_flight: AtomicU32::new(0),
             timeout: Duration::from_secs(config.statement_time_limit_seconds + 2),
         }
+    }
+
+    /// What a read sent here now is expected to take: the smoothed response time for each
+    /// query ahead of it and itself. The `customized` strategy picks the lowest, so a slow
+    /// server gets a read only when the others are that much busier.
+    pub fn expected_ms(&self) -> f64 {
+        let waiting = self.in_flight.load(Ordering::Relaxed) + 1;
+        self.health().latency_ms.unwrap_or(f64::MAX) * f64::from(waiting)
     }
 
     pub fn health(&self) -> Health {
@@ -150,10 +188,7 @@ impl Backend {
             h.checks += 1;
             match result {
                 Ok(Ok(lag)) => {
-                    h.latency_ms = Some(match h.latency_ms {
-                        Some(old) => old + EWMA_WEIGHT * (elapsed_ms - old),
-                        None => elapsed_ms,
-                    });
+                    h.add_response_time(elapsed_ms);
                     h.lag_seconds = lag.flatten();
                     h.problem = match (self.role, lag) {
                         (Role::Worker, None) => Some("replication is not running".to_string()),
@@ -216,14 +251,23 @@ impl Backend {
         template: &str,
         params: &[Param],
     ) -> Result<QueryOutput, QueryError> {
-        match tokio::time::timeout(self.timeout, self.execute_once(template, params)).await {
-            Ok(result) => result,
-            Err(_) => Err(QueryError::Unavailable(format!(
-                "{} did not answer within {} s",
-                self.name,
-                self.timeout.as_secs()
-            ))),
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.timeout, self.execute_once(template, params)).await {
+                Ok(result) => result,
+                Err(_) => Err(QueryError::Unavailable(format!(
+                    "{} did not answer within {} s",
+                    self.name,
+                    self.timeout.as_secs()
+                ))),
+            };
+        // An answer, even a refusal, is how long the server takes now.
+        if matches!(result, Ok(_) | Err(QueryError::Server { .. })) {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.update_health(|h| h.add_response_time(ms));
         }
+        result
     }
 
     async fn execute_once(

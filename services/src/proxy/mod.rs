@@ -13,7 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -87,22 +87,22 @@ impl Proxy {
         if mode == Mode::DirectHit {
             return (Arc::clone(&self.manager), None);
         }
-        let healthy: Vec<(&Arc<Backend>, backend::Health)> = self
+        let mut healthy: Vec<&Arc<Backend>> = self
             .workers
             .iter()
-            .filter(|w| Some(w.name.as_str()) != failed)
-            .map(|w| (w, w.health()))
-            .filter(|(_, h)| h.healthy)
+            .filter(|w| Some(w.name.as_str()) != failed && w.health().healthy)
             .collect();
         let chosen = match mode {
-            Mode::Customized => healthy
-                .iter()
-                .min_by(|a, b| {
-                    let latency = |h: &backend::Health| h.latency_ms.unwrap_or(f64::MAX);
-                    latency(&a.1).total_cmp(&latency(&b.1))
-                })
-                .map(|(w, _)| Arc::clone(w)),
-            _ => healthy.choose(&mut rand::rng()).map(|(w, _)| Arc::clone(w)),
+            Mode::Customized => {
+                // In a random order first, so equally good workers share the reads.
+                healthy.shuffle(&mut rand::rng());
+                healthy
+                    .into_iter()
+                    .map(|w| (w, w.expected_ms()))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(w, _)| Arc::clone(w))
+            }
+            _ => healthy.choose(&mut rand::rng()).map(|w| Arc::clone(w)),
         };
         match chosen {
             Some(worker) => (worker, None),

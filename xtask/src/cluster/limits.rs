@@ -33,13 +33,12 @@ pub fn apply(
     cpus: Option<Millicpus>,
     memory: HostMemory,
 ) -> Result<Result<(String, HostLimit), String>> {
+    let (period, quota) = period_and_quota(cpus);
     let script = Script::new("cgroup-apply", APPLY)
         .param("ROOT", ROOT)
         .param("GROUP", group_path(deployment_id, name))
-        .param(
-            "CPU_QUOTA_US",
-            cpus.map_or(String::new(), |c| (u64::from(c.0) * 100).to_string()),
-        )
+        .param("CPU_PERIOD_US", period.to_string())
+        .param("CPU_QUOTA_US", quota.map_or(String::new(), |q| q.to_string()))
         .param(
             "MEMORY_BYTES",
             memory.bytes().map_or(String::new(), |b| b.to_string()),
@@ -61,6 +60,21 @@ pub fn apply(
             groups: lines.map(Into::into).collect(),
         },
     )))
+}
+
+/// The CFS period and quota, in µs, of a CPU limit. A short period spreads a small quota
+/// evenly (with the kernel's default 100 ms, a quarter CPU runs 25 ms and then stalls 75 ms,
+/// which no small machine does); the period is longer only where the quota would fall below
+/// the kernel's 1 ms minimum.
+fn period_and_quota(cpus: Option<Millicpus>) -> (u64, Option<u64>) {
+    const PERIOD_US: u64 = 10_000;
+    const MIN_QUOTA_US: u64 = 1_000;
+    let Some(Millicpus(m)) = cpus else {
+        return (PERIOD_US, None);
+    };
+    let m = u64::from(m.max(1));
+    let period = PERIOD_US.max((MIN_QUOTA_US * 1000).div_ceil(m));
+    (period, Some(period * m / 1000))
 }
 
 /// Sets a group's CPU quota anew (its memory limit stays).
@@ -140,5 +154,20 @@ pub fn off(because: String) -> Limits {
         enforced_by: None,
         off_because: Some(because),
         hosts: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_fit_the_kernel() {
+        assert_eq!(period_and_quota(Some(Millicpus(250))), (10_000, Some(2_500)));
+        assert_eq!(period_and_quota(Some(Millicpus(2000))), (10_000, Some(20_000)));
+        // 0.05 CPU: 1 ms of every 20 ms.
+        assert_eq!(period_and_quota(Some(Millicpus(50))), (20_000, Some(1_000)));
+        assert_eq!(period_and_quota(Some(Millicpus(10))), (100_000, Some(1_000)));
+        assert_eq!(period_and_quota(None), (10_000, None));
     }
 }

@@ -1,17 +1,25 @@
 //! The charts of results/, as SVG drawn with plotters. Text is laid out with DejaVu Sans, which
-//! is compiled in: no font library or installed font is needed.
+//! is compiled in: no font library or installed font is needed. Each measurement gets a panel
+//! of its own, with its own axis, so a large figure never flattens a small one; a bar is the
+//! median of the runs and its whisker spans the smallest to the largest.
 
 use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::layout::{modes, WORKLOADS};
-use super::{pattern_means, sysbench_means, PatternMeans, PatternRow, SysbenchRow};
+use super::layout::{degraded_modes, modes, WORKLOADS};
+use super::{sysbench_spread, PatternRow, Run, Spread, SysbenchRow};
 
 const FONT: &str = "sans-serif";
+
+const BLUE: RGBColor = RGBColor(90, 120, 180);
+const ORANGE: RGBColor = RGBColor(220, 130, 50);
+const GREEN: RGBColor = RGBColor(90, 160, 90);
+const RED: RGBColor = RGBColor(200, 80, 80);
 
 fn register_font() -> Result<()> {
     static REGISTER: Once = Once::new();
@@ -23,121 +31,203 @@ fn register_font() -> Result<()> {
     result
 }
 
-/// A grouped bar chart: one group per category, one bar per series.
-fn grouped_bars(
-    path: &Path,
+/// One series of bars: a value per category.
+struct Series<'a> {
+    name: &'a str,
+    color: RGBColor,
+    values: Vec<Spread>,
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// A panel of grouped bars with whiskers: one group per category, one bar per series.
+fn bars(
+    area: &Area,
     title: &str,
     y_label: &str,
-    categories: &[&str],
-    series: &[(&str, RGBColor, Vec<f64>)],
-) -> Result<()> {
-    register_font()?;
+    categories: &[String],
+    series: &[Series],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
     let max = series
         .iter()
-        .flat_map(|(_, _, v)| v.iter().copied())
+        .flat_map(|s| s.values.iter().map(|v| v.max))
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max)
         .max(1e-9)
-        * 1.15;
+        * 1.2;
     let groups = categories.len();
-    let bars = series.len();
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 22))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..groups as f64, 0.0..max)?;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..groups as f64, 0.0..max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 1e-6 && i < groups {
+                categories[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| {
+            if max > 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        })
+        .y_desc(y_label)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let width = 0.8 / series.len() as f64;
+    for (b, s) in series.iter().enumerate() {
+        let color = s.color;
+        let placed = || {
+            s.values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.median.is_finite())
+                .map(move |(g, v)| (g as f64 + 0.1 + b as f64 * width, *v))
+        };
         chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 1e-6 && i < groups {
-                    categories[i].to_string()
-                } else {
-                    String::new()
-                }
-            })
-            .y_label_formatter(&|v| {
-                if max > 100.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.1}")
-                }
-            })
-            .y_desc(y_label)
-            .label_style((FONT, 14))
-            .draw()?;
-        let width = 0.8 / bars as f64;
-        for (b, (name, color, values)) in series.iter().enumerate() {
-            let color = *color;
-            chart
-                .draw_series(
-                    values
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, v)| v.is_finite())
-                        .map(|(g, v)| {
-                            let left = g as f64 + 0.1 + b as f64 * width;
-                            Rectangle::new([(left, 0.0), (left + width * 0.9, *v)], color.filled())
-                        }),
-                )?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-        }
+            .draw_series(placed().map(|(left, v)| {
+                Rectangle::new([(left, 0.0), (left + width * 0.9, v.median)], color.filled())
+            }))
+            .map_err(|e| err(&e))?
+            .label(s.name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .draw()?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| anyhow!("drawing {}: {e}", path.display()))
+            .draw_series(placed().filter(|(_, v)| v.max > v.min).map(|(left, v)| {
+                ErrorBar::new_vertical(left + width * 0.45, v.min, v.median, v.max, BLACK, 8)
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    Ok(())
 }
 
-/// Transactions per second, standalone vs cluster, per sysbench workload.
+/// Draws panels side by side into one SVG.
+fn panels(
+    path: &Path,
+    size: (u32, u32),
+    columns: usize,
+    draw: impl Fn(&[Area]) -> Result<(), String>,
+) -> Result<()> {
+    register_font()?;
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    let rows = 1;
+    let result = root
+        .fill(&WHITE)
+        .map_err(|e| e.to_string())
+        .and_then(|()| draw(&root.split_evenly((rows, columns))))
+        .and_then(|()| root.present().map_err(|e| e.to_string()));
+    result.map_err(|e| anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// sysbench, one panel per workload: transactions per second of the standalone server and the
+/// cluster.
 pub fn sysbench_tps(path: &Path, rows: &[SysbenchRow]) -> Result<()> {
-    let of = |target| {
-        WORKLOADS
+    panels(path, (1200, 420), WORKLOADS.len(), |areas| {
+        for (area, workload) in areas.iter().zip(WORKLOADS) {
+            let of = |target| vec![sysbench_spread(rows, target, workload).0];
+            bars(
+                area,
+                workload,
+                "transactions/s",
+                &[String::new()],
+                &[
+                    Series {
+                        name: "standalone",
+                        color: BLUE,
+                        values: of("standalone"),
+                    },
+                    Series {
+                        name: "cluster",
+                        color: ORANGE,
+                        values: of("cluster"),
+                    },
+                ],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// The patterns load test: latency percentiles and throughput per mode, the degraded-worker
+/// scenario's modes after the others.
+pub fn patterns(path: &Path, run: &Run) -> Result<()> {
+    let mut categories: Vec<(String, &[PatternRow], &str)> = modes()
+        .into_iter()
+        .map(|m| (m.to_string(), run.patterns.as_slice(), m))
+        .collect();
+    if let Some(d) = &run.meta.degraded {
+        for mode in degraded_modes() {
+            let label = format!("{mode}, slow {}", d.worker);
+            categories.push((label, run.degraded.as_slice(), mode));
+        }
+    }
+    let labels: Vec<String> = categories.iter().map(|(l, _, _)| l.clone()).collect();
+    let of = |measure: fn(&contract::report::Report) -> f64| -> Vec<Spread> {
+        categories
             .iter()
-            .map(|w| sysbench_means(rows, target, w).0)
+            .map(|(_, rows, mode)| {
+                Spread::of(
+                    rows.iter()
+                        .filter(|r| r.mode == *mode)
+                        .map(|r| measure(&r.report)),
+                )
+            })
             .collect()
     };
-    grouped_bars(
-        path,
-        "sysbench: standalone server vs cluster",
-        "transactions per second",
-        &WORKLOADS,
-        &[
-            ("standalone", RGBColor(90, 120, 180), of("standalone")),
-            ("cluster", RGBColor(220, 130, 50), of("cluster")),
-        ],
-    )
-}
-
-/// Latency percentiles per mode of the patterns load test.
-pub fn pattern_latency(path: &Path, rows: &[PatternRow]) -> Result<()> {
-    let modes = modes();
-    let of =
-        |p: fn(&PatternMeans) -> f64| modes.iter().map(|m| p(&pattern_means(rows, m))).collect();
-    grouped_bars(
-        path,
-        "Patterns load test: latency by mode",
-        "milliseconds",
-        &modes,
-        &[
-            ("p50", RGBColor(90, 160, 90), of(|m| m.p50)),
-            ("p90", RGBColor(90, 120, 180), of(|m| m.p90)),
-            ("p99", RGBColor(200, 80, 80), of(|m| m.p99)),
-        ],
-    )
+    panels(path, (1500, 480), 2, |areas| {
+        bars(
+            &areas[0],
+            "Latency by mode",
+            "milliseconds",
+            &labels,
+            &[
+                Series {
+                    name: "p50",
+                    color: GREEN,
+                    values: of(|r| r.latency_ms.p50),
+                },
+                Series {
+                    name: "p90",
+                    color: BLUE,
+                    values: of(|r| r.latency_ms.p90),
+                },
+                Series {
+                    name: "p99",
+                    color: RED,
+                    values: of(|r| r.latency_ms.p99),
+                },
+            ],
+        )?;
+        bars(
+            &areas[1],
+            "Throughput by mode",
+            "requests/s",
+            &labels,
+            &[Series {
+                name: "requests/s",
+                color: ORANGE,
+                values: of(|r| r.throughput_rps),
+            }],
+        )
+    })
 }

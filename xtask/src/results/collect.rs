@@ -100,21 +100,24 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
         sysbench
             .sort_by(|a, b| (a.run, &a.workload, &a.target).cmp(&(b.run, &b.workload, &b.target)));
 
-        let patterns = load_reports(&dir.join("patterns"), &meta)?;
-        let latency = load_reports(&dir.join("latency"), &meta)?;
+        let patterns = load_reports(&dir.join("patterns"), &meta, false)?;
+        let latency = load_reports(&dir.join("latency"), &meta, false)?;
+        let degraded = load_reports(&dir.join("degraded"), &meta, true)?;
         runs.push(Run {
             id,
             meta,
             sysbench,
             patterns,
             latency,
+            degraded,
         });
     }
     Ok(runs)
 }
 
-/// The load generator's reports in a folder, each with its CPU samples when it has them.
-fn load_reports(dir: &Path, meta: &RunMeta) -> Result<Vec<PatternRow>> {
+/// The load generator's reports in a folder, each with its CPU samples when it has them;
+/// `degraded`: the folder of the degraded-worker scenario.
+fn load_reports(dir: &Path, meta: &RunMeta, degraded: bool) -> Result<Vec<PatternRow>> {
     let mut rows = Vec::new();
     for (path, stem) in files(dir, "json") {
         // The CPU samples are read with their report.
@@ -140,6 +143,7 @@ fn load_reports(dir: &Path, meta: &RunMeta) -> Result<Vec<PatternRow>> {
             run,
             report,
             cpu,
+            degraded,
         });
     }
     rows.sort_by_key(|p| (p.run, mode_order(&p.mode)));

@@ -33,6 +33,8 @@ pub struct SysbenchCsvRow {
     pub git_revision: String,
     pub instance_type: String,
     pub ran_on: String,
+    /// The per-host CPU and memory limits in force.
+    pub host_limits: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +43,8 @@ pub struct PatternsCsvRow {
     pub timestamp: String,
     pub provider: String,
     pub mode: String,
+    /// "normal", or "degraded: worker-3 at 0.05 CPU, ...".
+    pub scenario: String,
     pub run: u32,
     pub workload: String,
     pub concurrency: usize,
@@ -67,6 +71,8 @@ pub struct PatternsCsvRow {
     /// "gatekeeper=41.2;proxy=60.3;...": each process's CPU microseconds per request.
     pub cpu_us_per_request_by_host: String,
     pub git_revision: String,
+    /// The per-host CPU and memory limits in force.
+    pub host_limits: String,
 }
 
 /// Two decimals are what the measurements carry; more is noise in a table.
@@ -102,6 +108,7 @@ pub fn sysbench_csv(rows: &[SysbenchRow]) -> Result<Vec<u8>> {
             git_revision: r.meta.git_revision.clone(),
             instance_type: r.meta.instance_type.clone(),
             ran_on: r.meta.ran_on.clone(),
+            host_limits: r.meta.host_limits.clone(),
         }
     }))
 }
@@ -115,6 +122,7 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
             timestamp: r.meta.started_at.clone(),
             provider: r.meta.provider.clone(),
             mode: r.mode.clone(),
+            scenario: r.scenario(),
             run: r.run,
             workload: rep.workload.to_string(),
             concurrency: rep.concurrency,
@@ -139,6 +147,7 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
                 }))
             }),
             git_revision: r.meta.git_revision.clone(),
+            host_limits: r.meta.host_limits.clone(),
         }
     }))
 }

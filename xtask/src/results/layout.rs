@@ -45,6 +45,16 @@ pub fn latency_out(mode: &str, n: u32) -> String {
     format!("latency/{mode}-run{n}.json")
 }
 
+/// The modes the degraded-worker scenario runs: the two that choose between workers.
+pub fn degraded_modes() -> [&'static str; 2] {
+    [Mode::Random.as_str(), Mode::Customized.as_str()]
+}
+
+/// `degraded/<mode>-run<n>.json`: a load test with one worker slowed down.
+pub fn degraded_out(mode: &str, n: u32) -> String {
+    format!("degraded/{mode}-run{n}.json")
+}
+
 /// "worker-1-oltp_read_only-run2" -> ("worker-1", "oltp_read_only", 2)
 pub fn split_sysbench(stem: &str) -> Option<(String, String, u32)> {
     let (rest, run) = stem.rsplit_once("-run")?;

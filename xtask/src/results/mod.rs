@@ -37,6 +37,31 @@ pub struct RunMeta {
     pub dataset_scale: u32,
     pub settings: BenchSettings,
     pub cluster_reads: String,
+    /// The per-host limits in force, in one line (runs from before they existed: empty).
+    #[serde(default)]
+    pub host_limits: String,
+    /// The degraded-worker scenario, when the run has one.
+    #[serde(default)]
+    pub degraded: Option<Degraded>,
+}
+
+/// The degraded-worker scenario of a run: which worker was slowed, to what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Degraded {
+    pub worker: String,
+    /// Its CPU quota during the scenario.
+    pub cpus: f64,
+    /// The other workers' quota (and its own otherwise).
+    pub others_cpus: f64,
+}
+
+impl Degraded {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} at {} CPU, the other workers at {} CPU",
+            self.worker, self.cpus, self.others_cpus
+        )
+    }
 }
 
 /// One bench run as read back from its raw folder.
@@ -47,6 +72,8 @@ pub struct Run {
     pub patterns: Vec<PatternRow>,
     /// The one-client point-read runs (`latency/`), as pattern rows.
     pub latency: Vec<PatternRow>,
+    /// The degraded-worker scenario's runs (`degraded/`).
+    pub degraded: Vec<PatternRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +93,18 @@ pub struct PatternRow {
     pub report: Report,
     /// What the servers and services spent on it (runs from before it was measured: none).
     pub cpu: Option<CpuUse>,
+    /// A run of the degraded-worker scenario (the run's `meta.degraded` says which worker).
+    pub degraded: bool,
+}
+
+impl PatternRow {
+    /// Under what conditions it ran, for the CSV.
+    pub fn scenario(&self) -> String {
+        match (&self.meta.degraded, self.degraded) {
+            (Some(d), true) => format!("degraded: {}", d.describe()),
+            _ => "normal".to_string(),
+        }
+    }
 }
 
 /// The CPU time each server and service used during one load test, by host name.
@@ -103,7 +142,10 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
         );
     };
     let sysbench_rows: Vec<SysbenchRow> = runs.iter().flat_map(|r| r.sysbench.clone()).collect();
-    let pattern_rows: Vec<PatternRow> = runs.iter().flat_map(|r| r.patterns.clone()).collect();
+    let pattern_rows: Vec<PatternRow> = runs
+        .iter()
+        .flat_map(|r| r.patterns.iter().chain(&r.degraded).cloned())
+        .collect();
     atomic_write(
         &results.join("sysbench.csv"),
         &csv::sysbench_csv(&sysbench_rows)?,
@@ -120,7 +162,7 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
         0o644,
     )?;
     charts::sysbench_tps(&results.join("sysbench-tps.svg"), &latest.sysbench)?;
-    charts::pattern_latency(&results.join("patterns-latency.svg"), &latest.patterns)?;
+    charts::patterns(&results.join("patterns.svg"), latest)?;
     Ok((runs.len(), sysbench_rows.len(), pattern_rows.len()))
 }
 
@@ -133,16 +175,60 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Mean transactions/s and p95 of a target and workload over a run's repetitions.
-pub fn sysbench_means(rows: &[SysbenchRow], target: &str, workload: &str) -> (f64, f64) {
+/// The smallest, median and largest of a measurement over a run's repetitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// NaN everywhere when there is no value.
+    pub fn of(values: impl Iterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        let Some((&min, &max)) = v.first().zip(v.last()) else {
+            return Spread {
+                min: f64::NAN,
+                median: f64::NAN,
+                max: f64::NAN,
+            };
+        };
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        Spread { min, median, max }
+    }
+}
+
+/// Transactions/s and p95 latency of a target and workload over a run's repetitions.
+pub fn sysbench_spread(rows: &[SysbenchRow], target: &str, workload: &str) -> (Spread, Spread) {
     let of = || {
         rows.iter()
             .filter(|r| r.target == target && r.workload == workload)
     };
     (
-        mean(of().map(|r| r.stats.tps)),
-        mean(of().map(|r| r.stats.latency_p95)),
+        Spread::of(of().map(|r| r.stats.tps)),
+        Spread::of(of().map(|r| r.stats.latency_p95)),
     )
+}
+
+/// The share (0 to 1) of a mode's successful requests that `host` served, over its runs.
+pub fn share_served_by(rows: &[PatternRow], mode: &str, host: &str) -> f64 {
+    let (mut on_host, mut all) = (0u64, 0u64);
+    for row in rows.iter().filter(|r| r.mode == mode) {
+        on_host += row.report.served_by.get(host).copied().unwrap_or(0);
+        all += row.report.served_by.values().sum::<u64>();
+    }
+    if all == 0 {
+        f64::NAN
+    } else {
+        on_host as f64 / all as f64
+    }
 }
 
 /// Mean throughput, latency percentiles and CPU per request of a mode over a run's

@@ -5,32 +5,40 @@ use std::fmt::Write as _;
 use contract::report::DIRECT_DB;
 use contract::wire::Mode;
 
-use super::{layout, pattern_means, sysbench_means, PatternMeans, Run};
+use super::{
+    layout, pattern_means, share_served_by, sysbench_spread, PatternMeans, Run, Spread,
+};
 
 pub fn summary(run: &Run, total_runs: usize) -> String {
     let m = &run.meta;
     let s = &m.settings;
     let mut out = format!(
         "# Benchmark summary\n\nRun `{}` (started {}, provider {}, revision {}), {} workers, dataset \
-         scale {}; repetitions per measurement: {}. Benchmarks ran on {}. {} run(s) in all are in the CSVs.\n\n",
+         scale {}; repetitions per measurement: {}. Benchmarks ran on {}. {} run(s) in all are in the CSVs.\n\n\
+         Host limits: {}.\n\n",
         run.id, m.started_at, m.provider, m.git_revision, m.workers, m.dataset_scale, s.runs, m.ran_on,
-        total_runs
+        total_runs, if m.host_limits.is_empty() { "not recorded (a run from before they existed)" } else { &m.host_limits }
     );
     writeln!(
         out,
         "## sysbench: standalone server vs cluster\n\n{} threads per server, {} s per run, {} table(s) of {} rows. \
-         The cluster's writes run on the manager; its reads run on every worker at once and are added up.\n",
-        s.threads, s.seconds, s.tables, s.table_size
+         The cluster's writes run on the manager; its reads run on every worker at once and are added up. \
+         Each figure is the median of the {} run(s), with the smallest and largest in brackets.\n",
+        s.threads, s.seconds, s.tables, s.table_size, s.runs
     )
     .unwrap();
     out.push_str("| workload | standalone tx/s | cluster tx/s | cluster / standalone | standalone p95 ms | cluster p95 ms |\n|---|---:|---:|---:|---:|---:|\n");
     for workload in layout::WORKLOADS {
-        let (st, sp) = sysbench_means(&run.sysbench, "standalone", workload);
-        let (ct, cp) = sysbench_means(&run.sysbench, "cluster", workload);
+        let (st, sp) = sysbench_spread(&run.sysbench, "standalone", workload);
+        let (ct, cp) = sysbench_spread(&run.sysbench, "cluster", workload);
         writeln!(
             out,
-            "| {workload} | {st:.1} | {ct:.1} | {:.2}x | {sp:.2} | {cp:.2} |",
-            ct / st
+            "| {workload} | {} | {} | {:.2}x | {:.2} | {:.2} |",
+            spread(st, 1),
+            spread(ct, 1),
+            ct.median / st.median,
+            sp.median,
+            cp.median,
         )
         .unwrap();
     }
@@ -85,7 +93,59 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
         .unwrap();
     }
     out.push_str(&chain_cost(run, &direct));
-    out.push_str("\nCharts: `sysbench-tps.svg`, `patterns-latency.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
+    out.push_str(&slow_worker(run));
+    out.push_str("\nCharts: `sysbench-tps.svg`, `patterns.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
+    out
+}
+
+/// "1234.5 (1200.0-1250.3)"; the bracket only when the runs differ.
+fn spread(s: Spread, decimals: usize) -> String {
+    if s.min == s.max {
+        format!("{:.decimals$}", s.median)
+    } else {
+        format!("{:.decimals$} ({:.decimals$}-{:.decimals$})", s.median, s.min, s.max)
+    }
+}
+
+/// The degraded-worker scenario: what each strategy does when one worker is slow.
+fn slow_worker(run: &Run) -> String {
+    let Some(degraded) = &run.meta.degraded else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n## A slow worker: random vs customized\n\n{}; {} clients, the same reads as above, {} s per run.\n\n\
+         | mode | requests/s | p50 ms | p90 ms | p99 ms | errors | reads served by {} |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        degraded.describe(),
+        run.meta.settings.concurrency,
+        run.meta.settings.seconds,
+        degraded.worker
+    );
+    let mut p99 = Vec::new();
+    for mode in layout::degraded_modes() {
+        let p = pattern_means(&run.degraded, mode);
+        let share = share_served_by(&run.degraded, mode, &degraded.worker);
+        writeln!(
+            out,
+            "| {mode} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1}% |",
+            p.throughput,
+            p.p50,
+            p.p90,
+            p.p99,
+            p.error_count(),
+            share * 100.0
+        )
+        .unwrap();
+        p99.push(p.p99);
+    }
+    if let [random, customized] = p99[..] {
+        writeln!(
+            out,
+            "\n`customized`'s p99 is {:.2}x `random`'s: it sends a read where the expected response \
+             time (smoothed response time times the queries in flight) is lowest.",
+            customized / random
+        )
+        .unwrap();
+    }
     out
 }
 

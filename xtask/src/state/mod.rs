@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
-pub use limits::{HostClass, HostCpus, HostLimit, HostMemory, Limits, Millicpus};
+pub use limits::{HostClass, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{
     AwsSettings, BenchSettings, LocalSettings, ProviderKind, ProviderSettings, Settings,

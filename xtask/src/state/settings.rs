@@ -211,6 +211,11 @@ pub struct BenchSettings {
     pub tables: u32,
     pub runs: u32,
     pub concurrency: u32,
+    /// The degraded-worker scenario: the patterns test of `random` and `customized` again with
+    /// one worker's CPU quota cut to this percent of the others'; 0: not run (nor where the
+    /// hosts have no CPU quota). Runs from before it: 0.
+    #[serde(default)]
+    pub degraded_worker_percent: u32,
 }
 
 impl BenchSettings {
@@ -224,6 +229,7 @@ impl BenchSettings {
                 tables: 1,
                 runs: 1,
                 concurrency: 4,
+                degraded_worker_percent: 20,
             }
         } else {
             BenchSettings {
@@ -233,6 +239,7 @@ impl BenchSettings {
                 tables: 1,
                 runs: 3,
                 concurrency: 8,
+                degraded_worker_percent: 20,
             }
         }
     }
@@ -249,6 +256,12 @@ impl BenchSettings {
             if !(1..=max).contains(&value) {
                 bail!("--{name} must be between 1 and {max}, got {value}");
             }
+        }
+        if self.degraded_worker_percent >= 100 {
+            bail!(
+                "--degraded-worker-percent must be below 100 (0 turns the scenario off), got {}",
+                self.degraded_worker_percent
+            );
         }
         Ok(())
     }

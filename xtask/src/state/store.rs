@@ -210,7 +210,7 @@ mod tests {
             ProviderSettings::Local(crate::state::LocalSettings {
                 loopback_prefix: "127.0.9".into(),
                 // Deployments from before the limits ran unlimited, and still do.
-                host_cpus: crate::state::HostCpus::Unlimited,
+                host_cpus: super::super::limits::HostCpus::Unlimited,
                 host_memory: crate::state::HostMemory { mib: None },
             })
         );

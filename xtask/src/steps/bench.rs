@@ -17,9 +17,9 @@ use crate::cluster::{build, limits, packages, process, server, services};
 use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout::{self, WORKLOADS};
-use crate::results::{CpuUse, RunMeta};
+use crate::results::{CpuUse, Degraded, RunMeta};
 use crate::state::{
-    project_root, BenchRun, BenchSettings, Deployment, Host, HostLimit, Role, Session,
+    project_root, BenchRun, BenchSettings, Deployment, Host, HostLimit, Millicpus, Role, Session,
 };
 use crate::transport::{self, script::Script};
 
@@ -133,9 +133,13 @@ pub fn run(session: &mut Session) -> Result<()> {
         run: &run,
         done: listed.lines().map(str::to_string).collect(),
     };
+    // A run interrupted in the degraded-worker scenario left a worker slowed down: every
+    // worker gets its own quota back before anything is measured.
+    restore_quotas(d)?;
+    let degraded = degraded_plan(d, s);
     // A resumed run keeps the metadata it started with.
     if !bench.has(layout::METADATA) {
-        write_metadata(&bench.client, d, &run)?;
+        write_metadata(&bench.client, d, &run, degraded.as_ref())?;
     }
     write_client_files(&bench.client, d)?;
 
@@ -161,6 +165,11 @@ pub fn run(session: &mut Session) -> Result<()> {
         }
         for mode in layout::latency_modes() {
             pending += u32::from(!bench.has(&layout::latency_out(mode, n)));
+        }
+        if degraded.is_some() {
+            for mode in layout::degraded_modes() {
+                pending += u32::from(!bench.has(&layout::degraded_out(mode, n)));
+            }
         }
     }
     let progress = Progress::new("bench", u64::from(pending) + 2);
@@ -325,6 +334,31 @@ pub fn run(session: &mut Session) -> Result<()> {
             pending -= 1;
         }
     }
+    // The degraded-worker scenario: the strategies that choose a worker, with one of them
+    // given a fraction of the others' CPU.
+    if let Some(plan) = &degraded {
+        for n in 1..=s.runs {
+            for mode in layout::degraded_modes() {
+                let out = layout::degraded_out(mode, n);
+                if bench.has(&out) {
+                    continue;
+                }
+                progress.task(format!(
+                    "load test {mode} with {} at {} CPU, run {n}/{}, {}",
+                    plan.worker.name,
+                    plan.degraded,
+                    s.runs,
+                    left(pending)
+                ));
+                plan.slow_down(d)?;
+                bench
+                    .loadgen(&load.args(mode, Workload::Mix, s.concurrency), out)
+                    .with_context(|| format!("the degraded-worker load test of {mode}"))?;
+                pending -= 1;
+            }
+        }
+        restore_quotas(d)?;
+    }
     progress.note(format!(
         "run {} is complete in {} ({}); `cargo xtask fetch-results` turns it into results/",
         run.id,
@@ -334,8 +368,58 @@ pub fn run(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
+/// The degraded-worker scenario of a run: the last worker, slowed to a share of its quota.
+struct DegradedPlan {
+    worker: Host,
+    limit: HostLimit,
+    normal: Millicpus,
+    degraded: Millicpus,
+}
+
+impl DegradedPlan {
+    fn slow_down(&self, d: &Deployment) -> Result<()> {
+        let (worker, limit) = (&self.worker, &self.limit);
+        limits::set_cpus(worker, &d.id, &worker.name, limit, self.degraded)
+    }
+}
+
+/// The scenario, when the run asks for it and the deployment can have it: two workers or more,
+/// with CPU quotas.
+fn degraded_plan(d: &Deployment, s: &BenchSettings) -> Option<DegradedPlan> {
+    let workers: Vec<&Host> = d.hosts_with_role(Role::Worker).collect();
+    if s.degraded_worker_percent == 0 || workers.len() < 2 {
+        return None;
+    }
+    let worker = workers.last()?;
+    let limit = limits::of(d, &worker.name)?;
+    let normal = limit.cpus?;
+    Some(DegradedPlan {
+        worker: (*worker).clone(),
+        limit: limit.clone(),
+        normal,
+        degraded: normal.percent(s.degraded_worker_percent),
+    })
+}
+
+/// Gives every worker with a CPU quota the quota recorded at provision.
+fn restore_quotas(d: &Deployment) -> Result<()> {
+    for worker in d.hosts_with_role(Role::Worker) {
+        if let Some(limit) = limits::of(d, &worker.name) {
+            if let Some(cpus) = limit.cpus {
+                limits::set_cpus(worker, &d.id, &worker.name, limit, cpus)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a run was: kept with its raw outputs and copied into every row of the results.
-fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
+fn write_metadata(
+    client: &Host,
+    d: &Deployment,
+    run: &BenchRun,
+    degraded: Option<&DegradedPlan>,
+) -> Result<()> {
     let revision = duct::cmd!("git", "rev-parse", "--short", "HEAD")
         .dir(project_root())
         .stderr_null()
@@ -356,6 +440,12 @@ fn write_metadata(client: &Host, d: &Deployment, run: &BenchRun) -> Result<()> {
         cluster_reads:
             "one sysbench per worker, all at the same time; the cluster row adds them up"
                 .to_string(),
+        host_limits: d.limits.describe(),
+        degraded: degraded.map(|plan| Degraded {
+            worker: plan.worker.name.clone(),
+            cpus: plan.degraded.as_cpus(),
+            others_cpus: plan.normal.as_cpus(),
+        }),
     };
     let text = serde_json::to_vec_pretty(&meta)?;
     transport::put_file(

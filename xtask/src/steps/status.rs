@@ -1,13 +1,14 @@
 //! status: the steps with their records, and every host with its health, probed live.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
-use crate::cluster::{server, services, sql};
+use crate::cluster::{limits, server, services, sql};
 use crate::providers;
-use crate::state::{Deployment, Host, Paths, Role, Step};
+use crate::state::{Deployment, Host, HostMemory, Paths, Role, Step};
 use crate::transport;
 
 pub fn run(paths: &Paths, queries: bool) -> Result<()> {
@@ -49,7 +50,16 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         }
     }
     println!();
-    println!("{:<14} {:<13} {:<22} HEALTH", "HOST", "ROLE", "ADDRESS");
+    println!("host limits: {}", d.limits.describe());
+    let usage = if d.is_live() {
+        cpu_use(&d)
+    } else {
+        BTreeMap::new()
+    };
+    println!(
+        "{:<14} {:<13} {:<22} {:<26} HEALTH",
+        "HOST", "ROLE", "ADDRESS", "LIMIT: CPU IN USE"
+    );
     for host in &d.hosts {
         let health = if d.is_live() {
             health(&d, host)
@@ -57,17 +67,78 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
             "-".to_string()
         };
         println!(
-            "{:<14} {:<13} {:<22} {health}",
+            "{:<14} {:<13} {:<22} {:<26} {health}",
             host.name,
             host.role.to_string(),
             address(host, &d),
+            limit(&d, &host.name, &usage),
         );
+    }
+    if let Ok(client) = d.bench_client() {
+        if limits::of(&d, &client.name).is_some() {
+            println!(
+                "{:<14} {:<13} {:<22} {:<26} runs sysbench and the load generator",
+                client.name,
+                "",
+                "",
+                limit(&d, &client.name, &usage),
+            );
+        }
     }
     if queries && d.is_live() {
         println!();
         print_queries(&d)?;
     }
     Ok(())
+}
+
+/// How long status watches the hosts' cgroups to say how much CPU each uses.
+const CPU_WATCH: Duration = Duration::from_secs(1);
+
+/// The CPUs each limited host (and the bench client) uses now, by name, from its cgroup's
+/// accounting over one second.
+fn cpu_use(d: &Deployment) -> BTreeMap<String, f64> {
+    let Ok(client) = d.bench_client() else {
+        return BTreeMap::new();
+    };
+    let hosts: Vec<&Host> = d.hosts.iter().chain([&client]).collect();
+    let sample = || -> BTreeMap<String, f64> {
+        hosts
+            .iter()
+            .filter_map(|h| {
+                let used = limits::cpu_seconds(h, limits::of(d, &h.name)?).ok()?;
+                Some((h.name.clone(), used))
+            })
+            .collect()
+    };
+    let (before, started) = (sample(), Instant::now());
+    if before.is_empty() {
+        return before;
+    }
+    std::thread::sleep(CPU_WATCH);
+    let after = sample();
+    let seconds = started.elapsed().as_secs_f64();
+    after
+        .into_iter()
+        .filter_map(|(name, t)| Some((name.clone(), (t - before.get(&name)?) / seconds)))
+        .collect()
+}
+
+/// "0.25 CPU, 1G: 0.03" — a host's limits and the CPUs it uses now.
+fn limit(d: &Deployment, name: &str, usage: &BTreeMap<String, f64>) -> String {
+    let Some(limit) = limits::of(d, name) else {
+        return "unlimited".to_string();
+    };
+    let cpus = limit
+        .cpus
+        .map_or("unlimited CPU".to_string(), |c| format!("{c} CPU"));
+    let memory = HostMemory {
+        mib: limit.memory_mib,
+    };
+    match usage.get(name) {
+        Some(used) => format!("{cpus}, {memory}: {used:.2}"),
+        None => format!("{cpus}, {memory}"),
+    }
 }
 
 /// Where a host listens, and how its machine is reached.
