@@ -5,12 +5,13 @@
 while read -r dir; do
   [ -n "$dir" ] && [ -d "$dir" ] || continue
   deadline=$((SECONDS + 10))
-  while [ -s "$dir/cgroup.procs" ]; do
-    while read -r pid; do
+  # A cgroup file's size is always 0: its content says whether processes are left.
+  while procs=$(cat "$dir/cgroup.procs") && [ -n "$procs" ]; do
+    for pid in $procs; do
       kill -KILL "$pid" 2> /dev/null || true
-    done < "$dir/cgroup.procs"
+    done
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "processes $(tr '\n' ' ' < "$dir/cgroup.procs")are still in $dir after SIGKILL" >&2
+      echo "processes $(echo $procs) are still in $dir after SIGKILL" >&2
       exit 1
     fi
     sleep 0.1

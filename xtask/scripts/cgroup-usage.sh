@@ -6,7 +6,8 @@ while read -r dir; do
     awk '{ printf "%.6f\n", $1 / 1e9 }' "$dir/cpuacct.usage"
     exit 0
   fi
-  if [ -f "$dir/cpu.stat" ]; then
+  # v2's cpu.stat; v1's cpu controller has a cpu.stat too, without usage.
+  if grep -qs '^usage_usec ' "$dir/cpu.stat"; then
     awk '$1 == "usage_usec" { printf "%.6f\n", $2 / 1e6 }' "$dir/cpu.stat"
     exit 0
   fi

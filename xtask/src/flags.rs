@@ -173,7 +173,7 @@ pub struct SettingsArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loopback_prefix: Option<String>,
     /// Local provider: each host's CPU quota (a cgroup), by class: `databases=0.25,services=0.5,
-    /// bench-client=0.75` (a class not named keeps its default), one number for all, or
+    /// bench-client=1` (a class not named keeps its default), one number for all, or
     /// `unlimited`.
     #[arg(long, value_name = "CPUS")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -70,12 +70,51 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
         "root must not log in over the network"
     );
 
+    // Each host is a small machine of its own: its server runs in its cgroup, whose quota
+    // holds under a load that would take two whole CPUs.
+    assert!(
+        state["limits"]["enforced_by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("cgroup v")),
+        "{}",
+        state["limits"]
+    );
+    for (host, pid) in &servers {
+        for group in d.cgroups_of(host) {
+            assert!(common::in_cgroup(*pid, &group), "{host}: {pid} not in {group:?}");
+        }
+    }
+    let quota = 0.25;
+    let burn = "SET STATEMENT max_statement_time=4 FOR SELECT BENCHMARK(10000000000, MD5('x'))";
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            d.root_sql_command("worker-1", burn)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (before, started) = (d.cgroup_cpu_seconds("worker-1"), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (d.cgroup_cpu_seconds("worker-1") - before) / started.elapsed().as_secs_f64();
+    for mut burner in burners {
+        burner.wait().unwrap();
+    }
+    assert!(
+        used <= quota * 1.15 && used >= quota * 0.5,
+        "worker-1 used {used:.3} CPUs under a quota of {quota}"
+    );
+
     let status = d.ok(&["status"]);
     assert_eq!(
         status.matches("up, replicating, lag 0 s").count(),
         2,
         "{status}"
     );
+    assert_eq!(status.matches("0.25 CPU, 1G: ").count(), 4, "{status}");
+    assert!(status.contains("host limits: cgroup v"), "{status}");
     assert!(status.contains("install-cluster  done"), "{status}");
 
     // A done step redoes nothing, and says so; the services come and go with the deployment.
@@ -89,11 +128,15 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     assert_eq!((d.servers(), d.services()), before);
     assert_eq!(d.state()["steps"]["install-cluster"]["attempts"], 1);
 
+    // A group per host and the bench client, in each hierarchy.
+    let per_group = d.cgroups_of("manager").len();
+    assert_eq!(d.cgroups_on_machine().len(), 8 * per_group);
     let out = d.ok(&["teardown"]);
     assert!(out.contains("stopped manager/mariadbd"), "{out}");
     assert!(out.contains("stopped gatekeeper/service"), "{out}");
     assert_eq!(d.servers(), []);
     assert_eq!(d.services(), []);
+    assert_eq!(d.cgroups_on_machine(), Vec::<std::path::PathBuf>::new());
     assert!(
         !d.dir.join(".state").exists(),
         "the state folder must be gone"
@@ -154,8 +197,18 @@ fn install_cluster_killed_midway_resumes_without_duplicates() {
     for worker in ["worker-1", "worker-2", "worker-3"] {
         assert_eq!(d.root_sql(worker, TABLE_COUNTS), counts, "{worker}");
     }
+    // The groups made at provision were adopted: one per host and the bench client, every
+    // server (those started before the kill and after) in its own.
+    let per_group = d.cgroups_of("manager").len();
+    assert_eq!(d.cgroups_on_machine().len(), 9 * per_group);
+    for (host, pid) in &servers {
+        for group in d.cgroups_of(host) {
+            assert!(common::in_cgroup(*pid, &group), "{host}: {pid} not in {group:?}");
+        }
+    }
     d.ok(&["teardown"]);
     assert_eq!(d.servers(), []);
+    assert_eq!(d.cgroups_on_machine(), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]
@@ -238,7 +291,20 @@ fn missing_packages_without_root_name_the_install_command() {
             .map(String::from)
             .to_vec();
     }
-    d.provision(&[]);
+    // Without the right to make cgroups, provision says so in one line and goes on unlimited.
+    let out = d.provision(&[]);
+    let said: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("limits are off"))
+        .collect();
+    assert_eq!(said.len(), 1, "{out}");
+    assert!(
+        said[0].contains("every host runs unlimited: cannot create /sys/fs/cgroup/"),
+        "{out}"
+    );
+    let limits = &d.state()["limits"];
+    assert!(limits["enforced_by"].is_null(), "{limits}");
+    assert_eq!(limits["hosts"].as_object().unwrap().len(), 0, "{limits}");
     let mut cmd = d.command(&["install-cluster"]);
     cmd.env("XTASK_TOOLS_PATH", "/nonexistent");
     let out = cmd.output().unwrap();
@@ -252,4 +318,15 @@ fn missing_packages_without_root_name_the_install_command() {
     assert_eq!(state["steps"]["install-cluster"]["status"], "failed");
     assert_eq!(state["processes"].as_object().unwrap().len(), 0);
     assert_eq!(d.servers(), []);
+
+    // With the tools found, the unlimited deployment works: its servers run outside any group
+    // of ours.
+    d.ok(&["install-cluster"]);
+    let servers = d.servers();
+    assert_eq!(servers.len(), 5, "{servers:?}");
+    for (host, pid) in servers {
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(!cgroup.contains("dbcluster"), "{host}: {cgroup}");
+    }
+    assert_eq!(d.cgroups_on_machine(), Vec::<std::path::PathBuf>::new());
 }

@@ -28,6 +28,55 @@ fn finished_reports(d: &Deployment) -> usize {
 }
 
 /// A CSV of results/ as the header and the rows, read with the csv crate.
+const BLUE: [u8; 3] = [90, 120, 180];
+const ORANGE: [u8; 3] = [220, 130, 50];
+const GREEN: [u8; 3] = [90, 160, 90];
+const RED: [u8; 3] = [200, 80, 80];
+
+/// A chart rendered to pixels.
+struct Picture {
+    width: usize,
+    rgba: Vec<u8>,
+}
+
+impl Picture {
+    /// How many pixels of a color lie between two x positions.
+    fn pixels_in(&self, (from, to): (usize, usize), color: [u8; 3]) -> usize {
+        self.rgba
+            .chunks_exact(4)
+            .enumerate()
+            .filter(|(i, p)| {
+                let x = i % self.width;
+                x >= from && x < to && p[..3] == color
+            })
+            .count()
+    }
+}
+
+/// Renders an SVG with headless Chromium, as a browser shows it, and decodes the PNG.
+fn render(svg: &Path, (width, height): (u32, u32)) -> Picture {
+    let png = svg.with_extension("png");
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("file://{}", svg.display()))
+        .output()
+        .expect("chromium (Debian package chromium) must be installed");
+    assert!(png.exists(), "{}", text(&out));
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut rgba = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgba).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgba, "{}", png.display());
+    assert_eq!((info.width, info.height), (width, height));
+    rgba.truncate(info.buffer_size());
+    Picture {
+        width: info.width as usize,
+        rgba,
+    }
+}
+
 fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().iter().map(String::from).collect();
@@ -129,8 +178,21 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
     assert_eq!(keys, expected);
+    // Each host a small machine: reads spread over the workers scale with them.
+    let tps = |target: &str, workload: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| column(&header, r, "target") == target && column(&header, r, "workload") == workload)
+            .unwrap();
+        column(&header, row, "transactions_per_s").parse().unwrap()
+    };
+    let read_only = tps("cluster", "oltp_read_only") / tps("standalone", "oltp_read_only");
+    assert!(read_only > 1.5, "read-only cluster/standalone with 2 workers: {read_only:.2}x");
+    let point = tps("cluster", "oltp_point_select") / tps("standalone", "oltp_point_select");
+    assert!(point > 1.3, "point-select cluster/standalone with 2 workers: {point:.2}x");
     for r in &rows {
         assert_eq!(column(&header, r, "run_id"), run_id);
+        assert!(column(&header, r, "host_limits").starts_with("cgroup v"), "{r:?}");
         let tps: f64 = column(&header, r, "transactions_per_s").parse().unwrap();
         let avg: f64 = column(&header, r, "latency_avg_ms").parse().unwrap();
         assert!(tps > 1.0 && avg > 0.0, "{r:?}");
@@ -142,13 +204,40 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         assert_eq!(column(&header, r, "table_size"), "1000");
     }
 
-    // patterns.csv: one row per mode, no errors, each mode served where it should be.
-    let (header, rows) = csv(&results.join("patterns.csv"));
+    // patterns.csv: one row per mode, no errors, each mode served where it should be; then
+    // the degraded-worker scenario's rows.
+    let (header, all_rows) = csv(&results.join("patterns.csv"));
+    let (rows, degraded): (Vec<Vec<String>>, Vec<Vec<String>>) = all_rows
+        .into_iter()
+        .partition(|r| column(&header, r, "scenario") == "normal");
     let modes: Vec<&str> = rows.iter().map(|r| column(&header, r, "mode")).collect();
     assert_eq!(
         modes,
         ["direct-db", "direct-hit", "random", "customized", "write"]
     );
+    let modes: Vec<&str> = degraded.iter().map(|r| column(&header, r, "mode")).collect();
+    assert_eq!(modes, ["random", "customized"]);
+    let (random, customized) = (&degraded[0], &degraded[1]);
+    let share_of_slow = |r: &[String]| -> f64 {
+        let shares = column(&header, r, "backend_shares");
+        shares
+            .split(';')
+            .find_map(|s| s.strip_prefix("worker-2="))
+            .map_or(0.0, |p| p.trim_end_matches('%').parse().unwrap())
+    };
+    assert!(
+        column(&header, random, "scenario")
+            .starts_with("degraded: worker-2 at 0.05 CPU, the other workers at 0.25 CPU"),
+        "{random:?}"
+    );
+    // random cannot tell the slow worker; customized sends it little, and waits less.
+    assert!(share_of_slow(random) > 25.0, "{random:?}");
+    assert!(share_of_slow(customized) < 20.0, "{customized:?}");
+    let p99 = |r: &[String]| -> f64 { column(&header, r, "p99_ms").parse().unwrap() };
+    assert!(p99(customized) < p99(random), "{customized:?} vs {random:?}");
+    for r in &degraded {
+        assert_eq!(column(&header, r, "errors"), "0", "{r:?}");
+    }
     for r in &rows {
         let throughput: f64 = column(&header, r, "throughput_rps").parse().unwrap();
         let p50: f64 = column(&header, r, "p50_ms").parse().unwrap();
@@ -196,20 +285,37 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         "{summary}"
     );
     assert!(summary.contains("No request failed."), "{summary}");
+    assert!(summary.contains("\nHost limits: cgroup v"), "{summary}");
+    assert!(
+        summary.contains("## A slow worker: random vs customized")
+            && summary.contains("| reads served by worker-2 |"),
+        "{summary}"
+    );
     assert!(
         summary.contains("## What the chain costs")
             && summary.contains("| point read p50 from one client, chain minus direct |"),
         "{summary}"
     );
-    for (chart, label) in [
-        ("sysbench-tps.svg", "standalone"),
-        ("patterns-latency.svg", "p99"),
-    ] {
-        let svg = fs::read_to_string(results.join(chart)).unwrap();
-        assert!(svg.starts_with("<svg"), "{chart}");
-        assert!(svg.matches("<rect").count() > 5, "{chart} has no bars");
-        assert!(svg.contains(label), "{chart} has no legend");
+    // The charts as a person sees them: rendered by a browser, each panel has its bars (more
+    // of each color than its legend's 120 pixels).
+    let sysbench = render(&results.join("sysbench-tps.svg"), (1200, 420));
+    for workload in 0..3 {
+        let panel = (workload * 400, (workload + 1) * 400);
+        for (series, color) in [("standalone", BLUE), ("cluster", ORANGE)] {
+            assert!(
+                sysbench.pixels_in(panel, color) > 1000,
+                "sysbench-tps.svg: no {series} bar in panel {workload}"
+            );
+        }
     }
+    let patterns = render(&results.join("patterns.svg"), (1800, 480));
+    for (series, color) in [("p50", GREEN), ("p90", BLUE), ("p99", RED)] {
+        assert!(
+            patterns.pixels_in((0, 900), color) > 400,
+            "patterns.svg: no {series} bars in the latency panel"
+        );
+    }
+    assert!(patterns.pixels_in((900, 1800), ORANGE) > 1000, "patterns.svg: no throughput bars");
     assert!(results.join(format!("raw/{run_id}/run.json")).exists());
 
     // Fetching again adds nothing: the rows come from the raw runs, keyed by run id.

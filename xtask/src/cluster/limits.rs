@@ -33,10 +33,20 @@ pub fn apply(
     cpus: Option<Millicpus>,
     memory: HostMemory,
 ) -> Result<Result<(String, HostLimit), String>> {
+    apply_at(ROOT, host, &group_path(deployment_id, name), cpus, memory)
+}
+
+fn apply_at(
+    root: &str,
+    host: &Host,
+    group: &str,
+    cpus: Option<Millicpus>,
+    memory: HostMemory,
+) -> Result<Result<(String, HostLimit), String>> {
     let (period, quota) = period_and_quota(cpus);
     let script = Script::new("cgroup-apply", APPLY)
-        .param("ROOT", ROOT)
-        .param("GROUP", group_path(deployment_id, name))
+        .param("ROOT", root)
+        .param("GROUP", group)
         .param("CPU_PERIOD_US", period.to_string())
         .param("CPU_QUOTA_US", quota.map_or(String::new(), |q| q.to_string()))
         .param(
@@ -169,5 +179,93 @@ mod tests {
         assert_eq!(period_and_quota(Some(Millicpus(50))), (20_000, Some(1_000)));
         assert_eq!(period_and_quota(Some(Millicpus(10))), (100_000, Some(1_000)));
         assert_eq!(period_and_quota(None), (10_000, None));
+    }
+
+    fn here(dir: &std::path::Path) -> Host {
+        Host {
+            name: "here".into(),
+            role: crate::state::Role::Worker,
+            address: "127.0.0.1".into(),
+            dir: dir.to_path_buf(),
+            ssh: None,
+        }
+    }
+
+    /// On this machine's real hierarchy (root, as CI runs): the group gets its limits, a
+    /// process a script starts lands in it and is accounted, adopting it again changes
+    /// nothing, and removal stops what runs there and leaves no folder.
+    #[test]
+    fn a_group_limits_accounts_and_goes() {
+        let dir = std::env::temp_dir().join(format!("xtask-cgroup-{}", std::process::id()));
+        let host = here(&dir);
+        let id = format!("test-{}", std::process::id());
+        let memory = HostMemory { mib: Some(256) };
+        let made = apply(&host, &id, "h", Some(Millicpus(300)), memory).unwrap();
+        let (by, limit) = made.expect("cgroups are writable here (run the tests as root)");
+        assert!(by.starts_with("cgroup v"), "{by}");
+        assert!(!limit.groups.is_empty());
+        let again = apply(&host, &id, "h", Some(Millicpus(300)), memory).unwrap().unwrap();
+        assert_eq!(again.1, limit, "adopted, not made twice");
+        let quota = |limit: &HostLimit| -> String {
+            limit
+                .groups
+                .iter()
+                .find_map(|g| {
+                    std::fs::read_to_string(g.join("cpu.cfs_quota_us"))
+                        .or_else(|_| std::fs::read_to_string(g.join("cpu.max")))
+                        .ok()
+                })
+                .unwrap()
+        };
+        assert!(quota(&limit).starts_with("3000"), "{}", quota(&limit));
+        set_cpus(&host, &id, "h", &limit, Millicpus(50)).unwrap();
+        assert!(quota(&limit).starts_with("1000"), "{}", quota(&limit));
+
+        // A busy process started by a script in the group: it is in every folder of it, and
+        // its CPU shows in the group's accounting.
+        let start = in_group(
+            Script::new(
+                "t",
+                "enter_cgroup\nsetsid bash -c 'while :; do :; done' < /dev/null > /dev/null 2>&1 &\necho $!\n",
+            ),
+            Some(&limit),
+        );
+        let pid = transport::run_script(&host, &start, b"").unwrap();
+        let pid = pid.trim();
+        for group in &limit.groups {
+            let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+            assert!(procs.lines().any(|p| p == pid), "{pid} not in {procs}");
+        }
+        let before = cpu_seconds(&host, &limit).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let used = cpu_seconds(&host, &limit).unwrap() - before;
+        assert!(used > 0.0 && used < 0.5 * 0.05 * 2.0, "used {used} s at 0.05 CPU");
+
+        remove(&host, &limit).unwrap();
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || zombie(pid));
+        for group in &limit.groups {
+            assert!(!group.exists(), "{} is left", group.display());
+            assert!(!group.parent().unwrap().exists(), "the deployment's folder is left");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn zombie(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+    }
+
+    /// Where there is no hierarchy, the reason comes back in one line and nothing is made.
+    #[test]
+    fn no_hierarchy_says_why() {
+        let dir = std::env::temp_dir().join(format!("xtask-nocgroup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = dir.display().to_string();
+        let out = apply_at(&root, &here(&dir), "dbcluster/x/h", None, HostMemory { mib: None })
+            .unwrap();
+        let why = out.unwrap_err();
+        assert!(why.contains(&format!("no cgroup hierarchy at {root}")), "{why}");
+        assert!(!dir.join("cpu").exists());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

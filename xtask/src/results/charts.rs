@@ -84,7 +84,7 @@ fn bars(
             }
         })
         .y_desc(y_label)
-        .label_style((FONT, 13))
+        .label_style((FONT, 12))
         .draw()
         .map_err(|e| err(&e))?;
     let width = 0.8 / series.len() as f64;
@@ -175,11 +175,14 @@ pub fn patterns(path: &Path, run: &Run) -> Result<()> {
         .into_iter()
         .map(|m| (m.to_string(), run.patterns.as_slice(), m))
         .collect();
+    let mut titles = ("Latency by mode".to_string(), "Throughput by mode".to_string());
     if let Some(d) = &run.meta.degraded {
         for mode in degraded_modes() {
-            let label = format!("{mode}, slow {}", d.worker);
-            categories.push((label, run.degraded.as_slice(), mode));
+            categories.push((format!("{mode} (slow)"), run.degraded.as_slice(), mode));
         }
+        let slow = format!("; (slow): {} at {} CPU", d.worker, d.cpus);
+        titles.0.push_str(&slow);
+        titles.1.push_str(&slow);
     }
     let labels: Vec<String> = categories.iter().map(|(l, _, _)| l.clone()).collect();
     let of = |measure: fn(&contract::report::Report) -> f64| -> Vec<Spread> {
@@ -194,10 +197,10 @@ pub fn patterns(path: &Path, run: &Run) -> Result<()> {
             })
             .collect()
     };
-    panels(path, (1500, 480), 2, |areas| {
+    panels(path, (1800, 480), 2, |areas| {
         bars(
             &areas[0],
-            "Latency by mode",
+            &titles.0,
             "milliseconds",
             &labels,
             &[
@@ -220,7 +223,7 @@ pub fn patterns(path: &Path, run: &Run) -> Result<()> {
         )?;
         bars(
             &areas[1],
-            "Throughput by mode",
+            &titles.1,
             "requests/s",
             &labels,
             &[Series {

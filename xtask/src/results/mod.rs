@@ -278,3 +278,17 @@ pub fn pattern_means(rows: &[PatternRow], mode: &str) -> PatternMeans {
         cpu_workers: cpu(|h| h.starts_with("worker-")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_of_runs() {
+        let s = Spread::of([3.0, 1.0, 2.0].into_iter());
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
+        let s = Spread::of([4.0, 1.0, f64::NAN, 2.0, 3.0].into_iter());
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 4.0));
+        assert!(Spread::of(std::iter::empty()).median.is_nan());
+    }
+}

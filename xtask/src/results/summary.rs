@@ -165,9 +165,15 @@ fn chain_cost(run: &Run, direct: &PatternMeans) -> String {
     let one_chain = pattern_means(&run.latency, Mode::DirectHit.as_str());
     let mut out = String::from(
         "\n## What the chain costs\n\n`direct-hit` sends the reads `direct-db` sends to the same \
-         server (the manager), through the gatekeeper, trusted host and proxy.\n\n\
-         | measure | value |\n|---|---:|\n",
+         server (the manager), through the gatekeeper, trusted host and proxy.",
     );
+    if run.meta.host_limits.starts_with("cgroup") {
+        out.push_str(
+            " The hosts had CPU quotas in this run, so a limited server or service may be what \
+             these figures measure; the chain's own cost is measured with `--host-cpus unlimited`.",
+        );
+    }
+    out.push_str("\n\n| measure | value |\n|---|---:|\n");
     let row = |out: &mut String, what: &str, value: String| {
         writeln!(out, "| {what} | {value} |").unwrap();
     };

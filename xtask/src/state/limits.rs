@@ -84,7 +84,7 @@ impl HostCpus {
     pub const DEFAULT: HostCpus = HostCpus::Limited {
         databases: Millicpus(250),
         services: Millicpus(500),
-        bench_client: Millicpus(750),
+        bench_client: Millicpus(1000),
     };
 
     pub fn of(self, class: HostClass) -> Option<Millicpus> {
@@ -127,7 +127,7 @@ impl FromStr for HostCpus {
     /// where a class not named keeps its default.
     fn from_str(text: &str) -> Result<HostCpus> {
         let usage = "--host-cpus takes `unlimited`, a number of CPUs per host such as 0.5, or \
-                     classes such as databases=0.25,services=0.5,bench-client=0.75";
+                     classes such as databases=0.25,services=0.5,bench-client=1";
         let text = text.trim();
         if text == "unlimited" {
             return Ok(HostCpus::Unlimited);

@@ -131,13 +131,20 @@ impl Deployment {
         self.root_client(host, sql, &["--column-names", "--database=filmdb"])
     }
 
-    fn root_client(&self, host: &str, sql: &str, options: &[&str]) -> String {
+    /// The root client command for a query over the host's socket, to run in the background.
+    pub fn root_sql_command(&self, host: &str, sql: &str) -> Command {
         let socket = self.host_dir(host).join("mariadbd.sock");
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "--user=root", "--batch"])
-            .args(options)
+        let mut cmd = Command::new("mariadb");
+        cmd.args(["--no-defaults", "--user=root", "--batch"])
             .arg(format!("--socket={}", socket.display()))
-            .args(["-e", sql])
+            .args(["-e", sql]);
+        cmd
+    }
+
+    fn root_client(&self, host: &str, sql: &str, options: &[&str]) -> String {
+        let out = self
+            .root_sql_command(host, sql)
+            .args(options)
             .output()
             .unwrap();
         assert!(out.status.success(), "{sql} on {host}: {}", text(&out));
@@ -210,6 +217,53 @@ impl Deployment {
         found
     }
 
+    /// The cgroup folders of the deployment's hosts that exist on this machine, in every
+    /// hierarchy (`.../dbcluster/<id>/<host>`), sorted.
+    pub fn cgroups_on_machine(&self) -> Vec<PathBuf> {
+        let id = self.state()["id"].as_str().unwrap().to_string();
+        let mut found = Vec::new();
+        for hierarchy in ["", "cpu", "cpuacct", "memory"] {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join("dbcluster")
+                .join(&id);
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// A host's cgroup folders, as data.json records them.
+    pub fn cgroups_of(&self, host: &str) -> Vec<PathBuf> {
+        let state = self.state();
+        let groups = state["limits"]["hosts"][host]["groups"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{host} has no cgroup in data.json: {}", state["limits"]));
+        groups
+            .iter()
+            .map(|g| PathBuf::from(g.as_str().unwrap()))
+            .collect()
+    }
+
+    /// CPU seconds a host's group has used, from its accounting.
+    pub fn cgroup_cpu_seconds(&self, host: &str) -> f64 {
+        for group in self.cgroups_of(host) {
+            if let Ok(ns) = fs::read_to_string(group.join("cpuacct.usage")) {
+                return ns.trim().parse::<f64>().unwrap() / 1e9;
+            }
+            if let Ok(stat) = fs::read_to_string(group.join("cpu.stat")) {
+                if let Some(us) = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+                    return us.trim().parse::<f64>().unwrap() / 1e6;
+                }
+            }
+        }
+        panic!("no CPU accounting for {host}")
+    }
+
     /// Live service processes of this deployment, by host.
     pub fn services(&self) -> Vec<(String, u32)> {
         let state_dir = self.dir.join(".state");
@@ -273,6 +327,14 @@ impl Drop for Deployment {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether a process is in a group folder (its `cgroup.procs` lists it).
+pub fn in_cgroup(pid: u32, group: &Path) -> bool {
+    fs::read_to_string(group.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .any(|p| p == pid.to_string())
 }
 
 pub fn text(out: &Output) -> String {
