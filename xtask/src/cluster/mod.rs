@@ -1,6 +1,7 @@
 //! The cluster layer: what runs on the hosts and how to drive it, the same on every provider
 //! because it goes through the transport: SQL on a server, the servers and their replication,
-//! the dataset, the role services, the processes they are, the packages and builds they need.
+//! the dataset, the role services, the processes they are and the cgroups that limit them, the
+//! packages and builds they need.
 
 pub mod build;
 pub mod dataset;

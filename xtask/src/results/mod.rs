@@ -163,6 +163,9 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     )?;
     charts::sysbench_tps(&results.join("sysbench-tps.svg"), &latest.sysbench)?;
     charts::patterns(&results.join("patterns.svg"), latest)?;
+    // The latency chart of earlier versions, which patterns.svg replaces: a stale chart beside
+    // fresh ones would show an old run as if it were this one.
+    std::fs::remove_file(results.join("patterns-latency.svg")).ok();
     Ok((runs.len(), sysbench_rows.len(), pattern_rows.len()))
 }
 
