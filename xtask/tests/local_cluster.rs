@@ -113,7 +113,7 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
         2,
         "{status}"
     );
-    assert_eq!(status.matches("0.25 CPU, 1G: ").count(), 4, "{status}");
+    assert_eq!(status.matches("0.25 CPU, 1G ").count(), 4, "{status}");
     assert!(status.contains("host limits: cgroup v"), "{status}");
     assert!(status.contains("install-cluster  done"), "{status}");
 

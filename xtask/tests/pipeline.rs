@@ -36,14 +36,16 @@ const RED: [u8; 3] = [200, 80, 80];
 /// A chart rendered to pixels.
 struct Picture {
     width: usize,
-    rgba: Vec<u8>,
+    /// Bytes per pixel: 3 (RGB) or 4 (RGBA).
+    channels: usize,
+    pixels: Vec<u8>,
 }
 
 impl Picture {
     /// How many pixels of a color lie between two x positions.
     fn pixels_in(&self, (from, to): (usize, usize), color: [u8; 3]) -> usize {
-        self.rgba
-            .chunks_exact(4)
+        self.pixels
+            .chunks_exact(self.channels)
             .enumerate()
             .filter(|(i, p)| {
                 let x = i % self.width;
@@ -66,14 +68,20 @@ fn render(svg: &Path, (width, height): (u32, u32)) -> Picture {
     assert!(png.exists(), "{}", text(&out));
     let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut rgba = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut rgba).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgba, "{}", png.display());
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("{}: {other:?} pixels", png.display()),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight, "{}", png.display());
     assert_eq!((info.width, info.height), (width, height));
-    rgba.truncate(info.buffer_size());
+    pixels.truncate(info.buffer_size());
     Picture {
         width: info.width as usize,
-        rgba,
+        channels,
+        pixels,
     }
 }
 

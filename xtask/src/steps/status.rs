@@ -57,8 +57,8 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         BTreeMap::new()
     };
     println!(
-        "{:<14} {:<13} {:<22} {:<26} HEALTH",
-        "HOST", "ROLE", "ADDRESS", "LIMIT: CPU IN USE"
+        "{:<14} {:<13} {:<31} {:<14} {:>7}  HEALTH",
+        "HOST", "ROLE", "ADDRESS", "LIMIT", "CPU NOW"
     );
     for host in &d.hosts {
         let health = if d.is_live() {
@@ -67,21 +67,23 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
             "-".to_string()
         };
         println!(
-            "{:<14} {:<13} {:<22} {:<26} {health}",
+            "{:<14} {:<13} {:<31} {:<14} {:>7}  {health}",
             host.name,
             host.role.to_string(),
             address(host, &d),
-            limit(&d, &host.name, &usage),
+            limit(&d, &host.name),
+            cpu_now(&host.name, &usage),
         );
     }
     if let Ok(client) = d.bench_client() {
         if limits::of(&d, &client.name).is_some() {
             println!(
-                "{:<14} {:<13} {:<22} {:<26} runs sysbench and the load generator",
+                "{:<14} {:<13} {:<31} {:<14} {:>7}  runs sysbench and the load generator",
                 client.name,
                 "",
                 "",
-                limit(&d, &client.name, &usage),
+                limit(&d, &client.name),
+                cpu_now(&client.name, &usage),
             );
         }
     }
@@ -124,21 +126,25 @@ fn cpu_use(d: &Deployment) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// "0.25 CPU, 1G: 0.03" — a host's limits and the CPUs it uses now.
-fn limit(d: &Deployment, name: &str, usage: &BTreeMap<String, f64>) -> String {
+/// "0.25 CPU, 1G": a host's limits.
+fn limit(d: &Deployment, name: &str) -> String {
     let Some(limit) = limits::of(d, name) else {
         return "unlimited".to_string();
     };
     let cpus = limit
         .cpus
-        .map_or("unlimited CPU".to_string(), |c| format!("{c} CPU"));
+        .map_or("no CPU limit".to_string(), |c| format!("{c} CPU"));
     let memory = HostMemory {
         mib: limit.memory_mib,
     };
-    match usage.get(name) {
-        Some(used) => format!("{cpus}, {memory}: {used:.2}"),
-        None => format!("{cpus}, {memory}"),
-    }
+    format!("{cpus}, {memory}")
+}
+
+/// The CPUs a host uses now, where its group says.
+fn cpu_now(name: &str, usage: &BTreeMap<String, f64>) -> String {
+    usage
+        .get(name)
+        .map_or("-".to_string(), |used| format!("{used:.2}"))
 }
 
 /// Where a host listens, and how its machine is reached.
