@@ -301,6 +301,50 @@ async fn forms_say_what_was_wrong_on_a_page() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
 }
 
+/// A form posted by another site's page is refused before anything is forwarded; the
+/// gatekeeper's own pages and programs without an Origin go through (to the next hop, which is
+/// nowhere: 502). Every answer carries the headers that keep a browser safe.
+#[tokio::test]
+async fn cross_site_forms_are_refused_and_pages_are_locked_down() {
+    let app = gatekeeper_app(1000.0, 1000);
+    let form = |origin: Option<&str>| {
+        let mut request = Request::post("/write")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "127.0.1.9:8080");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        request
+            .body(Body::from("query=DELETE+FROM+rental+WHERE+rental_id%3D1"))
+            .unwrap()
+    };
+    let (status, page) = send(&app, "127.0.0.5", form(Some("http://evil.example"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("this form was sent from another site"), "{page}");
+    for origin in [Some("http://127.0.1.9:8080"), None] {
+        let (status, page) = send(&app, "127.0.0.5", form(origin)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{origin:?}: {page}");
+    }
+
+    for path in ["/", "/read", "/health"] {
+        let response = app
+            .clone()
+            .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let headers = response.headers();
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+    }
+}
+
 #[tokio::test]
 async fn the_rate_limit_is_per_client() {
     let app = gatekeeper_app(1.0, 2);

@@ -2,6 +2,7 @@
 //! transport clean (body size, UTF-8, content type, time limits, a rate limit per client) and
 //! forwards every query to the trusted host. It holds no database credentials and judges no SQL.
 
+pub mod browser;
 pub mod pages;
 pub mod rate_limit;
 
@@ -39,12 +40,14 @@ pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
         .route("/", get(index))
         .route("/read", get(read_page).post(read_submit))
         .route("/write", get(write_page).post(write_submit))
+        .route_layer(middleware::from_fn(browser::same_origin_forms))
         .route("/api/query", axum::routing::post(api_query))
         .route_layer(middleware::from_fn_with_state(
             hygiene.limiter,
             rate_limit::limit,
         ))
         .route("/health", get(health))
+        .layer(middleware::from_fn(browser::safety_headers))
         .layer(DefaultBodyLimit::max(hygiene.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -218,6 +218,16 @@ mod tests {
                 .unwrap()
         };
         assert!(quota(&limit).starts_with("3000"), "{}", quota(&limit));
+        let memory_limit = limit
+            .groups
+            .iter()
+            .find_map(|g| {
+                std::fs::read_to_string(g.join("memory.limit_in_bytes"))
+                    .or_else(|_| std::fs::read_to_string(g.join("memory.max")))
+                    .ok()
+            })
+            .unwrap();
+        assert_eq!(memory_limit.trim(), (256u64 << 20).to_string());
         set_cpus(&host, &id, "h", &limit, Millicpus(50)).unwrap();
         assert!(quota(&limit).starts_with("1000"), "{}", quota(&limit));
 
