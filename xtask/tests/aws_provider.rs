@@ -254,13 +254,13 @@ fn provision_killed_midway_resumes_without_duplicates() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Killed as soon as the launches are about to start (a client token is saved), or at the
-    // latest when it finishes; data.json must parse at every point.
+    // Killed as soon as the launches are about to start (a client token is saved); data.json
+    // must parse at every point. The emulator is frozen first, so provision cannot finish the
+    // launches between the moment they are seen and the kill.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut killed_while = "finished before it could be killed";
     loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("provision exited ({status}) before it could be killed while launching");
         }
         if let Ok(text) = fs::read_to_string(d.data_json()) {
             let state: Value = serde_json::from_str(&text).expect("data.json must always parse");
@@ -268,8 +268,11 @@ fn provision_killed_midway_resumes_without_duplicates() {
                 .as_object()
                 .is_some_and(|m| !m.is_empty());
             if launching {
+                moto.freeze();
+                let running = child.try_wait().unwrap().is_none();
                 child.kill().unwrap();
-                killed_while = "launching instances";
+                moto.resume();
+                assert!(running, "provision finished before it could be killed");
                 break;
             }
         }
@@ -280,7 +283,7 @@ fn provision_killed_midway_resumes_without_duplicates() {
         std::thread::sleep(Duration::from_millis(2));
     }
     child.wait().unwrap();
-    eprintln!("provision was killed while {killed_while}");
+    assert_eq!(d.state()["steps"]["provision"]["status"], "running");
     let state = d.state();
     let id = state["id"].as_str().unwrap().to_string();
 

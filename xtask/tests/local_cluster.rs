@@ -64,10 +64,21 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     // Least privilege: the app account cannot touch other schemas; root has no network login.
     let denied = d.tcp_sql("manager", "app", &app, "SELECT COUNT(*) FROM mysql.user");
     assert!(text(&denied).contains("denied"), "{}", text(&denied));
-    let root = d.tcp_sql("manager", "root", "", "SELECT 1");
+    // Root has no network login at all: no password gets in, and the only root accounts are
+    // local and authenticated by the socket's OS user.
+    for password in ["", app.as_str(), d.secret("bench_password").as_str()] {
+        let root = d.tcp_sql("manager", "root", password, "SELECT 1");
+        assert!(
+            !root.status.success(),
+            "root must not log in over the network"
+        );
+    }
+    let roots = d.root_sql("manager", "SELECT Host FROM mysql.user WHERE User = 'root'");
+    assert_eq!(roots.trim(), "localhost", "root accounts beyond the socket's");
+    let root = d.root_sql("manager", "SHOW CREATE USER root@localhost");
     assert!(
-        !root.status.success(),
-        "root must not log in over the network"
+        root.contains("USING 'invalid' OR unix_socket"),
+        "root must be reachable by the socket's OS user only: {root}"
     );
 
     // Each host is a small machine of its own: its server runs in its cgroup, whose quota
@@ -144,6 +155,10 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     let state = d.state();
     assert!(state["torn_down_at"].is_string());
     assert_eq!(state["processes"].as_object().unwrap().len(), 0);
+    // No secret outlives the deployment.
+    let secrets = state["secrets"].as_object().unwrap();
+    assert_eq!(secrets.len(), 5, "{secrets:?}");
+    assert!(secrets.values().all(|s| s == ""), "{secrets:?}");
     let again = d.ok(&["teardown"]);
     assert!(again.contains("already torn down"), "{again}");
     d.fails(&["install-cluster"], "was torn down");

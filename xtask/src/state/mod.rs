@@ -243,6 +243,20 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// Empties every secret: what a torn-down deployment keeps of them (the accounts they
+    /// opened are gone with the hosts).
+    pub fn forget(&mut self) {
+        *self = Secrets {
+            app_password: String::new(),
+            bench_password: String::new(),
+            replication_password: String::new(),
+            gatekeeper_token: String::new(),
+            trusted_host_token: String::new(),
+        };
+    }
+}
+
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secrets { .. }")

@@ -51,6 +51,8 @@ pub fn command(engine: &Engine, args: &TeardownArgs) -> Result<()> {
 pub fn run(session: &mut Session) -> Result<()> {
     providers::of(session.deployment.provider()).destroy(session)?;
     session.deployment.torn_down_at = Some(now());
+    // Nothing needs them any more: data.json keeps the record, not the keys.
+    session.deployment.secrets.forget();
     eprintln!(
         "teardown: deployment {} removed ({} hosts); results/ is kept",
         session.deployment.id,

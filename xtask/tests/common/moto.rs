@@ -18,6 +18,15 @@ impl Moto {
         Moto::spawn(&[])
     }
 
+    /// Freezes the emulator (SIGSTOP): every API call in flight waits until `resume`.
+    pub fn freeze(&self) {
+        signal(self.child.id(), libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), libc::SIGCONT);
+    }
+
     /// A moto that checks every request's credentials against its own (empty) IAM, as AWS
     /// does: the test credentials are refused with `AuthFailure`, like expired ones.
     pub fn start_checking_credentials() -> Moto {
@@ -129,3 +138,9 @@ for g in ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]:
 keys = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]]
 print(json.dumps({"instances": instances, "groups": groups, "keys": keys}))
 "#;
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    let done = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(done, 0, "signal {signal} to moto ({pid})");
+}

@@ -154,20 +154,56 @@ impl SudoUser {
         format!("/etc/sudoers.d/{}", self.name)
     }
 
-    fn remove(&self) {
-        fs::remove_file(self.sudoers()).ok();
-        // Its SSH sessions outlive a test's sshd while a master connection persists, and
-        // userdel refuses a user with processes.
-        Command::new("pkill")
-            .args(["--signal", "KILL", "--uid", &self.name])
-            .status()
-            .ok();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        Command::new("userdel")
-            .args(["--remove", &self.name])
+    fn exists(&self) -> bool {
+        Command::new("id")
+            .arg(&self.name)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .ok();
+            .is_ok_and(|s| s.success())
+    }
+
+    fn remove(&self) {
+        fs::remove_file(self.sudoers()).ok();
+        if !self.exists() {
+            return;
+        }
+        // Its SSH sessions outlive a test's sshd while a master connection persists, and
+        // userdel refuses a user with processes: they are killed until none is left.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            Command::new("pkill")
+                .args(["--signal", "KILL", "--uid", &self.name])
+                .status()
+                .ok();
+            let left = Command::new("pgrep")
+                .args(["--uid", &self.name])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !left {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline || std::thread::panicking(),
+                "processes of {} survive SIGKILL",
+                self.name
+            );
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let removed = Command::new("userdel")
+            .args(["--remove", &self.name])
+            .output()
+            .is_ok_and(|o| o.status.success() || !self.exists());
+        // During a failing test's unwinding a second panic would abort: the first one says why.
+        assert!(
+            removed || std::thread::panicking(),
+            "userdel --remove {} failed",
+            self.name
+        );
     }
 }
 
