@@ -126,6 +126,26 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     );
     assert_eq!(status.matches("0.25 CPU, 1G ").count(), 4, "{status}");
     assert!(status.contains("host limits: cgroup v"), "{status}");
+    // A quota changed behind the record's back is shown as it is.
+    let set_quota = |quota_us: u32| {
+        for group in d.cgroups_of("worker-1") {
+            if group.join("cpu.cfs_quota_us").exists() {
+                fs::write(group.join("cpu.cfs_quota_us"), quota_us.to_string()).unwrap();
+            } else if group.join("cpu.max").exists() {
+                fs::write(group.join("cpu.max"), format!("{quota_us} 10000")).unwrap();
+            }
+        }
+    };
+    set_quota(5000);
+    let status = d.ok(&["status"]);
+    let line = status.lines().find(|l| l.starts_with("worker-1 ")).unwrap();
+    assert!(
+        line.contains("its quota is 0.5 CPU now, not the 0.25 CPU recorded"),
+        "{status}"
+    );
+    set_quota(2500);
+    let status = d.ok(&["status"]);
+    assert!(!status.contains("its quota is"), "{status}");
     assert!(status.contains("install-cluster  done"), "{status}");
 
     // A done step redoes nothing, and says so; the services come and go with the deployment.

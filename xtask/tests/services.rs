@@ -507,6 +507,60 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(d.api("SELECT 1 AS one", "random").0, 200);
 }
 
+/// A backend whose query connections are all taken (slow queries fill the pool) is still
+/// measured: the probes have a connection of their own, so it stays healthy and its checks go
+/// on, and a query waiting for a connection is not what decides its health.
+#[test]
+fn a_full_pool_does_not_stop_the_probes() {
+    let guard = shared();
+    let d = &*guard;
+    let token = format!("test-token-{}", std::process::id());
+    let (_proxy, proxy) = start_variant(d, "proxy", 18083, |c| {
+        c["allowed_peers"] = json!(["127.0.0.1"]);
+        c["token"] = json!(token);
+        c["health_interval_ms"] = json!(100);
+        c["connections_per_backend"] = json!(2);
+    });
+    let auth = format!("Bearer {token}");
+    let manager = |h: &Value| -> Value {
+        h["backends"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == "manager").cloned())
+            .unwrap_or(Value::Null)
+    };
+    let health = || -> Value {
+        let r = http(None, &proxy, "GET", "/health", &[], b"");
+        manager(&serde_json::from_str(&r.body).unwrap_or(Value::Null))
+    };
+    wait_for("the first probes", Duration::from_secs(10), || {
+        health()["checks"].as_u64() >= Some(3)
+    });
+    // Two slow reads on the manager take both of its query connections for 3 s.
+    let slow = forwarded("SELECT SLEEP(3)", "direct-hit");
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (proxy, slow, auth) = (proxy.clone(), slow.clone(), auth.clone());
+            std::thread::spawn(move || {
+                let headers = [
+                    ("Content-Type", "application/json"),
+                    ("Authorization", auth.as_str()),
+                ];
+                http(None, &proxy, "POST", "/query", &headers, slow.as_bytes()).status
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = health()["checks"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = health();
+    let checks = during["checks"].as_u64().unwrap() - before;
+    assert!(checks >= 5, "{checks} probes in 1.5 s while the pool was full: {during}");
+    assert_eq!(during["healthy"], true, "{during}");
+    for holder in holders {
+        assert_eq!(holder.join().unwrap(), 200);
+    }
+}
+
 #[test]
 fn a_slow_worker_is_avoided_by_customized() {
     let guard = shared();

@@ -61,6 +61,9 @@ pub struct ProxyConfig {
     pub max_lag_seconds: u64,
     /// Server-side limit of a statement (MariaDB max_statement_time).
     pub statement_time_limit_seconds: u64,
+    /// Connections to each backend that queries may hold at once (the health probes have
+    /// their own).
+    pub connections_per_backend: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -49,7 +49,10 @@ pub struct Health {
 pub struct Backend {
     pub name: String,
     pub role: Role,
+    /// The connections queries run on.
     pool: Pool,
+    /// The health probes' connection, apart from the queries'.
+    probes: Pool,
     health: Mutex<Health>,
     /// Queries sent to it that have not answered yet.
     in_flight: AtomicU32,
@@ -120,23 +123,26 @@ impl Backend {
                     "SET SESSION max_statement_time = {}",
                     config.statement_time_limit_seconds
                 ),
-            ])
-            .pool_opts(
-                PoolOpts::default()
-                    .with_constraints(PoolConstraints::new(0, 32).expect("0 <= 32"))
-                    // Idle connections are kept (up to the maximum) for this long: with no TTL
-                    // the driver keeps only `min` (0) and every query would connect anew.
-                    .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
-                    // A connection back in the pool is not reset: a reset is a round trip and
-                    // drops the prepared templates. Nothing a forwarded statement can do
-                    // outlives it (the policy admits no SET, no variables, no temporary tables,
-                    // no transactions), and the session's settings are set once, at connect.
-                    .with_reset_connection(false),
-            );
+            ]);
+        let pool = |max: usize| {
+            PoolOpts::default()
+                .with_constraints(PoolConstraints::new(0, max).expect("0 <= max"))
+                // Idle connections are kept (up to the maximum) for this long: with no TTL
+                // the driver keeps only `min` (0) and every query would connect anew.
+                .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+                // A connection back in the pool is not reset: a reset is a round trip and
+                // drops the prepared templates. Nothing a forwarded statement can do
+                // outlives it (the policy admits no SET, no variables, no temporary tables,
+                // no transactions), and the session's settings are set once, at connect.
+                .with_reset_connection(false)
+        };
         Backend {
             name: backend.name.clone(),
             role,
-            pool: Pool::new(opts),
+            pool: Pool::new(opts.clone().pool_opts(pool(config.connections_per_backend.max(1)))),
+            // The probes' own connection: a pool that requests have filled (or a client's
+            // slow queries hold) must not make the backend look down.
+            probes: Pool::new(opts.pool_opts(pool(1))),
             health: Mutex::new(Health {
                 // Optimistic until the first probe: reads are retried elsewhere if wrong.
                 healthy: true,
@@ -216,7 +222,7 @@ impl Backend {
 
     /// Ok(None) for a worker whose replication threads are not both running; Ok(Some(lag)).
     async fn probe_once(&self) -> Result<Option<Option<u64>>, String> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| e.to_string())?;
+        let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
         conn.query_drop("SELECT 1")
             .await
             .map_err(|e| e.to_string())?;
@@ -299,6 +305,7 @@ impl Backend {
 
     pub async fn close(&self) {
         let _ = self.pool.clone().disconnect().await;
+        let _ = self.probes.clone().disconnect().await;
     }
 }
 

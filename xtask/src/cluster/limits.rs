@@ -118,12 +118,29 @@ pub fn remove(host: &Host, limit: &HostLimit) -> Result<()> {
     transport::run_script(host, &script, b"").map(drop)
 }
 
-/// The CPU seconds every process of the group has used so far.
-pub fn cpu_seconds(host: &Host, limit: &HostLimit) -> Result<f64> {
-    let out = transport::run_script(host, &in_group(Script::new("cgroup-usage", USAGE), Some(limit)), b"")?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("cgroup-usage on {} printed {out:?}", host.name))
+/// What a group says now: the CPU seconds its processes have used so far, and the CPU quota in
+/// force (None: no quota).
+pub struct GroupUse {
+    pub cpu_seconds: f64,
+    pub quota_cpus: Option<f64>,
+}
+
+pub fn usage(host: &Host, limit: &HostLimit) -> Result<GroupUse> {
+    let script = in_group(Script::new("cgroup-usage", USAGE), Some(limit));
+    let out = transport::run_script(host, &script, b"")?;
+    let mut fields = out.split_whitespace();
+    let parsed = (|| {
+        let cpu_seconds = fields.next()?.parse().ok()?;
+        let quota_cpus = match fields.next()? {
+            "max" => None,
+            q => Some(q.parse().ok()?),
+        };
+        Some(GroupUse {
+            cpu_seconds,
+            quota_cpus,
+        })
+    })();
+    parsed.with_context(|| format!("cgroup-usage on {} printed {out:?}", host.name))
 }
 
 /// The script with the group's folders as CGROUP_DIRS, which `enter_cgroup` (lib.sh) places
@@ -246,9 +263,10 @@ mod tests {
             let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
             assert!(procs.lines().any(|p| p == pid), "{pid} not in {procs}");
         }
-        let before = cpu_seconds(&host, &limit).unwrap();
+        let before = usage(&host, &limit).unwrap();
+        assert_eq!(before.quota_cpus, Some(0.05));
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let used = cpu_seconds(&host, &limit).unwrap() - before;
+        let used = usage(&host, &limit).unwrap().cpu_seconds - before.cpu_seconds;
         assert!(used > 0.0 && used < 0.5 * 0.05 * 2.0, "used {used} s at 0.05 CPU");
 
         remove(&host, &limit).unwrap();

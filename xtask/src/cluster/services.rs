@@ -93,6 +93,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             health_interval_ms: 500,
             max_lag_seconds: 10,
             statement_time_limit_seconds: 5,
+            connections_per_backend: 32,
         }),
         Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
             listen: listen(trusted)?,

@@ -67,12 +67,13 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
             "-".to_string()
         };
         println!(
-            "{:<14} {:<13} {:<31} {:<14} {:>7}  {health}",
+            "{:<14} {:<13} {:<31} {:<14} {:>7}  {health}{}",
             host.name,
             host.role.to_string(),
             address(host, &d),
             limit(&d, &host.name),
             cpu_now(&host.name, &usage),
+            drift(&host.name, &usage),
         );
     }
     if let Ok(client) = d.bench_client() {
@@ -97,32 +98,48 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
 /// How long status watches the hosts' cgroups to say how much CPU each uses.
 const CPU_WATCH: Duration = Duration::from_secs(1);
 
-/// The CPUs each limited host (and the bench client) uses now, by name, from its cgroup's
-/// accounting over one second.
-fn cpu_use(d: &Deployment) -> BTreeMap<String, f64> {
+/// What each limited host (and the bench client) uses now, by name, from its cgroup's
+/// accounting over one second: CPUs, and the quota in force when it is not the recorded one.
+fn cpu_use(d: &Deployment) -> BTreeMap<String, (f64, Option<String>)> {
     let Ok(client) = d.bench_client() else {
         return BTreeMap::new();
     };
     let hosts: Vec<&Host> = d.hosts.iter().chain([&client]).collect();
-    let sample = || -> BTreeMap<String, f64> {
+    let sample = || -> BTreeMap<String, limits::GroupUse> {
         hosts
             .iter()
             .filter_map(|h| {
-                let used = limits::cpu_seconds(h, limits::of(d, &h.name)?).ok()?;
+                let used = limits::usage(h, limits::of(d, &h.name)?).ok()?;
                 Some((h.name.clone(), used))
             })
             .collect()
     };
     let (before, started) = (sample(), Instant::now());
     if before.is_empty() {
-        return before;
+        return BTreeMap::new();
     }
     std::thread::sleep(CPU_WATCH);
     let after = sample();
     let seconds = started.elapsed().as_secs_f64();
     after
         .into_iter()
-        .filter_map(|(name, t)| Some((name.clone(), (t - before.get(&name)?) / seconds)))
+        .filter_map(|(name, now)| {
+            let cpus = (now.cpu_seconds - before.get(&name)?.cpu_seconds) / seconds;
+            let recorded = limits::of(d, &name)?.cpus.map(|c| c.as_cpus());
+            let same = match (now.quota_cpus, recorded) {
+                (Some(a), Some(b)) => (a - b).abs() < 0.001,
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            let drifted = (!same).then(|| {
+                let now = now.quota_cpus.map_or("none".to_string(), |q| format!("{q} CPU"));
+                format!(
+                    "its quota is {now} now, not the {} recorded (an interrupted bench left it \
+                     slowed? `cargo xtask bench` restores it)",
+                    recorded.map_or("none".to_string(), |q| format!("{q} CPU"))
+                )
+            });
+            Some((name, (cpus, drifted)))
+        })
         .collect()
 }
 
@@ -141,10 +158,18 @@ fn limit(d: &Deployment, name: &str) -> String {
 }
 
 /// The CPUs a host uses now, where its group says.
-fn cpu_now(name: &str, usage: &BTreeMap<String, f64>) -> String {
+fn cpu_now(name: &str, usage: &BTreeMap<String, (f64, Option<String>)>) -> String {
     usage
         .get(name)
-        .map_or("-".to_string(), |used| format!("{used:.2}"))
+        .map_or("-".to_string(), |(used, _)| format!("{used:.2}"))
+}
+
+/// What the host's group says that the record does not.
+fn drift(name: &str, usage: &BTreeMap<String, (f64, Option<String>)>) -> String {
+    match usage.get(name) {
+        Some((_, Some(why))) => format!("; {why}"),
+        _ => String::new(),
+    }
 }
 
 /// Where a host listens, and how its machine is reached.
