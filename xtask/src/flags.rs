@@ -172,9 +172,9 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "A.B.C")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loopback_prefix: Option<String>,
-    /// Local provider: each host's CPU quota (a cgroup), by class: `databases=0.25,services=0.5,
-    /// bench-client=1` (a class not named keeps its default), one number for all, or
-    /// `unlimited`.
+    /// Local provider: each host's CPU quota (a cgroup), by class such as
+    /// `databases=0.25,services=0.5,bench-client=1` (a class not named keeps its default), one
+    /// number for all, or `unlimited`.
     #[arg(long, value_name = "CPUS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_cpus: Option<String>,

@@ -886,10 +886,23 @@ fn pages_work_in_a_browser() {
         webdriver("POST", &format!("{s}/element/{button}/click"), json!({}));
     };
 
-    let sql = "SELECT actor_id, last_name FROM actor WHERE actor_id = 990001";
+    // A row of its own, on every worker, so the test does not depend on another's.
+    let (status, body) = d.api(
+        "INSERT INTO actor (actor_id, first_name, last_name) VALUES (990005, 'Ann', 'O''Hara')",
+        "write",
+    );
+    assert_eq!(status, 200, "{body}");
+    for worker in ["worker-1", "worker-2", "worker-3"] {
+        wait_for("the row on every worker", Duration::from_secs(30), || {
+            d.root_sql(worker, "SELECT last_name FROM filmdb.actor WHERE actor_id = 990005")
+                .trim()
+                == "O'Hara"
+        });
+    }
+    let sql = "SELECT actor_id, last_name FROM actor WHERE actor_id = 990005";
     submit("read", sql, Some("customized"));
     let rows = text_of("#rows");
-    assert!(rows.contains("990001") && rows.contains("O'Hara"), "{rows}");
+    assert!(rows.contains("990005") && rows.contains("O'Hara"), "{rows}");
     let served = text_of("#served-by");
     assert!(
         served.contains("worker-") && served.contains("customized"),
@@ -898,7 +911,7 @@ fn pages_work_in_a_browser() {
 
     submit(
         "write",
-        "UPDATE actor SET first_name = 'Zed' WHERE actor_id = 990001",
+        "UPDATE actor SET first_name = 'Zed' WHERE actor_id = 990005",
         None,
     );
     assert_eq!(text_of("#affected"), "1 row(s) changed.");

@@ -1,5 +1,5 @@
 //! What keeps the pages safe in a browser: every response carries headers that forbid framing,
-//! scripts, content sniffing and leaking the query in a Referer; and a form post is accepted
+//! scripts, content sniffing and leaking the query to other sites in a Referer; and a form post is accepted
 //! only from the gatekeeper's own pages, so another site cannot make a visitor's browser submit
 //! a write (cross-site request forgery). Clients that are not browsers send no Origin and are
 //! not affected; the JSON API needs `application/json`, which a cross-site form cannot send.
@@ -25,7 +25,9 @@ pub async fn safety_headers(request: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it a browser sends `Origin: null` with the pages' own form
+        // posts, and the same-origin check below could not tell them from a forgery.
+        (header::REFERRER_POLICY, "same-origin"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
