@@ -267,6 +267,10 @@ fn a_rejected_query_never_reaches_a_database() {
             format!("UPDATE actor SET last_name = '{rejected}'"),
             "write",
         ),
+        (format!("SELECT '{rejected}', sl\u{e9}ep(1)"), "random"),
+        (format!("SELECT '{rejected}', CURRENT_USER"), "random"),
+        (format!("SELECT '{rejected}' FROM sbtest.sbtest1"), "customized"),
+        (format!("SELECT '{rejected}', UUID()"), "direct-hit"),
     ] {
         let (status, body) = d.api(&query, mode);
         assert_eq!(status, 422, "{query}: {body}");

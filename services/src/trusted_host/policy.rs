@@ -13,6 +13,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserOptions};
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use super::template::{templatize, Templated, Untemplatable};
 use contract::wire::Mode;
@@ -34,9 +35,11 @@ pub const RULES: &[Rule] = &[
     Rule { id: "set-operation", why: "UNION and friends are the classic way to append other tables' rows to a result" },
     Rule { id: "into", why: "SELECT ... INTO writes files or variables on the server" },
     Rule { id: "locking-read", why: "FOR UPDATE / LOCK IN SHARE MODE hold locks that block replication and writers" },
+    Rule { id: "non-ascii", why: "outside string literals, names and keywords are plain ASCII: look-alike letters and invisible characters let a name pass a check that the server then reads as another" },
     Rule { id: "system-schema", why: "mysql, information_schema, performance_schema and sys describe accounts and the server" },
+    Rule { id: "other-schema", why: "only the dataset's own tables are the application's to query: another schema on the server is not" },
     Rule { id: "variable", why: "@@ system variables leak server configuration; @ user variables carry state between statements" },
-    Rule { id: "denied-function", why: "functions that sleep, read files, take locks, leak the server's identity or smuggle data out through errors" },
+    Rule { id: "denied-function", why: "only the functions a film-rental application uses are accepted, by their exact ASCII name and unqualified: any other may sleep, read files, take locks, leak the server's or account's identity, or smuggle data out through errors" },
     Rule { id: "nesting-depth", why: "deeply nested subqueries are a denial of service" },
     Rule { id: "join-limit", why: "many-way joins are a denial of service" },
     Rule { id: "in-list-size", why: "huge IN lists are a denial of service" },
@@ -46,49 +49,38 @@ pub const RULES: &[Rule] = &[
     Rule { id: "round-trip", why: "what is forwarded must be exactly what was checked: the printed template has to parse back to the same tree" },
 ];
 
-/// Compared case-insensitively with the last part of a function's name.
-const DENIED_FUNCTIONS: &[&str] = &[
-    // Time and CPU burners.
-    "sleep",
-    "benchmark",
-    // Files and the server's own host.
-    "load_file",
-    "sys_exec",
-    "sys_eval",
-    // Locks and replication waits that hold a connection.
-    "get_lock",
-    "release_lock",
-    "release_all_locks",
-    "is_free_lock",
-    "is_used_lock",
-    "master_pos_wait",
-    "master_gtid_wait",
-    "source_pos_wait",
-    // Error-based exfiltration.
-    "extractvalue",
-    "updatexml",
-    "exp",
-    "geometrycollection",
-    "polygon",
-    "multipoint",
-    "multilinestring",
-    "multipolygon",
-    "linestring",
-    "name_const",
-    // Identity and configuration of the server and the session.
-    "user",
-    "current_user",
-    "session_user",
-    "system_user",
-    "current_role",
-    "version",
-    "database",
-    "schema",
-    "connection_id",
-    "last_insert_id",
-    "row_count",
-    "found_rows",
+/// The functions a read or write may call, compared ASCII-case-insensitively with the whole
+/// (unqualified) name: aggregates, strings, numbers, dates and conditionals. Anything else is
+/// refused, including what MariaDB adds later.
+const ALLOWED_FUNCTIONS: &[&str] = &[
+    // Aggregates.
+    "avg", "count", "group_concat", "max", "min", "sum", "std", "stddev", "variance",
+    // Strings.
+    "char_length", "character_length", "concat", "concat_ws", "field", "find_in_set", "format",
+    "instr", "lcase", "left", "length", "locate", "lower", "lpad", "ltrim", "mid", "position",
+    "repeat", "replace", "reverse", "right", "rpad", "rtrim", "soundex", "space", "strcmp",
+    "substr", "substring", "substring_index", "trim", "ucase", "upper",
+    // Numbers.
+    "abs", "ceil", "ceiling", "degrees", "div", "exp", "floor", "greatest", "least", "ln",
+    "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "rand", "round", "sign",
+    "sqrt", "truncate",
+    // Dates and times.
+    "adddate", "curdate", "current_date", "current_time", "current_timestamp", "curtime",
+    "date", "date_add", "date_format", "date_sub", "datediff", "day", "dayname", "dayofmonth",
+    "dayofweek", "dayofyear", "from_unixtime", "hour", "last_day", "makedate", "minute",
+    "month", "monthname", "now", "quarter", "second", "str_to_date", "subdate", "time",
+    "timediff", "timestamp", "timestampadd", "timestampdiff", "unix_timestamp", "week",
+    "weekday", "weekofyear", "year", "yearweek",
+    // Conditionals.
+    "coalesce", "if", "ifnull", "isnull", "nullif",
 ];
+
+/// Words MariaDB reads as functions of the session even without parentheses; sqlparser reads
+/// them as column names.
+const IDENTITY_KEYWORDS: &[&str] = &["current_user", "current_role", "session_user", "system_user"];
+
+/// The dataset's schema: the only one a query may name.
+const DATASET_SCHEMA: &str = "filmdb";
 
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
 
@@ -154,6 +146,7 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
             format!("the query contains a {marker} comment"),
         );
     }
+    check_ascii(sql)?;
     let mut statements = parse(sql).or_else(|e| {
         reject(
             "parse-error",
@@ -195,6 +188,68 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
             "the query does not print back to the same statement; write it more plainly",
         ),
     }
+}
+
+/// Outside string literals and comments, every character is ASCII.
+fn check_ascii(sql: &str) -> Result<(), Rejection> {
+    if sql.is_ascii() {
+        return Ok(());
+    }
+    let tokens = Tokenizer::new(&MySqlDialect {}, sql)
+        .with_unescape(false)
+        .tokenize()
+        .or_else(|e| {
+            reject(
+                "parse-error",
+                format!("the query does not parse as MySQL: {e}"),
+            )
+        })?;
+    for token in tokens {
+        let text = matches!(
+            token,
+            Token::SingleQuotedString(_)
+                | Token::DoubleQuotedString(_)
+                | Token::NationalStringLiteral(_)
+                | Token::EscapedStringLiteral(_)
+                | Token::Whitespace(Whitespace::SingleLineComment { .. })
+                | Token::Whitespace(Whitespace::MultiLineComment(_))
+        );
+        let shown = token.to_string();
+        if !text && !shown.is_ascii() {
+            let codes: Vec<String> = shown
+                .chars()
+                .filter(|c| !c.is_ascii())
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect();
+            return reject(
+                "non-ascii",
+                format!(
+                    "{shown:?} has characters that are not ASCII ({}): outside string literals, \
+                     write names and keywords in plain ASCII",
+                    codes.join(" ")
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks the qualifier of a table or column name: none, or the dataset's schema.
+fn check_schema(name: &str, schema: &str) -> ControlFlow<Rejection> {
+    let schema = schema.trim_matches('`').to_ascii_lowercase();
+    if SYSTEM_SCHEMAS.contains(&schema.as_str()) {
+        return break_with(
+            "system-schema",
+            format!("{name} is in the system schema {schema}"),
+        );
+    }
+    if schema != DATASET_SCHEMA {
+        return break_with(
+            "other-schema",
+            format!("{name} is in the schema {schema}: only {DATASET_SCHEMA}'s tables are accepted"),
+        );
+    }
+    ControlFlow::Continue(())
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
@@ -437,18 +492,14 @@ impl Visitor for Walker<'_> {
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Rejection> {
         let parts: Vec<String> = relation.0.iter().map(|p| p.to_string()).collect();
-        if parts.len() >= 2 {
-            let schema = parts[parts.len() - 2]
-                .trim_matches('`')
-                .to_ascii_lowercase();
-            if SYSTEM_SCHEMAS.contains(&schema.as_str()) {
-                return break_with(
-                    "system-schema",
-                    format!("{relation} is in the system schema {schema}"),
-                );
-            }
+        match parts.len() {
+            0 | 1 => ControlFlow::Continue(()),
+            2 => check_schema(&relation.to_string(), &parts[0]),
+            _ => break_with(
+                "other-schema",
+                format!("{relation}: a table is named as table or schema.table"),
+            ),
         }
-        ControlFlow::Continue(())
     }
 
     fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<Rejection> {
@@ -465,17 +516,40 @@ impl Visitor for Walker<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejection> {
         match expr {
             Expr::Function(function) => {
-                let name = function
-                    .name
-                    .0
-                    .last()
-                    .map(|p| p.to_string().trim_matches('`').to_ascii_lowercase())
-                    .unwrap_or_default();
-                if DENIED_FUNCTIONS.contains(&name.as_str()) {
+                if function.name.0.len() != 1 {
+                    return break_with(
+                        "denied-function",
+                        format!("{}: functions are not qualified", function.name),
+                    );
+                }
+                let name = function.name.to_string();
+                let allowed = ALLOWED_FUNCTIONS
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(&name));
+                if !allowed {
                     return break_with(
                         "denied-function",
                         format!("the function {name}() is not accepted"),
                     );
+                }
+            }
+            Expr::Identifier(ident)
+                if IDENTITY_KEYWORDS
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&ident.value)) =>
+            {
+                return break_with(
+                    "denied-function",
+                    format!("{} names the session's account", ident.value),
+                );
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 3 => {
+                let name = Expr::CompoundIdentifier(parts.clone()).to_string();
+                if parts.len() > 3 {
+                    return break_with("other-schema", format!("{name} has too many qualifiers"));
+                }
+                if let ControlFlow::Break(r) = check_schema(&name, &parts[0].value) {
+                    return ControlFlow::Break(r);
                 }
             }
             Expr::InList { list, .. } if list.len() > self.limits.max_in_list => {

@@ -30,6 +30,10 @@ const LEGITIMATE_READS: &[&str] = &[
     "SELECT * FROM filmdb.film WHERE film_id BETWEEN 1 AND 20 ORDER BY title",
     "SELECT 'a' || 'b' AS joined",
     "SELECT UPPER(title), CONCAT(first_name, ' ', last_name) FROM film, actor LIMIT 3",
+    "SELECT EXP(1), LN(2), MOD(length, 60), ROUND(rental_rate, 1), DATEDIFF(NOW(), last_update) FROM film",
+    "SELECT * FROM actor WHERE last_name = 'Ñúñez' OR first_name = \"Zoë\"",
+    "SELECT title FROM film -- café\n WHERE film_id = 1",
+    "SELECT filmdb.film.title FROM filmdb.film WHERE film.film_id = 1",
 ];
 
 const LEGITIMATE_WRITES: &[&str] = &[
@@ -217,7 +221,40 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
         "variable",
     ),
     ("SELECT @a := 1", Mode::Random, "variable"),
-    // Denied functions, wherever they nest, in any case.
+    // Names that look like allowed ones, or like nothing, but are not plain ASCII.
+    ("SELECT sl\u{e9}ep(1)", Mode::Random, "non-ascii"),
+    ("SELECT \u{17f}leep(1)", Mode::Random, "non-ascii"),
+    ("SELECT SL\u{c9}EP(1)", Mode::Random, "non-ascii"),
+    ("SELECT v\u{e9}rsion()", Mode::Random, "non-ascii"),
+    ("SELECT g\u{e9}t_lock('a', 1)", Mode::Random, "non-ascii"),
+    ("SELECT \u{ff53}\u{ff4c}\u{ff45}\u{ff45}\u{ff50}(1)", Mode::Random, "non-ascii"),
+    ("SELECT SLEEP\u{200b}(1)", Mode::Random, "non-ascii"),
+    ("SELECT * FROM \u{131}nformation_schema.tables", Mode::Random, "non-ascii"),
+    ("SELECT * FROM \u{ff4d}\u{ff59}\u{ff53}\u{ff51}\u{ff4c}.user", Mode::Random, "non-ascii"),
+    ("SELECT * FROM `f\u{ed}lm`", Mode::Random, "non-ascii"),
+    // The account's identity through keywords sqlparser reads as columns.
+    ("SELECT CURRENT_USER", Mode::Random, "denied-function"),
+    ("SELECT current_user, CURRENT_ROLE", Mode::Random, "denied-function"),
+    ("SELECT title FROM film WHERE SESSION_USER = 'x'", Mode::Random, "denied-function"),
+    // Other schemas than the dataset's, by table or by column.
+    ("SELECT * FROM sbtest.sbtest1", Mode::Random, "other-schema"),
+    ("UPDATE sbtest.sbtest1 SET k = 1 WHERE id = 1", Mode::Write, "other-schema"),
+    ("SELECT a.b.c.d FROM film", Mode::Random, "other-schema"),
+    (
+        "SELECT mysql.user.authentication_string FROM film",
+        Mode::Random,
+        "system-schema",
+    ),
+    // Functions not on the list, or qualified, wherever they nest, in any case.
+    ("SELECT BINLOG_GTID_POS('mariadb-bin.000001', 4)", Mode::Random, "denied-function"),
+    ("SELECT sys.version_major()", Mode::Random, "denied-function"),
+    ("SELECT filmdb.upper(title) FROM film", Mode::Random, "denied-function"),
+    ("SELECT `sleep`(1)", Mode::Random, "denied-function"),
+    ("SELECT UUID(), UUID_SHORT()", Mode::Random, "denied-function"),
+    ("SELECT CONNECTION_ID()", Mode::Random, "denied-function"),
+    ("SELECT ENCRYPT('a'), DES_ENCRYPT('a')", Mode::Random, "denied-function"),
+    ("SELECT MASTER_POS_WAIT('f', 1)", Mode::Random, "denied-function"),
+    ("SELECT RELEASE_ALL_LOCKS()", Mode::Random, "denied-function"),
     ("SELECT SLEEP(5)", Mode::Random, "denied-function"),
     (
         "SELECT * FROM film WHERE film_id = 1 AND sLeEp(5) = 0",
