@@ -271,6 +271,14 @@ fn a_rejected_query_never_reaches_a_database() {
         (format!("SELECT '{rejected}', CURRENT_USER"), "random"),
         (format!("SELECT '{rejected}' FROM sbtest.sbtest1"), "customized"),
         (format!("SELECT '{rejected}', UUID()"), "direct-hit"),
+        (
+            format!("UPDATE actor SET last_name = '{rejected}' WHERE 1 = 1"),
+            "write",
+        ),
+        (
+            format!("DELETE FROM actor WHERE last_name = '{rejected}'"),
+            "write",
+        ),
     ] {
         let (status, body) = d.api(&query, mode);
         assert_eq!(status, 422, "{query}: {body}");

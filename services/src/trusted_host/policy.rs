@@ -8,8 +8,8 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, LimitClause, ObjectName, Query, Select, SetExpr, Statement, TableFactor, Value, Visit,
-    Visitor,
+    BinaryOperator, Expr, FromTable, LimitClause, ObjectName, Query, Select, SetExpr, Statement,
+    TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -32,6 +32,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "single-statement", why: "stacked statements would run what was never checked" },
     Rule { id: "statement-kind", why: "reads are SELECT only; writes are INSERT, UPDATE or DELETE; no DDL, GRANT, SET, CALL, LOAD, LOCK, HANDLER or anything else" },
     Rule { id: "where-required", why: "an UPDATE or DELETE without WHERE rewrites or empties a whole table" },
+    Rule { id: "bounded-write", why: "an UPDATE or DELETE names its rows by key (every column of the table's primary key equal to a value or in a list) or takes at most a LIMIT's worth: WHERE 1 = 1 is a whole table" },
+    Rule { id: "single-table-write", why: "a write changes one table, named once: joins, multi-table DELETE and INSERT ... SELECT change or copy rows nobody listed" },
     Rule { id: "set-operation", why: "UNION and friends are the classic way to append other tables' rows to a result" },
     Rule { id: "into", why: "SELECT ... INTO writes files or variables on the server" },
     Rule { id: "locking-read", why: "FOR UPDATE / LOCK IN SHARE MODE hold locks that block replication and writers" },
@@ -78,6 +80,24 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
 /// Words MariaDB reads as functions of the session even without parentheses; sqlparser reads
 /// them as column names.
 const IDENTITY_KEYWORDS: &[&str] = &["current_user", "current_role", "session_user", "system_user"];
+
+/// The most rows an UPDATE or DELETE without a key predicate may name with its LIMIT.
+const WRITE_ROW_CAP: u64 = 100;
+
+/// The primary key of each table of the dataset (sql/schema.sql; a test keeps them in step).
+const PRIMARY_KEYS: &[(&str, &[&str])] = &[
+    ("language", &["language_id"]),
+    ("category", &["category_id"]),
+    ("actor", &["actor_id"]),
+    ("film", &["film_id"]),
+    ("film_actor", &["actor_id", "film_id"]),
+    ("film_category", &["film_id", "category_id"]),
+    ("store", &["store_id"]),
+    ("customer", &["customer_id"]),
+    ("inventory", &["inventory_id"]),
+    ("rental", &["rental_id"]),
+    ("payment", &["payment_id"]),
+];
 
 /// The dataset's schema: the only one a query may name.
 const DATASET_SCHEMA: &str = "filmdb";
@@ -177,6 +197,8 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         if let Statement::Query(query) = &mut statement {
             cap_limit(query, limits.read_row_cap)?;
         }
+    } else {
+        check_write_bounds(&statement)?;
     }
 
     let (templated, template) = templatize(&statement, sql)
@@ -187,6 +209,111 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
             "round-trip",
             "the query does not print back to the same statement; write it more plainly",
         ),
+    }
+}
+
+/// The rows an UPDATE or DELETE (already checked to be single-table, with a WHERE) may touch.
+fn check_write_bounds(statement: &Statement) -> Result<(), Rejection> {
+    match statement {
+        Statement::Update(update) => match &update.selection {
+            Some(selection) => {
+                check_bounded(&update.table.relation, selection, update.limit.as_ref())
+            }
+            None => Ok(()),
+        },
+        Statement::Delete(delete) => {
+            let table = match &delete.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.first(),
+            };
+            match (table, &delete.selection) {
+                (Some(table), Some(selection)) => {
+                    check_bounded(&table.relation, selection, delete.limit.as_ref())
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An UPDATE or DELETE names its rows by the table's primary key (each key column, in a
+/// top-level AND of the WHERE, equal to a value or in a list of values), or has a LIMIT of at
+/// most WRITE_ROW_CAP.
+fn check_bounded(table: &TableFactor, selection: &Expr, limit: Option<&Expr>) -> Result<(), Rejection> {
+    let name = match table {
+        TableFactor::Table { name, .. } => name
+            .0
+            .last()
+            .map(|p| p.to_string().trim_matches('`').to_ascii_lowercase())
+            .unwrap_or_default(),
+        _ => return reject("single-table-write", "a write names a table"),
+    };
+    if let Some(limit) = limit {
+        let rows = match limit {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n.parse::<u64>().ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        return match rows {
+            Some(n) if n <= WRITE_ROW_CAP => Ok(()),
+            _ => reject(
+                "bounded-write",
+                format!("a write's LIMIT is a number of at most {WRITE_ROW_CAP}, not {limit}"),
+            ),
+        };
+    }
+    let mut constrained = Vec::new();
+    key_columns(selection, &mut constrained);
+    let key = PRIMARY_KEYS.iter().find(|(t, _)| *t == name).map(|(_, k)| *k);
+    match key {
+        Some(key) if key.iter().all(|c| constrained.contains(&c.to_string())) => Ok(()),
+        Some(key) => reject(
+            "bounded-write",
+            format!(
+                "the WHERE must give {} (= a value or IN a list), or the write a LIMIT of at most \
+                 {WRITE_ROW_CAP}",
+                key.join(" and ")
+            ),
+        ),
+        None => reject(
+            "bounded-write",
+            format!("{name} is not a table of the dataset that rows can be written to by key"),
+        ),
+    }
+}
+
+/// The columns a top-level AND of the WHERE fixes to values: `col = value`, `value = col` and
+/// `col IN (values)`.
+fn key_columns(expr: &Expr, out: &mut Vec<String>) {
+    let column = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_ascii_lowercase()),
+            _ => None,
+        }
+    };
+    let is_value = |e: &Expr| matches!(e, Expr::Value(_));
+    match expr {
+        Expr::Nested(inner) => key_columns(inner, out),
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            key_columns(left, out);
+            key_columns(right, out);
+        }
+        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+            if let (Some(c), true) = (column(left), is_value(right)) {
+                out.push(c);
+            } else if let (Some(c), true) = (column(right), is_value(left)) {
+                out.push(c);
+            }
+        }
+        Expr::InList { expr, list, negated: false } if list.iter().all(is_value) => {
+            if let Some(c) = column(expr) {
+                out.push(c);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -281,15 +408,38 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                     "REPLACE deletes rows; use INSERT or UPDATE",
                 );
             }
+            match insert.source.as_deref().map(|q| q.body.as_ref()) {
+                Some(SetExpr::Values(_)) => Ok(()),
+                _ => reject(
+                    "single-table-write",
+                    "INSERT takes VALUES only (not SELECT or SET)",
+                ),
+            }
+        }
+        Statement::Update(update) => {
+            if !update.table.joins.is_empty() || update.from.is_some() {
+                return reject("single-table-write", "an UPDATE changes one table, without joins");
+            }
+            if update.selection.is_none() {
+                return reject("where-required", "an UPDATE needs a WHERE clause");
+            }
             Ok(())
         }
-        Statement::Update(update) if update.selection.is_none() => {
-            reject("where-required", "an UPDATE needs a WHERE clause")
+        Statement::Delete(delete) => {
+            let from = match &delete.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            let [table] = from.as_slice() else {
+                return reject("single-table-write", "a DELETE changes one table");
+            };
+            if !delete.tables.is_empty() || delete.using.is_some() || !table.joins.is_empty() {
+                return reject("single-table-write", "a DELETE changes one table, without joins");
+            }
+            if delete.selection.is_none() {
+                return reject("where-required", "a DELETE needs a WHERE clause");
+            }
+            Ok(())
         }
-        Statement::Delete(delete) if delete.selection.is_none() => {
-            reject("where-required", "a DELETE needs a WHERE clause")
-        }
-        Statement::Update(_) | Statement::Delete(_) => Ok(()),
         _ => reject(
             "statement-kind",
             format!(
@@ -452,6 +602,12 @@ impl Visitor for Walker<'_> {
         }
         if let Err(r) = check_no_set_operations(&query.body) {
             return ControlFlow::Break(r);
+        }
+        if matches!(
+            query.body.as_ref(),
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+        ) {
+            return break_with("statement-kind", "a write cannot be nested in a query");
         }
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {

@@ -42,6 +42,10 @@ const LEGITIMATE_WRITES: &[&str] = &[
     "UPDATE film SET rental_rate = 1.99 WHERE film_id = 3",
     "UPDATE customer SET email = 'x@example.org' WHERE customer_id IN (1, 2, 3)",
     "DELETE FROM actor WHERE actor_id = 5000",
+    "INSERT INTO actor (first_name, last_name) VALUES ('Jean', 'Reno')",
+    "DELETE FROM film_actor WHERE actor_id = 5 AND film_id IN (1, 2) AND last_update > '2020-01-01'",
+    "UPDATE film SET rental_rate = 0.99 WHERE rating = 'G' LIMIT 50",
+    "UPDATE film f SET f.length = 90 WHERE (f.film_id = 12)",
 ];
 
 #[test]
@@ -144,7 +148,7 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
     (
         "INSERT INTO actor (actor_id) SELECT 1 UNION SELECT 2",
         Mode::Write,
-        "set-operation",
+        "single-table-write",
     ),
     // INTO.
     (
@@ -221,6 +225,29 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
         "variable",
     ),
     ("SELECT @a := 1", Mode::Random, "variable"),
+    // Writes that name no rows by key, or more than one table, or nest in a read.
+    ("UPDATE film SET rental_rate = 0 WHERE 1 = 1", Mode::Write, "bounded-write"),
+    ("DELETE FROM rental WHERE customer_id > 0", Mode::Write, "bounded-write"),
+    ("DELETE FROM film_actor WHERE actor_id = 5", Mode::Write, "bounded-write"),
+    ("UPDATE film SET length = 1 WHERE film_id = 1 OR 1 = 1", Mode::Write, "bounded-write"),
+    ("UPDATE film SET length = 1 WHERE film_id IN (SELECT film_id FROM film)", Mode::Write, "bounded-write"),
+    ("UPDATE film SET length = 1 WHERE rating = 'G' LIMIT 1000", Mode::Write, "bounded-write"),
+    ("DELETE FROM dataset_info WHERE scale = 1", Mode::Write, "bounded-write"),
+    (
+        "UPDATE film f JOIN film_actor fa ON fa.film_id = f.film_id SET f.length = 1 WHERE f.film_id = 1",
+        Mode::Write,
+        "single-table-write",
+    ),
+    (
+        "DELETE fa FROM film_actor fa JOIN film f ON f.film_id = fa.film_id WHERE fa.actor_id = 1 AND fa.film_id = 1",
+        Mode::Write,
+        "single-table-write",
+    ),
+    (
+        "INSERT INTO actor (first_name, last_name) SELECT first_name, last_name FROM actor",
+        Mode::Write,
+        "single-table-write",
+    ),
     // Names that look like allowed ones, or like nothing, but are not plain ASCII.
     ("SELECT sl\u{e9}ep(1)", Mode::Random, "non-ascii"),
     ("SELECT \u{17f}leep(1)", Mode::Random, "non-ascii"),
@@ -516,4 +543,42 @@ fn every_rule_has_a_reason_and_a_unique_id() {
             rule.id
         );
     }
+}
+
+/// The keys a write must name are the dataset's: every table of sql/schema.sql with a primary
+/// key has exactly those columns in PRIMARY_KEYS.
+#[test]
+fn primary_keys_follow_the_schema() {
+    use sqlparser::ast::{ColumnOption, TableConstraint};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/schema.sql");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut found: Vec<(String, Vec<String>)> = Vec::new();
+    for statement in parse(&text).unwrap() {
+        let Statement::CreateTable(table) = statement else {
+            continue;
+        };
+        let mut key: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| {
+                c.options
+                    .iter()
+                    .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+            })
+            .map(|c| c.name.value.clone())
+            .collect();
+        for constraint in &table.constraints {
+            if let TableConstraint::PrimaryKey(pk) = constraint {
+                key.extend(pk.columns.iter().map(|c| c.to_string()));
+            }
+        }
+        if !key.is_empty() {
+            found.push((table.name.to_string(), key));
+        }
+    }
+    let expected: Vec<(String, Vec<String>)> = PRIMARY_KEYS
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.iter().map(|c| c.to_string()).collect()))
+        .collect();
+    assert_eq!(found, expected);
 }
