@@ -15,7 +15,9 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
+use services::gatekeeper::{
+    self, admission::Admission, rate_limit::RateLimiter, Gatekeeper, Hygiene,
+};
 use services::guard::Guard;
 use services::trusted_host::{self, policy::Limits, TrustedHost};
 use services::upstream::Upstream;
@@ -35,6 +37,13 @@ fn upstream() -> Upstream {
 }
 
 fn gatekeeper_app(rate: f64, burst: u32) -> Router {
+    gatekeeper_app_admitting(rate, burst, Admission::new(1000, 100, &[BENCH.parse().unwrap()]))
+}
+
+/// The bench client's address, which neither the rate limit nor the per-client cap counts.
+const BENCH: &str = "127.0.0.7";
+
+fn gatekeeper_app_admitting(rate: f64, burst: u32, admission: Admission) -> Router {
     gatekeeper::app(
         Arc::new(Gatekeeper {
             trusted_host: upstream(),
@@ -42,7 +51,8 @@ fn gatekeeper_app(rate: f64, burst: u32) -> Router {
         Hygiene {
             max_body_bytes: 1024,
             request_timeout: Duration::from_secs(5),
-            limiter: RateLimiter::new(rate, burst, &["127.0.0.7".parse().unwrap()]),
+            limiter: RateLimiter::new(rate, burst, &[BENCH.parse().unwrap()]),
+            admission,
         },
     )
 }
@@ -299,6 +309,33 @@ async fn forms_say_what_was_wrong_on_a_page() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+}
+
+/// A full gatekeeper answers 503 with Retry-After and says so; a client at its own cap gets
+/// 429; the bench client is not capped per client; /health always answers.
+#[tokio::test]
+async fn admission_refuses_with_retry_after() {
+    let query = || json_post("/api/query", "application/json", r#"{"query":"SELECT 1","mode":"random"}"#);
+    let full = gatekeeper_app_admitting(1000.0, 1000, Admission::new(0, 10, &[]));
+    let response = full
+        .clone()
+        .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+        .oneshot(query())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(code(&String::from_utf8_lossy(&body)), "busy");
+    let (status, _) = send(&full, "127.0.0.5", Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let capped = gatekeeper_app_admitting(1000.0, 1000, Admission::new(10, 0, &[BENCH.parse().unwrap()]));
+    let (status, body) = send(&capped, "127.0.0.5", query()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(code(&body), "too-many-in-flight");
+    let (status, body) = send(&capped, BENCH, query()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "the bench client got in: {body}");
 }
 
 /// A form posted by another site's page is refused before anything is forwarded; the

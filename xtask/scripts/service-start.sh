@@ -18,6 +18,11 @@ if [ "$SUPERVISOR" = systemd ]; then
 fi
 
 if ! pid=$(find_process "$binary" --config "$config"); then
+  # The log is capped across restarts: past 10 MB it becomes service.log.1 (the one before
+  # is dropped); refusals are logged sampled, so a running service grows it slowly.
+  if [ -f "$HOST_DIR/service.log" ] && [ "$(stat -c %s "$HOST_DIR/service.log")" -gt 10485760 ]; then
+    mv -f "$HOST_DIR/service.log" "$HOST_DIR/service.log.1"
+  fi
   # setsid: the service leaves this script's session and survives it, in the host's cgroup.
   enter_cgroup
   setsid "$binary" --config "$config" < /dev/null >> "$HOST_DIR/service.log" 2>&1 &

@@ -25,6 +25,10 @@ pub struct GatekeeperConfig {
     /// load test measures the chain, not the limit.
     #[serde(default)]
     pub unlimited_clients: Vec<IpAddr>,
+    /// Requests served at once, in all; past it, 503 with Retry-After.
+    pub max_in_flight: usize,
+    /// Requests one client address may have in flight; past it, 429.
+    pub max_in_flight_per_client: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use contract::config::GatekeeperConfig;
 use services::config;
-use services::gatekeeper::{self, rate_limit::RateLimiter, Gatekeeper, Hygiene};
+use services::gatekeeper::{
+    self, admission::Admission, rate_limit::RateLimiter, Gatekeeper, Hygiene,
+};
 use services::serve;
 use services::upstream::Upstream;
 
@@ -30,6 +32,11 @@ async fn main() -> anyhow::Result<()> {
         limiter: RateLimiter::new(
             config.rate_per_second,
             config.rate_burst,
+            &config.unlimited_clients,
+        ),
+        admission: Admission::new(
+            config.max_in_flight,
+            config.max_in_flight_per_client,
             &config.unlimited_clients,
         ),
     };

@@ -2,6 +2,7 @@
 //! transport clean (body size, UTF-8, content type, time limits, a rate limit per client) and
 //! forwards every query to the trusted host. It holds no database credentials and judges no SQL.
 
+pub mod admission;
 pub mod browser;
 pub mod pages;
 pub mod rate_limit;
@@ -23,6 +24,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
 use contract::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
+use admission::Admission;
 use rate_limit::RateLimiter;
 
 pub struct Gatekeeper {
@@ -33,6 +35,7 @@ pub struct Hygiene {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub limiter: RateLimiter,
+    pub admission: Admission,
 }
 
 pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
@@ -42,6 +45,10 @@ pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
         .route("/write", get(write_page).post(write_submit))
         .route_layer(middleware::from_fn(browser::same_origin_forms))
         .route("/api/query", axum::routing::post(api_query))
+        .route_layer(middleware::from_fn_with_state(
+            hygiene.admission,
+            admission::admit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             hygiene.limiter,
             rate_limit::limit,

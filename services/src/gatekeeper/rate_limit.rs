@@ -76,7 +76,7 @@ pub async fn limit(
     next: Next,
 ) -> Result<Response, ApiError> {
     if !limiter.allow(peer.ip(), Instant::now()) {
-        tracing::warn!(%peer, "rate limited");
+        super::admission::log_refusal("rate-limited", peer);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",

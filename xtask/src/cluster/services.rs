@@ -115,6 +115,10 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             rate_burst: 4000,
             // The bench client is the proxy's host.
             unlimited_clients: vec![ip(proxy)?],
+            // Far above what the chain behind serves at once (32 connections per backend),
+            // far below what would exhaust the gatekeeper's memory or file descriptors.
+            max_in_flight: 512,
+            max_in_flight_per_client: 64,
         }),
         other => bail!("{other} runs no service"),
     };
