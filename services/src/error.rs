@@ -55,6 +55,7 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code.clone(),
                 message: self.message.clone(),
+                request_id: None,
             },
         }
     }

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
+use contract::wire::REQUEST_ID_HEADER;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -41,32 +42,42 @@ impl Upstream {
         })
     }
 
-    /// Sends the query (the public request, or the checked template); returns the upstream's
-    /// status and JSON body.
+    /// Sends the query (the public request, or the checked template) with the request's id;
+    /// returns the upstream's status and JSON body.
     pub async fn query(
         &self,
         request: &impl serde::Serialize,
+        request_id: &str,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let response = self
             .client
             .post(&self.url)
             .bearer_auth(&self.token)
+            .header(REQUEST_ID_HEADER, request_id)
             .json(request)
             .send()
             .await
-            .map_err(|e| upstream_error(&self.url, e))?;
+            .map_err(|e| upstream_error(&self.url, request_id, e))?;
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let body = response
             .bytes()
             .await
-            .map_err(|e| upstream_error(&self.url, e))?;
+            .map_err(|e| upstream_error(&self.url, request_id, e))?;
         Ok((status, body))
     }
 }
 
-fn upstream_error(url: &str, e: reqwest::Error) -> ApiError {
-    tracing::warn!(%url, error = %e, "upstream call failed");
+/// The id a request carries through the services, or "-" when it came without one.
+pub fn request_id(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
+fn upstream_error(url: &str, request_id: &str, e: reqwest::Error) -> ApiError {
+    tracing::warn!(%url, request_id, error = %e, "upstream call failed");
     if e.is_timeout() {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -311,6 +311,39 @@ async fn forms_say_what_was_wrong_on_a_page() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
 }
 
+/// An error from behind the gatekeeper reaches the public as a code, a short message and the
+/// request's id, which is also the answer's x-request-id header: the trusted host's address
+/// stays in the log.
+#[tokio::test]
+async fn public_errors_carry_an_id_and_no_internals() {
+    let app = gatekeeper_app(1000.0, 1000);
+    let request = json_post("/api/query", "application/json", r#"{"query":"SELECT 1","mode":"random"}"#);
+    let response = app
+        .clone()
+        .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "upstream-unavailable", "{body}");
+    assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("127.0.0.1") && !message.contains("http"), "{message}");
+    // The pages say the same, with the id.
+    let (status, page) = send(
+        &app,
+        "127.0.0.5",
+        json_post("/write", "application/x-www-form-urlencoded", "query=DELETE+FROM+film+WHERE+film_id%3D1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(page.contains("(request id ") && !page.contains("127.0.0.1"), "{page}");
+}
+
 /// A full gatekeeper answers 503 with Retry-After and says so; a client at its own cap gets
 /// 429; the bench client is not capped per client; /health always answers.
 #[tokio::test]

@@ -59,7 +59,14 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// The request's id, which every service's log carries with the details a public answer
+    /// leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
+
+/// The header that carries a request's id from the gatekeeper through every hop.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A literal of a checked query, taken out of its text by the trusted host and bound by the
 /// proxy as a parameter of the prepared template.

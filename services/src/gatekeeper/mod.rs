@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod browser;
 pub mod pages;
+pub mod public;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -15,15 +16,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{middleware, Form, Json, Router};
+use axum::{middleware, Extension, Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
 use contract::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
+use public::RequestId;
 use admission::Admission;
 use rate_limit::RateLimiter;
 
@@ -55,6 +56,7 @@ pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
         ))
         .route("/health", get(health))
         .layer(middleware::from_fn(browser::safety_headers))
+        .layer(middleware::from_fn(public::tag))
         .layer(DefaultBodyLimit::max(hygiene.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -84,13 +86,23 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "service": "gatekeeper" }))
 }
 
-/// The JSON API: the trusted host's answer is relayed as it is, status included.
+/// The JSON API: the trusted host's answer is relayed as it is, status included, except that
+/// an error says only what the public may hear.
 async fn api_query(
     State(gk): State<Arc<Gatekeeper>>,
+    Extension(RequestId(id)): Extension<RequestId>,
     ApiJson(request): ApiJson<QueryRequest>,
-) -> Result<Response, ApiError> {
-    let (status, body) = gk.trusted_host.query(&request).await?;
-    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+) -> Response {
+    match gk.trusted_host.query(&request, &id).await {
+        Ok((status, body)) if status.is_success() => {
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Ok((status, body)) => (status, Json(public::public_error(status, &body, &id))).into_response(),
+        Err(e) => {
+            let said = public::public(e.status, e.body().error, &id);
+            (e.status, Json(ErrorBody { error: said })).into_response()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -106,6 +118,7 @@ struct WriteForm {
 
 async fn read_submit(
     State(gk): State<Arc<Gatekeeper>>,
+    Extension(RequestId(id)): Extension<RequestId>,
     form: Result<Form<ReadForm>, FormRejection>,
 ) -> (StatusCode, Html<String>) {
     let form = match form {
@@ -122,15 +135,16 @@ async fn read_submit(
             Html(pages::result(&form.query, Mode::Random, &Err(message))),
         );
     };
-    submit(&gk, form.query, mode).await
+    submit(&gk, form.query, mode, &id).await
 }
 
 async fn write_submit(
     State(gk): State<Arc<Gatekeeper>>,
+    Extension(RequestId(id)): Extension<RequestId>,
     form: Result<Form<WriteForm>, FormRejection>,
 ) -> (StatusCode, Html<String>) {
     match form {
-        Ok(Form(f)) => submit(&gk, f.query, Mode::Write).await,
+        Ok(Form(f)) => submit(&gk, f.query, Mode::Write, &id).await,
         Err(e) => form_error(e, Mode::Write),
     }
 }
@@ -143,26 +157,33 @@ fn form_error(rejection: FormRejection, mode: Mode) -> (StatusCode, Html<String>
     )
 }
 
-/// Sends a page's query down the chain and renders whatever comes back.
-async fn submit(gk: &Gatekeeper, query: String, mode: Mode) -> (StatusCode, Html<String>) {
+/// Sends a page's query down the chain and renders whatever comes back; an error as the
+/// public may hear it, with the request's id.
+async fn submit(
+    gk: &Gatekeeper,
+    query: String,
+    mode: Mode,
+    id: &str,
+) -> (StatusCode, Html<String>) {
     let request = QueryRequest { query, mode };
-    let (status, outcome) = match gk.trusted_host.query(&request).await {
+    let said = |e: ErrorBody| format!("{} (request id {id})", e.error.message);
+    let (status, outcome) = match gk.trusted_host.query(&request, id).await {
         Ok((status, body)) if status.is_success() => {
             match serde_json::from_slice::<QueryResponse>(&body) {
                 Ok(response) => (status, Ok(response)),
                 Err(_) => (
                     StatusCode::BAD_GATEWAY,
-                    Err("the trusted host sent an unreadable answer".to_string()),
+                    Err(format!("a service behind the gatekeeper answered unreadably (request id {id})")),
                 ),
             }
         }
-        Ok((status, body)) => {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|e| e.error.message)
-                .unwrap_or_else(|_| format!("the request failed with status {status}"));
-            (status, Err(message))
-        }
-        Err(e) => (e.status, Err(e.message)),
+        Ok((status, body)) => (status, Err(said(public::public_error(status, &body, id)))),
+        Err(e) => (
+            e.status,
+            Err(said(ErrorBody {
+                error: public::public(e.status, e.body().error, id),
+            })),
+        ),
     };
     (status, Html(pages::result(&request.query, mode, &outcome)))
 }

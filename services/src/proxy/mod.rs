@@ -16,6 +16,8 @@ use axum::{middleware, Json, Router};
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::json;
 
+use axum::http::HeaderMap;
+use crate::upstream;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
@@ -113,7 +115,11 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, request: &ForwardedQuery) -> Result<QueryResponse, ApiError> {
+    pub async fn handle(
+        &self,
+        request: &ForwardedQuery,
+        request_id: &str,
+    ) -> Result<QueryResponse, ApiError> {
         let started = Instant::now();
         let mode = request.mode;
         let (backend, mut note) = if mode.is_read() {
@@ -128,7 +134,7 @@ impl Proxy {
         // never repeated: it may have been applied before the connection broke.
         if let Err(QueryError::Unavailable(problem)) = &result {
             if mode.is_read() && served_by.role == Role::Worker {
-                tracing::warn!(backend = %served_by.name, %problem, "read failed; retrying elsewhere");
+                tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);
                 let (retry, retry_note) = self.choose_read(mode, Some(&served_by.name));
                 note = Some(format!(
@@ -224,9 +230,11 @@ pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
 
 async fn query(
     State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<ForwardedQuery>,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    proxy.handle(&request).await.map(Json)
+    let request_id = upstream::request_id(&headers);
+    proxy.handle(&request, request_id).await.map(Json)
 }
 
 /// The query shapes that took the most time, with their statistics.

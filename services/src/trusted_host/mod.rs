@@ -14,6 +14,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde_json::json;
 
+use axum::http::HeaderMap;
+use crate::upstream;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
@@ -36,10 +38,12 @@ pub fn app(trusted_host: Arc<TrustedHost>, guard: Guard) -> Router {
 
 async fn query(
     State(th): State<Arc<TrustedHost>>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
+    let request_id = upstream::request_id(&headers);
     let checked = policy::validate(&request.query, request.mode, &th.limits).map_err(|r| {
-        tracing::warn!(rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
+        tracing::warn!(request_id, rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string())
     })?;
     let forwarded = ForwardedQuery {
@@ -49,7 +53,7 @@ async fn query(
         digest: checked.digest,
         digest_text: checked.digest_text,
     };
-    let (status, body) = th.proxy.query(&forwarded).await?;
+    let (status, body) = th.proxy.query(&forwarded, request_id).await?;
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
