@@ -37,7 +37,11 @@ fn upstream() -> Upstream {
 }
 
 fn gatekeeper_app(rate: f64, burst: u32) -> Router {
-    gatekeeper_app_admitting(rate, burst, Admission::new(1000, 100, &[BENCH.parse().unwrap()]))
+    gatekeeper_app_admitting(
+        rate,
+        burst,
+        Admission::new(1000, 100, &[BENCH.parse().unwrap()]),
+    )
 }
 
 /// The bench client's address, which neither the rate limit nor the per-client cap counts.
@@ -317,42 +321,69 @@ async fn forms_say_what_was_wrong_on_a_page() {
 #[tokio::test]
 async fn public_errors_carry_an_id_and_no_internals() {
     let app = gatekeeper_app(1000.0, 1000);
-    let request = json_post("/api/query", "application/json", r#"{"query":"SELECT 1","mode":"random"}"#);
+    let request = json_post(
+        "/api/query",
+        "application/json",
+        r#"{"query":"SELECT 1","mode":"random"}"#,
+    );
     let response = app
         .clone()
-        .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+        .layer(MockConnectInfo(
+            "127.0.0.5:40000".parse::<SocketAddr>().unwrap(),
+        ))
         .oneshot(request)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(id.len(), 16, "{id}");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "upstream-unavailable", "{body}");
     assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(!message.contains("127.0.0.1") && !message.contains("http"), "{message}");
+    assert!(
+        !message.contains("127.0.0.1") && !message.contains("http"),
+        "{message}"
+    );
     // The pages say the same, with the id.
     let (status, page) = send(
         &app,
         "127.0.0.5",
-        json_post("/write", "application/x-www-form-urlencoded", "query=DELETE+FROM+film+WHERE+film_id%3D1"),
+        json_post(
+            "/write",
+            "application/x-www-form-urlencoded",
+            "query=DELETE+FROM+film+WHERE+film_id%3D1",
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(page.contains("(request id ") && !page.contains("127.0.0.1"), "{page}");
+    assert!(
+        page.contains("(request id ") && !page.contains("127.0.0.1"),
+        "{page}"
+    );
 }
 
 /// A full gatekeeper answers 503 with Retry-After and says so; a client at its own cap gets
 /// 429; the bench client is not capped per client; /health always answers.
 #[tokio::test]
 async fn admission_refuses_with_retry_after() {
-    let query = || json_post("/api/query", "application/json", r#"{"query":"SELECT 1","mode":"random"}"#);
+    let query = || {
+        json_post(
+            "/api/query",
+            "application/json",
+            r#"{"query":"SELECT 1","mode":"random"}"#,
+        )
+    };
     let full = gatekeeper_app_admitting(1000.0, 1000, Admission::new(0, 10, &[]));
     let response = full
         .clone()
-        .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+        .layer(MockConnectInfo(
+            "127.0.0.5:40000".parse::<SocketAddr>().unwrap(),
+        ))
         .oneshot(query())
         .await
         .unwrap();
@@ -360,15 +391,28 @@ async fn admission_refuses_with_retry_after() {
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(code(&String::from_utf8_lossy(&body)), "busy");
-    let (status, _) = send(&full, "127.0.0.5", Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(
+        &full,
+        "127.0.0.5",
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
-    let capped = gatekeeper_app_admitting(1000.0, 1000, Admission::new(10, 0, &[BENCH.parse().unwrap()]));
+    let capped = gatekeeper_app_admitting(
+        1000.0,
+        1000,
+        Admission::new(10, 0, &[BENCH.parse().unwrap()]),
+    );
     let (status, body) = send(&capped, "127.0.0.5", query()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(code(&body), "too-many-in-flight");
     let (status, body) = send(&capped, BENCH, query()).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "the bench client got in: {body}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "the bench client got in: {body}"
+    );
 }
 
 /// A form posted by another site's page is refused before anything is forwarded; the
@@ -390,7 +434,10 @@ async fn cross_site_forms_are_refused_and_pages_are_locked_down() {
     };
     let (status, page) = send(&app, "127.0.0.5", form(Some("http://evil.example"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
-    assert!(page.contains("this form was sent from another site"), "{page}");
+    assert!(
+        page.contains("this form was sent from another site"),
+        "{page}"
+    );
     for origin in [Some("http://127.0.1.9:8080"), None] {
         let (status, page) = send(&app, "127.0.0.5", form(origin)).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{origin:?}: {page}");
@@ -399,7 +446,9 @@ async fn cross_site_forms_are_refused_and_pages_are_locked_down() {
     for path in ["/", "/read", "/health"] {
         let response = app
             .clone()
-            .layer(MockConnectInfo("127.0.0.5:40000".parse::<SocketAddr>().unwrap()))
+            .layer(MockConnectInfo(
+                "127.0.0.5:40000".parse::<SocketAddr>().unwrap(),
+            ))
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap();

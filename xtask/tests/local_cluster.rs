@@ -74,7 +74,11 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
         );
     }
     let roots = d.root_sql("manager", "SELECT Host FROM mysql.user WHERE User = 'root'");
-    assert_eq!(roots.trim(), "localhost", "root accounts beyond the socket's");
+    assert_eq!(
+        roots.trim(),
+        "localhost",
+        "root accounts beyond the socket's"
+    );
     let root = d.root_sql("manager", "SHOW CREATE USER root@localhost");
     assert!(
         root.contains("USING 'invalid' OR unix_socket"),
@@ -92,7 +96,10 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     );
     for (host, pid) in &servers {
         for group in d.cgroups_of(host) {
-            assert!(common::in_cgroup(*pid, &group), "{host}: {pid} not in {group:?}");
+            assert!(
+                common::in_cgroup(*pid, &group),
+                "{host}: {pid} not in {group:?}"
+            );
         }
     }
     let quota = 0.25;
@@ -125,7 +132,10 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
         "{status}"
     );
     for host in ["standalone", "manager", "worker-1", "worker-2"] {
-        let line = status.lines().find(|l| l.starts_with(&format!("{host} "))).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")))
+            .unwrap();
         assert!(line.contains(" 0.25 CPU, 1G "), "{status}");
     }
     assert!(status.contains("host limits: cgroup v"), "{status}");
@@ -241,7 +251,10 @@ fn install_cluster_killed_midway_resumes_without_duplicates() {
     assert_eq!(d.cgroups_on_machine().len(), 9 * per_group);
     for (host, pid) in &servers {
         for group in d.cgroups_of(host) {
-            assert!(common::in_cgroup(*pid, &group), "{host}: {pid} not in {group:?}");
+            assert!(
+                common::in_cgroup(*pid, &group),
+                "{host}: {pid} not in {group:?}"
+            );
         }
     }
     d.ok(&["teardown"]);

@@ -59,7 +59,12 @@ impl Picture {
 fn render(svg: &Path, (width, height): (u32, u32)) -> Picture {
     let png = svg.with_extension("png");
     let out = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("file://{}", svg.display()))
@@ -190,17 +195,28 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     let tps = |target: &str, workload: &str| -> f64 {
         let row = rows
             .iter()
-            .find(|r| column(&header, r, "target") == target && column(&header, r, "workload") == workload)
+            .find(|r| {
+                column(&header, r, "target") == target && column(&header, r, "workload") == workload
+            })
             .unwrap();
         column(&header, row, "transactions_per_s").parse().unwrap()
     };
     let read_only = tps("cluster", "oltp_read_only") / tps("standalone", "oltp_read_only");
-    assert!(read_only > 1.5, "read-only cluster/standalone with 2 workers: {read_only:.2}x");
+    assert!(
+        read_only > 1.5,
+        "read-only cluster/standalone with 2 workers: {read_only:.2}x"
+    );
     let point = tps("cluster", "oltp_point_select") / tps("standalone", "oltp_point_select");
-    assert!(point > 1.3, "point-select cluster/standalone with 2 workers: {point:.2}x");
+    assert!(
+        point > 1.3,
+        "point-select cluster/standalone with 2 workers: {point:.2}x"
+    );
     for r in &rows {
         assert_eq!(column(&header, r, "run_id"), run_id);
-        assert!(column(&header, r, "host_limits").starts_with("cgroup v"), "{r:?}");
+        assert!(
+            column(&header, r, "host_limits").starts_with("cgroup v"),
+            "{r:?}"
+        );
         let tps: f64 = column(&header, r, "transactions_per_s").parse().unwrap();
         let avg: f64 = column(&header, r, "latency_avg_ms").parse().unwrap();
         assert!(tps > 1.0 && avg > 0.0, "{r:?}");
@@ -223,7 +239,10 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         modes,
         ["direct-db", "direct-hit", "random", "customized", "write"]
     );
-    let modes: Vec<&str> = degraded.iter().map(|r| column(&header, r, "mode")).collect();
+    let modes: Vec<&str> = degraded
+        .iter()
+        .map(|r| column(&header, r, "mode"))
+        .collect();
     assert_eq!(modes, ["random", "customized"]);
     let (random, customized) = (&degraded[0], &degraded[1]);
     let share_of_slow = |r: &[String]| -> f64 {
@@ -242,7 +261,10 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     assert!(share_of_slow(random) > 25.0, "{random:?}");
     assert!(share_of_slow(customized) < 20.0, "{customized:?}");
     let p99 = |r: &[String]| -> f64 { column(&header, r, "p99_ms").parse().unwrap() };
-    assert!(p99(customized) < p99(random), "{customized:?} vs {random:?}");
+    assert!(
+        p99(customized) < p99(random),
+        "{customized:?} vs {random:?}"
+    );
     for r in &degraded {
         assert_eq!(column(&header, r, "errors"), "0", "{r:?}");
     }
@@ -323,7 +345,10 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
             "patterns.svg: no {series} bars in the latency panel"
         );
     }
-    assert!(patterns.pixels_in((900, 1800), ORANGE) > 1000, "patterns.svg: no throughput bars");
+    assert!(
+        patterns.pixels_in((900, 1800), ORANGE) > 1000,
+        "patterns.svg: no throughput bars"
+    );
     assert!(results.join(format!("raw/{run_id}/run.json")).exists());
 
     // Fetching again adds nothing: the rows come from the raw runs, keyed by run id.

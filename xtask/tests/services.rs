@@ -269,7 +269,10 @@ fn a_rejected_query_never_reaches_a_database() {
         ),
         (format!("SELECT '{rejected}', sl\u{e9}ep(1)"), "random"),
         (format!("SELECT '{rejected}', CURRENT_USER"), "random"),
-        (format!("SELECT '{rejected}' FROM sbtest.sbtest1"), "customized"),
+        (
+            format!("SELECT '{rejected}' FROM sbtest.sbtest1"),
+            "customized",
+        ),
         (format!("SELECT '{rejected}', UUID()"), "direct-hit"),
         (
             format!("UPDATE actor SET last_name = '{rejected}' WHERE 1 = 1"),
@@ -566,7 +569,10 @@ fn a_full_pool_does_not_stop_the_probes() {
     std::thread::sleep(Duration::from_millis(1500));
     let during = health();
     let checks = during["checks"].as_u64().unwrap() - before;
-    assert!(checks >= 5, "{checks} probes in 1.5 s while the pool was full: {during}");
+    assert!(
+        checks >= 5,
+        "{checks} probes in 1.5 s while the pool was full: {during}"
+    );
     assert_eq!(during["healthy"], true, "{during}");
     for holder in holders {
         assert_eq!(holder.join().unwrap(), 200);
@@ -906,8 +912,11 @@ fn pages_work_in_a_browser() {
     assert_eq!(status, 200, "{body}");
     for worker in ["worker-1", "worker-2", "worker-3"] {
         wait_for("the row on every worker", Duration::from_secs(30), || {
-            d.root_sql(worker, "SELECT last_name FROM filmdb.actor WHERE actor_id = 990005")
-                .trim()
+            d.root_sql(
+                worker,
+                "SELECT last_name FROM filmdb.actor WHERE actor_id = 990005",
+            )
+            .trim()
                 == "O'Hara"
         });
     }

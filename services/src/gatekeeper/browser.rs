@@ -97,16 +97,28 @@ mod tests {
 
     #[test]
     fn forms_come_from_this_host() {
-        let same = headers(&[("origin", "http://127.0.1.9:8080"), ("host", "127.0.1.9:8080")]);
+        let same = headers(&[
+            ("origin", "http://127.0.1.9:8080"),
+            ("host", "127.0.1.9:8080"),
+        ]);
         assert_eq!(check_same_origin(&same), Ok(()));
         let tls = headers(&[("origin", "https://db.example"), ("host", "DB.example")]);
         assert_eq!(check_same_origin(&tls), Ok(()));
         // curl and other programs: no Origin, no fetch metadata.
         assert_eq!(check_same_origin(&headers(&[("host", "h")])), Ok(()));
-        assert_eq!(check_same_origin(&headers(&[("sec-fetch-site", "none")])), Ok(()));
+        assert_eq!(
+            check_same_origin(&headers(&[("sec-fetch-site", "none")])),
+            Ok(())
+        );
         for refused in [
-            headers(&[("origin", "http://evil.example"), ("host", "127.0.1.9:8080")]),
-            headers(&[("origin", "http://127.0.1.9:8081"), ("host", "127.0.1.9:8080")]),
+            headers(&[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.1.9:8080"),
+            ]),
+            headers(&[
+                ("origin", "http://127.0.1.9:8081"),
+                ("host", "127.0.1.9:8080"),
+            ]),
             headers(&[("origin", "null"), ("host", "127.0.1.9:8080")]),
             headers(&[("origin", "http://127.0.1.9:8080")]),
             headers(&[("sec-fetch-site", "cross-site")]),

@@ -23,9 +23,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
+use admission::Admission;
 use contract::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
 use public::RequestId;
-use admission::Admission;
 use rate_limit::RateLimiter;
 
 pub struct Gatekeeper {
@@ -97,7 +97,9 @@ async fn api_query(
         Ok((status, body)) if status.is_success() => {
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        Ok((status, body)) => (status, Json(public::public_error(status, &body, &id))).into_response(),
+        Ok((status, body)) => {
+            (status, Json(public::public_error(status, &body, &id))).into_response()
+        }
         Err(e) => {
             let said = public::public(e.status, e.body().error, &id);
             (e.status, Json(ErrorBody { error: said })).into_response()
@@ -173,7 +175,9 @@ async fn submit(
                 Ok(response) => (status, Ok(response)),
                 Err(_) => (
                     StatusCode::BAD_GATEWAY,
-                    Err(format!("a service behind the gatekeeper answered unreadably (request id {id})")),
+                    Err(format!(
+                        "a service behind the gatekeeper answered unreadably (request id {id})"
+                    )),
                 ),
             }
         }

@@ -118,24 +118,58 @@ mod tests {
             ),
             "00ab",
         );
-        assert_eq!(said.message, "the database refused the query (MariaDB error 1142)");
+        assert_eq!(
+            said.message,
+            "the database refused the query (MariaDB error 1142)"
+        );
         assert_eq!(said.request_id.as_deref(), Some("00ab"));
         for (code, message) in [
-            ("upstream-unavailable", "http://127.0.1.8:8080/query is unreachable"),
-            ("upstream-timeout", "http://127.0.1.8:8080/query did not answer in time"),
-            ("backend-unavailable", "manager: Input/output error: Connection refused (os error 111)"),
-            ("query-failed", "the query could not be sent: Statement takes 1 parameters but 0 was supplied"),
+            (
+                "upstream-unavailable",
+                "http://127.0.1.8:8080/query is unreachable",
+            ),
+            (
+                "upstream-timeout",
+                "http://127.0.1.8:8080/query did not answer in time",
+            ),
+            (
+                "backend-unavailable",
+                "manager: Input/output error: Connection refused (os error 111)",
+            ),
+            (
+                "query-failed",
+                "the query could not be sent: Statement takes 1 parameters but 0 was supplied",
+            ),
             ("forbidden", "requests from this address are not accepted"),
         ] {
             let said = public(StatusCode::BAD_GATEWAY, detail(code, message), "1");
-            for internal in ["127.0.", "app", "manager", "os error", "Statement", "address"] {
+            for internal in [
+                "127.0.",
+                "app",
+                "manager",
+                "os error",
+                "Statement",
+                "address",
+            ] {
                 assert!(!said.message.contains(internal), "{code}: {}", said.message);
             }
             assert_eq!(said.code, code);
         }
         let rejected = "rejected by rule denied-function: the function sleep() is not accepted";
-        assert_eq!(public(StatusCode::UNPROCESSABLE_ENTITY, detail("rejected", rejected), "2").message, rejected);
-        let unreadable = public_error(StatusCode::BAD_GATEWAY, b"<html>proxy 127.0.1.7</html>", "3");
+        assert_eq!(
+            public(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                detail("rejected", rejected),
+                "2"
+            )
+            .message,
+            rejected
+        );
+        let unreadable = public_error(
+            StatusCode::BAD_GATEWAY,
+            b"<html>proxy 127.0.1.7</html>",
+            "3",
+        );
         assert_eq!(unreadable.error.message, "the request failed");
     }
 }

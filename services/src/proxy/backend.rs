@@ -139,7 +139,10 @@ impl Backend {
         Backend {
             name: backend.name.clone(),
             role,
-            pool: Pool::new(opts.clone().pool_opts(pool(config.connections_per_backend.max(1)))),
+            pool: Pool::new(
+                opts.clone()
+                    .pool_opts(pool(config.connections_per_backend.max(1))),
+            ),
             // The probes' own connection: a pool that requests have filled (or a client's
             // slow queries hold) must not make the backend look down.
             probes: Pool::new(opts.pool_opts(pool(1))),

@@ -16,11 +16,11 @@ use axum::{middleware, Json, Router};
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::json;
 
-use axum::http::HeaderMap;
-use crate::upstream;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
+use crate::upstream;
+use axum::http::HeaderMap;
 use backend::{Backend, QueryError, Role};
 use contract::config::ProxyConfig;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};

@@ -14,12 +14,12 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde_json::json;
 
-use axum::http::HeaderMap;
-use crate::upstream;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
+use crate::upstream;
 use crate::upstream::Upstream;
+use axum::http::HeaderMap;
 use contract::wire::{ForwardedQuery, QueryRequest};
 use policy::Limits;
 

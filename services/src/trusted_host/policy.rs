@@ -56,30 +56,128 @@ pub const RULES: &[Rule] = &[
 /// refused, including what MariaDB adds later.
 const ALLOWED_FUNCTIONS: &[&str] = &[
     // Aggregates.
-    "avg", "count", "group_concat", "max", "min", "sum", "std", "stddev", "variance",
+    "avg",
+    "count",
+    "group_concat",
+    "max",
+    "min",
+    "sum",
+    "std",
+    "stddev",
+    "variance",
     // Strings.
-    "char_length", "character_length", "concat", "concat_ws", "field", "find_in_set", "format",
-    "instr", "lcase", "left", "length", "locate", "lower", "lpad", "ltrim", "mid", "position",
-    "repeat", "replace", "reverse", "right", "rpad", "rtrim", "soundex", "space", "strcmp",
-    "substr", "substring", "substring_index", "trim", "ucase", "upper",
+    "char_length",
+    "character_length",
+    "concat",
+    "concat_ws",
+    "field",
+    "find_in_set",
+    "format",
+    "instr",
+    "lcase",
+    "left",
+    "length",
+    "locate",
+    "lower",
+    "lpad",
+    "ltrim",
+    "mid",
+    "position",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "rpad",
+    "rtrim",
+    "soundex",
+    "space",
+    "strcmp",
+    "substr",
+    "substring",
+    "substring_index",
+    "trim",
+    "ucase",
+    "upper",
     // Numbers.
-    "abs", "ceil", "ceiling", "degrees", "div", "exp", "floor", "greatest", "least", "ln",
-    "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "rand", "round", "sign",
-    "sqrt", "truncate",
+    "abs",
+    "ceil",
+    "ceiling",
+    "degrees",
+    "div",
+    "exp",
+    "floor",
+    "greatest",
+    "least",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "mod",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "rand",
+    "round",
+    "sign",
+    "sqrt",
+    "truncate",
     // Dates and times.
-    "adddate", "curdate", "current_date", "current_time", "current_timestamp", "curtime",
-    "date", "date_add", "date_format", "date_sub", "datediff", "day", "dayname", "dayofmonth",
-    "dayofweek", "dayofyear", "from_unixtime", "hour", "last_day", "makedate", "minute",
-    "month", "monthname", "now", "quarter", "second", "str_to_date", "subdate", "time",
-    "timediff", "timestamp", "timestampadd", "timestampdiff", "unix_timestamp", "week",
-    "weekday", "weekofyear", "year", "yearweek",
+    "adddate",
+    "curdate",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "curtime",
+    "date",
+    "date_add",
+    "date_format",
+    "date_sub",
+    "datediff",
+    "day",
+    "dayname",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "from_unixtime",
+    "hour",
+    "last_day",
+    "makedate",
+    "minute",
+    "month",
+    "monthname",
+    "now",
+    "quarter",
+    "second",
+    "str_to_date",
+    "subdate",
+    "time",
+    "timediff",
+    "timestamp",
+    "timestampadd",
+    "timestampdiff",
+    "unix_timestamp",
+    "week",
+    "weekday",
+    "weekofyear",
+    "year",
+    "yearweek",
     // Conditionals.
-    "coalesce", "if", "ifnull", "isnull", "nullif",
+    "coalesce",
+    "if",
+    "ifnull",
+    "isnull",
+    "nullif",
 ];
 
 /// Words MariaDB reads as functions of the session even without parentheses; sqlparser reads
 /// them as column names.
-const IDENTITY_KEYWORDS: &[&str] = &["current_user", "current_role", "session_user", "system_user"];
+const IDENTITY_KEYWORDS: &[&str] = &[
+    "current_user",
+    "current_role",
+    "session_user",
+    "system_user",
+];
 
 /// The most rows an UPDATE or DELETE without a key predicate may name with its LIMIT.
 const WRITE_ROW_CAP: u64 = 100;
@@ -239,7 +337,11 @@ fn check_write_bounds(statement: &Statement) -> Result<(), Rejection> {
 /// An UPDATE or DELETE names its rows by the table's primary key (each key column, in a
 /// top-level AND of the WHERE, equal to a value or in a list of values), or has a LIMIT of at
 /// most WRITE_ROW_CAP.
-fn check_bounded(table: &TableFactor, selection: &Expr, limit: Option<&Expr>) -> Result<(), Rejection> {
+fn check_bounded(
+    table: &TableFactor,
+    selection: &Expr,
+    limit: Option<&Expr>,
+) -> Result<(), Rejection> {
     let name = match table {
         TableFactor::Table { name, .. } => name
             .0
@@ -266,7 +368,10 @@ fn check_bounded(table: &TableFactor, selection: &Expr, limit: Option<&Expr>) ->
     }
     let mut constrained = Vec::new();
     key_columns(selection, &mut constrained);
-    let key = PRIMARY_KEYS.iter().find(|(t, _)| *t == name).map(|(_, k)| *k);
+    let key = PRIMARY_KEYS
+        .iter()
+        .find(|(t, _)| *t == name)
+        .map(|(_, k)| *k);
     match key {
         Some(key) if key.iter().all(|c| constrained.contains(&c.to_string())) => Ok(()),
         Some(key) => reject(
@@ -297,18 +402,30 @@ fn key_columns(expr: &Expr, out: &mut Vec<String>) {
     let is_value = |e: &Expr| matches!(e, Expr::Value(_));
     match expr {
         Expr::Nested(inner) => key_columns(inner, out),
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             key_columns(left, out);
             key_columns(right, out);
         }
-        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
             if let (Some(c), true) = (column(left), is_value(right)) {
                 out.push(c);
             } else if let (Some(c), true) = (column(right), is_value(left)) {
                 out.push(c);
             }
         }
-        Expr::InList { expr, list, negated: false } if list.iter().all(is_value) => {
+        Expr::InList {
+            expr,
+            list,
+            negated: false,
+        } if list.iter().all(is_value) => {
             if let Some(c) = column(expr) {
                 out.push(c);
             }
@@ -373,7 +490,9 @@ fn check_schema(name: &str, schema: &str) -> ControlFlow<Rejection> {
     if schema != DATASET_SCHEMA {
         return break_with(
             "other-schema",
-            format!("{name} is in the schema {schema}: only {DATASET_SCHEMA}'s tables are accepted"),
+            format!(
+                "{name} is in the schema {schema}: only {DATASET_SCHEMA}'s tables are accepted"
+            ),
         );
     }
     ControlFlow::Continue(())
@@ -418,7 +537,10 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
         }
         Statement::Update(update) => {
             if !update.table.joins.is_empty() || update.from.is_some() {
-                return reject("single-table-write", "an UPDATE changes one table, without joins");
+                return reject(
+                    "single-table-write",
+                    "an UPDATE changes one table, without joins",
+                );
             }
             if update.selection.is_none() {
                 return reject("where-required", "an UPDATE needs a WHERE clause");
@@ -433,7 +555,10 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                 return reject("single-table-write", "a DELETE changes one table");
             };
             if !delete.tables.is_empty() || delete.using.is_some() || !table.joins.is_empty() {
-                return reject("single-table-write", "a DELETE changes one table, without joins");
+                return reject(
+                    "single-table-write",
+                    "a DELETE changes one table, without joins",
+                );
             }
             if delete.selection.is_none() {
                 return reject("where-required", "a DELETE needs a WHERE clause");

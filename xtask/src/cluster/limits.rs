@@ -48,7 +48,10 @@ fn apply_at(
         .param("ROOT", root)
         .param("GROUP", group)
         .param("CPU_PERIOD_US", period.to_string())
-        .param("CPU_QUOTA_US", quota.map_or(String::new(), |q| q.to_string()))
+        .param(
+            "CPU_QUOTA_US",
+            quota.map_or(String::new(), |q| q.to_string()),
+        )
         .param(
             "MEMORY_BYTES",
             memory.bytes().map_or(String::new(), |b| b.to_string()),
@@ -190,11 +193,20 @@ mod tests {
 
     #[test]
     fn quotas_fit_the_kernel() {
-        assert_eq!(period_and_quota(Some(Millicpus(250))), (10_000, Some(2_500)));
-        assert_eq!(period_and_quota(Some(Millicpus(2000))), (10_000, Some(20_000)));
+        assert_eq!(
+            period_and_quota(Some(Millicpus(250))),
+            (10_000, Some(2_500))
+        );
+        assert_eq!(
+            period_and_quota(Some(Millicpus(2000))),
+            (10_000, Some(20_000))
+        );
         // 0.05 CPU: 1 ms of every 20 ms.
         assert_eq!(period_and_quota(Some(Millicpus(50))), (20_000, Some(1_000)));
-        assert_eq!(period_and_quota(Some(Millicpus(10))), (100_000, Some(1_000)));
+        assert_eq!(
+            period_and_quota(Some(Millicpus(10))),
+            (100_000, Some(1_000))
+        );
         assert_eq!(period_and_quota(None), (10_000, None));
     }
 
@@ -221,7 +233,9 @@ mod tests {
         let (by, limit) = made.expect("cgroups are writable here (run the tests as root)");
         assert!(by.starts_with("cgroup v"), "{by}");
         assert!(!limit.groups.is_empty());
-        let again = apply(&host, &id, "h", Some(Millicpus(300)), memory).unwrap().unwrap();
+        let again = apply(&host, &id, "h", Some(Millicpus(300)), memory)
+            .unwrap()
+            .unwrap();
         assert_eq!(again.1, limit, "adopted, not made twice");
         let quota = |limit: &HostLimit| -> String {
             limit
@@ -267,13 +281,19 @@ mod tests {
         assert_eq!(before.quota_cpus, Some(0.05));
         std::thread::sleep(std::time::Duration::from_millis(500));
         let used = usage(&host, &limit).unwrap().cpu_seconds - before.cpu_seconds;
-        assert!(used > 0.0 && used < 0.5 * 0.05 * 2.0, "used {used} s at 0.05 CPU");
+        assert!(
+            used > 0.0 && used < 0.5 * 0.05 * 2.0,
+            "used {used} s at 0.05 CPU"
+        );
 
         remove(&host, &limit).unwrap();
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || zombie(pid));
         for group in &limit.groups {
             assert!(!group.exists(), "{} is left", group.display());
-            assert!(!group.parent().unwrap().exists(), "the deployment's folder is left");
+            assert!(
+                !group.parent().unwrap().exists(),
+                "the deployment's folder is left"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -289,10 +309,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-nocgroup-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let root = dir.display().to_string();
-        let out = apply_at(&root, &here(&dir), "dbcluster/x/h", None, HostMemory { mib: None })
-            .unwrap();
+        let out = apply_at(
+            &root,
+            &here(&dir),
+            "dbcluster/x/h",
+            None,
+            HostMemory { mib: None },
+        )
+        .unwrap();
         let why = out.unwrap_err();
-        assert!(why.contains(&format!("no cgroup hierarchy at {root}")), "{why}");
+        assert!(
+            why.contains(&format!("no cgroup hierarchy at {root}")),
+            "{why}"
+        );
         assert!(!dir.join("cpu").exists());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -10,7 +10,7 @@ use super::Provider;
 use crate::cluster::{limits, server, services, services::Supervisor};
 use crate::progress::Progress;
 use crate::state::{
-    Deployment, Host, HostClass, LocalSettings, Limits, Paths, ProviderSettings, Role, Session,
+    Deployment, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role, Session,
     Settings,
 };
 use crate::transport::{self, script::Script};

@@ -99,7 +99,10 @@ fn bars(
         };
         chart
             .draw_series(placed().map(|(left, v)| {
-                Rectangle::new([(left, 0.0), (left + width * 0.9, v.median)], color.filled())
+                Rectangle::new(
+                    [(left, 0.0), (left + width * 0.9, v.median)],
+                    color.filled(),
+                )
             }))
             .map_err(|e| err(&e))?
             .label(s.name)
@@ -175,7 +178,10 @@ pub fn patterns(path: &Path, run: &Run) -> Result<()> {
         .into_iter()
         .map(|m| (m.to_string(), run.patterns.as_slice(), m))
         .collect();
-    let mut titles = ("Latency by mode".to_string(), "Throughput by mode".to_string());
+    let mut titles = (
+        "Latency by mode".to_string(),
+        "Throughput by mode".to_string(),
+    );
     if let Some(d) = &run.meta.degraded {
         for mode in degraded_modes() {
             categories.push((format!("{mode} (slow)"), run.degraded.as_slice(), mode));

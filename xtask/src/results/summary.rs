@@ -5,9 +5,7 @@ use std::fmt::Write as _;
 use contract::report::DIRECT_DB;
 use contract::wire::Mode;
 
-use super::{
-    layout, pattern_means, share_served_by, sysbench_spread, PatternMeans, Run, Spread,
-};
+use super::{layout, pattern_means, share_served_by, sysbench_spread, PatternMeans, Run, Spread};
 
 pub fn summary(run: &Run, total_runs: usize) -> String {
     let m = &run.meta;
@@ -103,7 +101,10 @@ fn spread(s: Spread, decimals: usize) -> String {
     if s.min == s.max {
         format!("{:.decimals$}", s.median)
     } else {
-        format!("{:.decimals$} ({:.decimals$}-{:.decimals$})", s.median, s.min, s.max)
+        format!(
+            "{:.decimals$} ({:.decimals$}-{:.decimals$})",
+            s.median, s.min, s.max
+        )
     }
 }
 

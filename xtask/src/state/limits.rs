@@ -319,9 +319,19 @@ mod tests {
             "databases=0.2,services=0.5,bench-client=1"
         );
         assert_eq!(some.to_string().parse::<HostCpus>().unwrap(), some);
-        assert_eq!("unlimited".parse::<HostCpus>().unwrap(), HostCpus::Unlimited);
+        assert_eq!(
+            "unlimited".parse::<HostCpus>().unwrap(),
+            HostCpus::Unlimited
+        );
         assert_eq!(HostCpus::Unlimited.of(HostClass::Database), None);
-        for bad in ["", "fast", "databases", "disks=1", "databases=0", "databases=x"] {
+        for bad in [
+            "",
+            "fast",
+            "databases",
+            "disks=1",
+            "databases=0",
+            "databases=x",
+        ] {
             let err = format!("{:#}", bad.parse::<HostCpus>().unwrap_err());
             assert!(
                 err.contains("--host-cpus") || err.contains("out of range"),

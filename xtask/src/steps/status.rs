@@ -131,7 +131,9 @@ fn cpu_use(d: &Deployment) -> BTreeMap<String, (f64, Option<String>)> {
                 (a, b) => a.is_none() && b.is_none(),
             };
             let drifted = (!same).then(|| {
-                let now = now.quota_cpus.map_or("none".to_string(), |q| format!("{q} CPU"));
+                let now = now
+                    .quota_cpus
+                    .map_or("none".to_string(), |q| format!("{q} CPU"));
                 format!(
                     "its quota is {now} now, not the {} recorded (an interrupted bench left it \
                      slowed? `cargo xtask bench` restores it)",
