@@ -31,6 +31,7 @@ const LEGITIMATE_READS: &[&str] = &[
     "SELECT 'a' || 'b' AS joined",
     "SELECT UPPER(title), CONCAT(first_name, ' ', last_name) FROM film, actor LIMIT 3",
     "SELECT EXP(1), LN(2), MOD(length, 60), ROUND(rental_rate, 1), DATEDIFF(NOW(), last_update) FROM film",
+    "SELECT HEX(title), MD5(title), SHA2(title, 256), CRC32(title) FROM film WHERE film_id = 1",
     "SELECT * FROM actor WHERE last_name = 'Ñúñez' OR first_name = \"Zoë\"",
     "SELECT title FROM film -- café\n WHERE film_id = 1",
     "SELECT filmdb.film.title FROM filmdb.film WHERE film.film_id = 1",
