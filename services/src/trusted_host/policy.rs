@@ -8,12 +8,13 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, FromTable, LimitClause, ObjectName, Query, Select, SetExpr, Statement,
-    TableFactor, Value, Visit, Visitor,
+    BinaryOperator, Cte, Expr, FromTable, LimitClause, ObjectName, Query, Select, SetExpr,
+    SetOperator, SetQuantifier, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::MySqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserOptions};
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use super::template::{templatize, Templated, Untemplatable};
 use catalog::{
@@ -142,6 +143,7 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         limits,
         depth: 0,
         tables: 0,
+        recursive_unions: Vec::new(),
     };
     if let ControlFlow::Break(rejection) = statement.visit(&mut walker) {
         return Err(rejection);
@@ -356,10 +358,81 @@ fn check_schema(name: &str, schema: &str) -> ControlFlow<Rejection> {
 fn parse(sql: &str) -> Result<Vec<Statement>, sqlparser::parser::ParserError> {
     // Unescaping off: string literals keep their exact source form, so printing them back
     // cannot turn a harmless string into different SQL.
+    let mut tokens = Tokenizer::new(&MySqlDialect {}, sql)
+        .with_unescape(false)
+        .tokenize_with_location()?;
+    infix_mod_as_percent(&mut tokens);
     Parser::new(&MySqlDialect {})
         .with_options(ParserOptions::new().with_unescape(false))
-        .try_with_sql(sql)?
+        .with_tokens_with_locations(tokens)
         .parse_statements()
+}
+
+/// MariaDB's `a MOD b` is `a % b`; sqlparser's MySQL dialect knows only the function form
+/// `MOD(a, b)`, so the operator is handed to it as `%` (printed so in the template). `MOD` is
+/// the operator when it follows an operand. A wrong guess only makes a query fail to parse:
+/// whatever comes out is still the tree that is checked and forwarded.
+fn infix_mod_as_percent(tokens: &mut [TokenWithSpan]) {
+    let mut previous: Option<usize> = None;
+    for i in 0..tokens.len() {
+        if matches!(tokens[i].token, Token::Whitespace(_)) {
+            continue;
+        }
+        let is_mod = matches!(&tokens[i].token,
+            Token::Word(w) if w.keyword == Keyword::MOD && w.quote_style.is_none());
+        if is_mod && previous.is_some_and(|p| ends_operand(&tokens[p].token)) {
+            tokens[i].token = Token::Mod;
+        }
+        previous = Some(i);
+    }
+}
+
+/// Whether an expression can end with this token, so an operator may follow it.
+fn ends_operand(token: &Token) -> bool {
+    /// Words after which an operand must come.
+    const LEADING: &[Keyword] = &[
+        Keyword::SELECT,
+        Keyword::WHERE,
+        Keyword::AND,
+        Keyword::OR,
+        Keyword::NOT,
+        Keyword::XOR,
+        Keyword::ON,
+        Keyword::BY,
+        Keyword::HAVING,
+        Keyword::WHEN,
+        Keyword::THEN,
+        Keyword::ELSE,
+        Keyword::SET,
+        Keyword::IN,
+        Keyword::LIKE,
+        Keyword::IS,
+        Keyword::CASE,
+        Keyword::DISTINCT,
+        Keyword::ALL,
+        Keyword::ANY,
+        Keyword::SOME,
+        Keyword::BETWEEN,
+        Keyword::LIMIT,
+        Keyword::OFFSET,
+        Keyword::INTERVAL,
+        Keyword::EXISTS,
+        Keyword::DIV,
+        Keyword::MOD,
+        Keyword::VALUES,
+        Keyword::RLIKE,
+        Keyword::REGEXP,
+        Keyword::SEPARATOR,
+        Keyword::AS,
+    ];
+    match token {
+        Token::RParen
+        | Token::Number(..)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_) => true,
+        Token::Word(w) => w.quote_style.is_some() || !LEADING.contains(&w.keyword),
+        _ => false,
+    }
 }
 
 fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
@@ -567,6 +640,29 @@ struct Walker<'a> {
     limits: &'a Limits,
     depth: usize,
     tables: usize,
+    /// The bodies of recursive CTEs, the only queries a UNION (ALL) is accepted in.
+    recursive_unions: Vec<*const Query>,
+}
+
+/// `name AS (anchor UNION ALL step)` where both sides are plain SELECTs and the step reads
+/// `name` itself: the shape of a recursive CTE, and the only set operation accepted.
+fn is_recursive_union(cte: &Cte) -> bool {
+    let SetExpr::SetOperation {
+        op: SetOperator::Union,
+        set_quantifier: SetQuantifier::All,
+        left,
+        right,
+    } = cte.query.body.as_ref()
+    else {
+        return false;
+    };
+    let (SetExpr::Select(_), SetExpr::Select(step)) = (left.as_ref(), right.as_ref()) else {
+        return false;
+    };
+    step.from.iter().any(|from| {
+        matches!(&from.relation, TableFactor::Table { name, .. }
+            if name.0.len() == 1 && name.to_string().eq_ignore_ascii_case(&cte.alias.name.value))
+    })
 }
 
 impl Visitor for Walker<'_> {
@@ -580,8 +676,11 @@ impl Visitor for Walker<'_> {
                 format!("queries nest at most {} deep", self.limits.max_depth),
             );
         }
-        if let Err(r) = check_no_set_operations(&query.body) {
-            return ControlFlow::Break(r);
+        let recursive_union = self.recursive_unions.contains(&std::ptr::from_ref(query));
+        if !recursive_union {
+            if let Err(r) = check_no_set_operations(&query.body) {
+                return ControlFlow::Break(r);
+            }
         }
         if matches!(
             query.body.as_ref(),
@@ -591,7 +690,12 @@ impl Visitor for Walker<'_> {
         }
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                if let Err(r) = check_no_set_operations(&cte.query.body) {
+                if with.recursive && is_recursive_union(cte) {
+                    // Its rows are bounded by the server: the proxy's sessions run with a low
+                    // max_recursive_iterations.
+                    self.recursive_unions
+                        .push(std::ptr::from_ref(cte.query.as_ref()));
+                } else if let Err(r) = check_no_set_operations(&cte.query.body) {
                     return ControlFlow::Break(r);
                 }
             }
@@ -738,3 +842,6 @@ fn break_with(rule: &'static str, reason: impl Into<String>) -> ControlFlow<Reje
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

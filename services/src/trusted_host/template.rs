@@ -327,7 +327,14 @@ impl VisitorMut for NameSelectItems<'_> {
                     source_text(self.sql, other).map_or_else(|| other.to_string(), str::to_string)
                 }
             };
-            let name: String = name.chars().take(MAX_ALIAS_CHARS).collect();
+            // Without backticks: a doubled one in a quoted alias would not read back as the
+            // same name (the parser keeps escapes as written), so the round trip would refuse
+            // the query for its column's name.
+            let name: String = name
+                .chars()
+                .filter(|c| *c != '`')
+                .take(MAX_ALIAS_CHARS)
+                .collect();
             *item = SelectItem::ExprWithAlias {
                 expr: expr.clone(),
                 alias: Ident::with_quote('`', name),

@@ -35,6 +35,13 @@ const LEGITIMATE_READS: &[&str] = &[
     "SELECT * FROM actor WHERE last_name = 'Ñúñez' OR first_name = \"Zoë\"",
     "SELECT title FROM film -- café\n WHERE film_id = 1",
     "SELECT filmdb.film.title FROM filmdb.film WHERE film.film_id = 1",
+    "SELECT title, length MOD 60 AS minutes, length DIV 60 AS hours FROM film WHERE film_id < 5",
+    "SELECT MOD (length, 60) FROM film",
+    "SELECT `length` mod 7, 'a`b' FROM film",
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12) \
+     SELECT i, i * i FROM n",
+    "WITH RECURSIVE chain AS (SELECT film_id, 1 AS hops FROM film WHERE film_id = 1 \
+     UNION ALL SELECT c.film_id + 1, c.hops + 1 FROM chain c WHERE c.hops < 5) SELECT * FROM chain",
 ];
 
 const LEGITIMATE_WRITES: &[&str] = &[
@@ -135,6 +142,47 @@ const ATTACKS: &[(&str, Mode, &str)] = &[
         "WITH x AS (SELECT 1 AS a UNION SELECT 2) SELECT * FROM x",
         Mode::Random,
         "set-operation",
+    ),
+    // Recursive CTEs: only `anchor UNION ALL step-reading-itself`, nothing else appended.
+    (
+        "WITH RECURSIVE x AS (SELECT 1 AS a UNION SELECT a + 1 FROM x WHERE a < 3) SELECT * FROM x",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH RECURSIVE x AS (SELECT title FROM film UNION ALL SELECT first_name FROM actor) \
+         SELECT * FROM x",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH x AS (SELECT 1 AS a UNION ALL SELECT a + 1 FROM x WHERE a < 3) SELECT * FROM x",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH RECURSIVE x AS (SELECT 1 AS a UNION ALL SELECT a + 1 FROM x WHERE a < 3) \
+         SELECT * FROM x UNION ALL SELECT 1",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH RECURSIVE x AS (SELECT 1 AS a UNION ALL (SELECT a FROM x UNION ALL SELECT 2)) \
+         SELECT * FROM x",
+        Mode::Random,
+        "set-operation",
+    ),
+    (
+        "WITH RECURSIVE x AS (SELECT 1 AS a UNION ALL SELECT a + 1 FROM x) \
+         SELECT * FROM x, (SELECT SLEEP(1)) s",
+        Mode::Random,
+        "denied-function",
+    ),
+    (
+        "WITH RECURSIVE x AS (SELECT user AS a FROM mysql.user UNION ALL SELECT a FROM x) \
+         SELECT * FROM x",
+        Mode::Random,
+        "system-schema",
     ),
     (
         "SELECT * FROM (SELECT 1 INTERSECT SELECT 1) t",
