@@ -9,11 +9,23 @@
 DROP USER IF EXISTS ''@'localhost';
 DROP DATABASE IF EXISTS test;
 
+-- The proxy's two accounts: reads run as app_read (SELECT only, and the replication state its
+-- probes read), writes as app. Each is capped in connections (the proxy's pools and a margin)
+-- and in statement time (what the proxy also sets per session), so a session that got past
+-- the proxy's settings is still bounded. REVOKE ALL first: a rerun leaves exactly these grants.
+CREATE USER IF NOT EXISTS 'app_read'@'{{APP_CLIENT_HOST}}' IDENTIFIED BY {{APP_READ_PASSWORD}};
+ALTER USER 'app_read'@'{{APP_CLIENT_HOST}}' IDENTIFIED BY {{APP_READ_PASSWORD}}
+  WITH MAX_USER_CONNECTIONS {{APP_MAX_CONNECTIONS}} MAX_STATEMENT_TIME {{APP_STATEMENT_SECONDS}};
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_read'@'{{APP_CLIENT_HOST}}';
+GRANT SELECT ON filmdb.* TO 'app_read'@'{{APP_CLIENT_HOST}}';
+GRANT SLAVE MONITOR ON *.* TO 'app_read'@'{{APP_CLIENT_HOST}}';
+
 CREATE USER IF NOT EXISTS 'app'@'{{APP_CLIENT_HOST}}' IDENTIFIED BY {{APP_PASSWORD}};
-ALTER USER 'app'@'{{APP_CLIENT_HOST}}' IDENTIFIED BY {{APP_PASSWORD}};
+ALTER USER 'app'@'{{APP_CLIENT_HOST}}' IDENTIFIED BY {{APP_PASSWORD}}
+  WITH MAX_USER_CONNECTIONS {{APP_MAX_CONNECTIONS}} MAX_STATEMENT_TIME {{APP_STATEMENT_SECONDS}};
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app'@'{{APP_CLIENT_HOST}}';
+-- SELECT too: an UPDATE or DELETE reads the rows its WHERE names.
 GRANT SELECT, INSERT, UPDATE, DELETE ON filmdb.* TO 'app'@'{{APP_CLIENT_HOST}}';
--- The proxy leaves lagging or broken replicas out of reads: it may read the replication state.
-GRANT SLAVE MONITOR ON *.* TO 'app'@'{{APP_CLIENT_HOST}}';
 
 CREATE DATABASE IF NOT EXISTS sbtest;
 CREATE USER IF NOT EXISTS 'bench'@'{{BENCH_CLIENT_HOST}}' IDENTIFIED BY {{BENCH_PASSWORD}};

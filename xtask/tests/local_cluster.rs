@@ -64,6 +64,32 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     // Least privilege: the app account cannot touch other schemas; root has no network login.
     let denied = d.tcp_sql("manager", "app", &app, "SELECT COUNT(*) FROM mysql.user");
     assert!(text(&denied).contains("denied"), "{}", text(&denied));
+    // Reads run as a second account that can only read, even on the manager; both accounts
+    // are capped in connections and statement time.
+    let reader = d.secret("app_read_password");
+    let read = d.tcp_sql("manager", "app_read", &reader, "SELECT COUNT(*) FROM filmdb.film");
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "100", "{}", text(&read));
+    let refused = d.tcp_sql(
+        "manager",
+        "app_read",
+        &reader,
+        "UPDATE filmdb.film SET length = length WHERE film_id = 1",
+    );
+    assert!(
+        text(&refused).contains("UPDATE command denied"),
+        "{}",
+        text(&refused)
+    );
+    let caps = d.root_sql(
+        "manager",
+        "SELECT User, max_user_connections, max_statement_time FROM mysql.user \
+         WHERE User LIKE 'app%' ORDER BY User",
+    );
+    assert_eq!(
+        caps.lines().collect::<Vec<_>>(),
+        ["app\t65\t5.000000", "app_read\t65\t5.000000"],
+        "{caps}"
+    );
     // Root has no network login at all: no password gets in, and the only root accounts are
     // local and authenticated by the socket's OS user.
     for password in ["", app.as_str(), d.secret("bench_password").as_str()] {

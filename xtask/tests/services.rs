@@ -282,6 +282,36 @@ fn a_rejected_query_never_reaches_a_database() {
             format!("DELETE FROM actor WHERE last_name = '{rejected}'"),
             "write",
         ),
+        (
+            format!("SELECT '{rejected}', \u{ff53}\u{ff4c}\u{ff45}\u{ff45}\u{ff50}(1)"),
+            "random",
+        ),
+        (format!("SELECT '{rejected}', SLEEP\u{200b}(1)"), "random"),
+        (
+            format!("SELECT '{rejected}', BINLOG_GTID_POS('x', 1)"),
+            "random",
+        ),
+        (format!("SELECT '{rejected}', sys.version_major()"), "random"),
+        (
+            format!("SELECT '{rejected}', mysql.user.authentication_string FROM film"),
+            "random",
+        ),
+        (
+            format!("SELECT '{rejected}' FROM film WHERE EXISTS (DELETE FROM actor WHERE actor_id = 1)"),
+            "random",
+        ),
+        (
+            format!("UPDATE film f JOIN actor a ON a.actor_id = f.film_id SET f.title = '{rejected}' WHERE f.film_id = 1"),
+            "write",
+        ),
+        (
+            format!("INSERT INTO actor (first_name, last_name) SELECT '{rejected}', 'x' FROM seq_1_to_1000"),
+            "write",
+        ),
+        (
+            format!("WITH RECURSIVE x AS (SELECT '{rejected}' AS a UNION SELECT a FROM x) SELECT * FROM x"),
+            "random",
+        ),
     ] {
         let (status, body) = d.api(&query, mode);
         assert_eq!(status, 422, "{query}: {body}");
@@ -1183,6 +1213,55 @@ fn templates_answer_what_the_text_answers() {
         in_lists[0]["backends"]["manager"].as_u64() >= Some(2),
         "{digests:?}"
     );
+}
+
+/// A result over the proxy's size cap comes back cut, and says so; the connection it came on
+/// serves the next query. Recursive CTEs run, bounded by the server; `MOD` is an operator.
+#[test]
+fn big_results_are_cut_and_recursion_is_bounded() {
+    let guard = shared();
+    let d = &*guard;
+    for mode in ["direct-hit", "random"] {
+        // About 1000 rows of 20 kB each: 20 MB, over the 1 MiB cap.
+        let (status, body) = d.api("SELECT film_id, REPEAT(title, 2000) AS t FROM film", mode);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["truncated"], true, "{mode}");
+        let rows = body["rows"].as_array().unwrap().len();
+        assert!((1..100).contains(&rows), "{mode}: {rows} rows");
+        let note = body["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains(&format!("result cut to the first {rows} rows")),
+            "{note}"
+        );
+        let (status, body) = d.api("SELECT COUNT(*) AS n FROM film", mode);
+        assert_eq!((status, &body["rows"]), (200, &json!([[100]])), "{body}");
+        assert!(body.get("truncated").is_none(), "{body}");
+    }
+
+    let (status, body) = d.api(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12) \
+         SELECT SUM(i) AS total, COUNT(*) AS steps FROM n",
+        "random",
+    );
+    assert_eq!(status, 200, "{body}");
+    // SUM is a DECIMAL, which travels as its digits.
+    assert_eq!(body["rows"], json!([["78", 12]]), "{body}");
+    // Without a stop of its own, the server's bound ends it.
+    let (status, body) = d.api(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+         SELECT COUNT(*) AS steps FROM n",
+        "customized",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([[1001]]), "{body}");
+
+    let (status, body) = d.api(
+        "SELECT length MOD 60 AS minutes FROM film WHERE film_id = 7",
+        "direct-hit",
+    );
+    assert_eq!(status, 200, "{body}");
+    let expected = d.root_sql("manager", "SELECT length % 60 FROM filmdb.film WHERE film_id = 7");
+    assert_eq!(body["rows"][0][0].to_string(), expected.trim(), "{body}");
 }
 
 /// The schema's keys are AUTO_INCREMENT: the natural INSERT, without the key, works.

@@ -57,8 +57,11 @@ pub struct ProxyConfig {
     pub manager: BackendConfig,
     pub workers: Vec<BackendConfig>,
     pub database: String,
-    pub user: String,
-    pub password: String,
+    /// Reads run as this account: SELECT on the dataset and the replication state, nothing
+    /// else. Probes use it too.
+    pub reader: Account,
+    /// Writes run as this account, on the manager only.
+    pub writer: Account,
     /// How often each backend's response time and replication state are measured.
     pub health_interval_ms: u64,
     /// A worker further behind than this is left out of reads.
@@ -68,6 +71,25 @@ pub struct ProxyConfig {
     /// Connections to each backend that queries may hold at once (the health probes have
     /// their own).
     pub connections_per_backend: usize,
+    /// A result is cut after this many rows, or once its values hold this many bytes; the
+    /// answer says so.
+    pub max_result_rows: usize,
+    pub max_result_bytes: usize,
+    /// How many times a recursive CTE may repeat its step (MariaDB max_recursive_iterations).
+    pub max_recursive_iterations: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Account({:?}, password redacted)", self.user)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -45,9 +45,12 @@ pub struct QueryResponse {
     /// The host that ran the query ("manager", "worker-2").
     pub served_by: String,
     pub elapsed_ms: f64,
-    /// Set when a read could not go where its strategy wanted, and why.
+    /// Set when a read could not go where its strategy wanted, or the result was cut, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The result holds only the first rows: the whole was over the proxy's row or size cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

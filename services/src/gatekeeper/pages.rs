@@ -176,6 +176,7 @@ mod tests {
             served_by: "worker-2".into(),
             elapsed_ms: 1.5,
             note: None,
+            truncated: false,
         };
         let html = result("SELECT '<x>'", Mode::Random, &Ok(response));
         assert!(html.contains("<strong>worker-2</strong>"));

@@ -10,7 +10,7 @@ use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolO
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use contract::config::{BackendConfig, ProxyConfig};
+use contract::config::{Account, BackendConfig, ProxyConfig};
 use contract::wire::Param;
 
 /// Pinned for every session, so a query means the same on every server. PIPES_AS_CONCAT makes
@@ -46,11 +46,20 @@ pub struct Health {
     pub checks: u64,
 }
 
+/// Which account a query runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 pub struct Backend {
     pub name: String,
     pub role: Role,
-    /// The connections queries run on.
-    pool: Pool,
+    /// The connections reads run on, as the read-only account.
+    reads: Pool,
+    /// The connections writes run on, as the write account: the manager's only.
+    writes: Option<Pool>,
     /// The health probes' connection, apart from the queries'.
     probes: Pool,
     health: Mutex<Health>,
@@ -58,6 +67,8 @@ pub struct Backend {
     in_flight: AtomicU32,
     /// A probe or query taking longer than this counts as a failure.
     timeout: Duration,
+    max_result_rows: usize,
+    max_result_bytes: usize,
 }
 
 /// Why a query did not produce a result.
@@ -77,6 +88,8 @@ pub struct QueryOutput {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Json>>,
     pub affected_rows: u64,
+    /// Why the rows stop before the result's end.
+    pub cut: Option<String>,
 }
 
 impl Health {
@@ -106,24 +119,32 @@ impl Drop for InFlight<'_> {
 
 impl Backend {
     pub fn new(backend: &BackendConfig, role: Role, config: &ProxyConfig) -> Backend {
-        let opts = OptsBuilder::default()
-            .ip_or_hostname(backend.address.clone())
-            .tcp_port(backend.port)
-            .user(Some(config.user.clone()))
-            .pass(Some(config.password.clone()))
-            .db_name(Some(config.database.clone()))
-            // Stay on TCP to the configured address: the accounts are bound to it.
-            .prefer_socket(false)
-            // Room for every template of a working set: a hit is one round trip, a miss a
-            // prepare too (and, past the size, a close of the oldest).
-            .stmt_cache_size(STATEMENT_CACHE)
-            .init(vec![
-                format!("SET SESSION sql_mode = '{SQL_MODE}'"),
-                format!(
-                    "SET SESSION max_statement_time = {}",
-                    config.statement_time_limit_seconds
-                ),
-            ]);
+        let opts = |account: &Account| {
+            OptsBuilder::default()
+                .ip_or_hostname(backend.address.clone())
+                .tcp_port(backend.port)
+                .user(Some(account.user.clone()))
+                .pass(Some(account.password.clone()))
+                .db_name(Some(config.database.clone()))
+                // Stay on TCP to the configured address: the accounts are bound to it.
+                .prefer_socket(false)
+                // Room for every template of a working set: a hit is one round trip, a miss a
+                // prepare too (and, past the size, a close of the oldest).
+                .stmt_cache_size(STATEMENT_CACHE)
+                .init(vec![
+                    format!("SET SESSION sql_mode = '{SQL_MODE}'"),
+                    format!(
+                        "SET SESSION max_statement_time = {}",
+                        config.statement_time_limit_seconds
+                    ),
+                    // A recursive CTE stops after this many steps (with an error): the policy
+                    // accepts them because of this bound.
+                    format!(
+                        "SET SESSION max_recursive_iterations = {}",
+                        config.max_recursive_iterations
+                    ),
+                ])
+        };
         let pool = |max: usize| {
             PoolOpts::default()
                 .with_constraints(PoolConstraints::new(0, max).expect("0 <= max"))
@@ -136,16 +157,16 @@ impl Backend {
                 // no transactions), and the session's settings are set once, at connect.
                 .with_reset_connection(false)
         };
+        let queries = pool(config.connections_per_backend.max(1));
         Backend {
             name: backend.name.clone(),
             role,
-            pool: Pool::new(
-                opts.clone()
-                    .pool_opts(pool(config.connections_per_backend.max(1))),
-            ),
+            reads: Pool::new(opts(&config.reader).pool_opts(queries.clone())),
+            writes: (role == Role::Manager)
+                .then(|| Pool::new(opts(&config.writer).pool_opts(queries))),
             // The probes' own connection: a pool that requests have filled (or a client's
             // slow queries hold) must not make the backend look down.
-            probes: Pool::new(opts.pool_opts(pool(1))),
+            probes: Pool::new(opts(&config.reader).pool_opts(pool(1))),
             health: Mutex::new(Health {
                 // Optimistic until the first probe: reads are retried elsewhere if wrong.
                 healthy: true,
@@ -156,6 +177,8 @@ impl Backend {
             }),
             in_flight: AtomicU32::new(0),
             timeout: Duration::from_secs(config.statement_time_limit_seconds + 2),
+            max_result_rows: config.max_result_rows,
+            max_result_bytes: config.max_result_bytes,
         }
     }
 
@@ -257,13 +280,22 @@ impl Backend {
     /// single statement there: whatever the text holds, nothing stacked can run.
     pub async fn execute(
         &self,
+        access: Access,
         template: &str,
         params: &[Param],
     ) -> Result<QueryOutput, QueryError> {
         let _in_flight = InFlight::enter(&self.in_flight);
         let started = Instant::now();
+        let pool = match access {
+            Access::Read => &self.reads,
+            Access::Write => self.writes.as_ref().ok_or_else(|| {
+                QueryError::Request(format!("{} takes no writes", self.name))
+            })?,
+        };
         let result =
-            match tokio::time::timeout(self.timeout, self.execute_once(template, params)).await {
+            match tokio::time::timeout(self.timeout, self.execute_once(pool, template, params))
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(QueryError::Unavailable(format!(
                     "{} did not answer within {} s",
@@ -281,10 +313,11 @@ impl Backend {
 
     async fn execute_once(
         &self,
+        pool: &Pool,
         template: &str,
         params: &[Param],
     ) -> Result<QueryOutput, QueryError> {
-        let mut conn = self.pool.get_conn().await.map_err(classify)?;
+        let mut conn = pool.get_conn().await.map_err(classify)?;
         let params = if params.is_empty() {
             Params::Empty
         } else {
@@ -296,18 +329,46 @@ impl Backend {
             .iter()
             .map(|c| c.name_str().into_owned())
             .collect();
-        let rows: Vec<Row> = result.collect().await.map_err(classify)?;
+        let mut rows = Vec::new();
+        let mut bytes = 0;
+        let mut cut = None;
+        while let Some(row) = result.next().await.map_err(classify)? {
+            if rows.len() == self.max_result_rows {
+                cut = Some(format!("the first {} rows", self.max_result_rows));
+                break;
+            }
+            let row = row.unwrap();
+            bytes += row.iter().map(value_bytes).sum::<usize>();
+            if bytes > self.max_result_bytes {
+                cut = Some(format!(
+                    "the first {} rows, the most that fit in {} bytes",
+                    rows.len(),
+                    self.max_result_bytes
+                ));
+                break;
+            }
+            rows.push(row.into_iter().map(value_to_json).collect());
+        }
         let affected_rows = result.affected_rows();
-        drop(result);
+        if cut.is_some() {
+            // The rest is read and dropped: the connection is clean for the next query.
+            result.drop_result().await.map_err(classify)?;
+        } else {
+            drop(result);
+        }
         Ok(QueryOutput {
             columns,
-            rows: rows.into_iter().map(row_to_json).collect(),
+            rows,
             affected_rows,
+            cut,
         })
     }
 
     pub async fn close(&self) {
-        let _ = self.pool.clone().disconnect().await;
+        let _ = self.reads.clone().disconnect().await;
+        if let Some(writes) = &self.writes {
+            let _ = writes.clone().disconnect().await;
+        }
         let _ = self.probes.clone().disconnect().await;
     }
 }
@@ -341,8 +402,12 @@ fn classify(e: mysql_async::Error) -> QueryError {
     }
 }
 
-fn row_to_json(row: Row) -> Vec<Json> {
-    row.unwrap().into_iter().map(value_to_json).collect()
+/// What a value weighs in a result: its bytes as text, at least one.
+fn value_bytes(value: &mysql_async::Value) -> usize {
+    match value {
+        mysql_async::Value::Bytes(b) => b.len().max(1),
+        _ => 8,
+    }
 }
 
 fn value_to_json(value: mysql_async::Value) -> Json {

@@ -21,7 +21,7 @@ use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use crate::upstream;
 use axum::http::HeaderMap;
-use backend::{Backend, QueryError, Role};
+use backend::{Access, Backend, QueryError, Role};
 use contract::config::ProxyConfig;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
@@ -127,7 +127,14 @@ impl Proxy {
         } else {
             (Arc::clone(&self.manager), None)
         };
-        let mut result = backend.execute(&request.template, &request.params).await;
+        let access = if mode.is_read() {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let mut result = backend
+            .execute(access, &request.template, &request.params)
+            .await;
         let mut served_by = backend;
 
         // A read that could not reach its worker is tried once more elsewhere. A write is
@@ -143,7 +150,9 @@ impl Proxy {
                     retry.name,
                     retry_note.map(|n| format!("; {n}")).unwrap_or_default()
                 ));
-                result = retry.execute(&request.template, &request.params).await;
+                result = retry
+                    .execute(access, &request.template, &request.params)
+                    .await;
                 served_by = retry;
             }
         }
@@ -151,17 +160,30 @@ impl Proxy {
         let seconds = started.elapsed().as_secs_f64();
         let rows = result.as_ref().map_or(0, |out| out.rows.len() as u64);
         let (outcome, response) = match result {
-            Ok(out) => (
-                "ok",
-                Ok(QueryResponse {
-                    columns: out.columns,
-                    rows: out.rows,
-                    affected_rows: (!mode.is_read()).then_some(out.affected_rows),
-                    served_by: served_by.name.clone(),
-                    elapsed_ms: seconds * 1000.0,
-                    note,
-                }),
-            ),
+            Ok(out) => {
+                let truncated = out.cut.is_some();
+                if let Some(kept) = out.cut {
+                    let cut = format!(
+                        "result cut to {kept}: add a LIMIT or a narrower WHERE for the rest"
+                    );
+                    note = Some(match note {
+                        Some(earlier) => format!("{earlier}; {cut}"),
+                        None => cut,
+                    });
+                }
+                (
+                    "ok",
+                    Ok(QueryResponse {
+                        columns: out.columns,
+                        rows: out.rows,
+                        affected_rows: (!mode.is_read()).then_some(out.affected_rows),
+                        served_by: served_by.name.clone(),
+                        elapsed_ms: seconds * 1000.0,
+                        note,
+                        truncated,
+                    }),
+                )
+            }
             Err(QueryError::Server { code, message }) if code == STATEMENT_TIMEOUT => (
                 "timeout",
                 Err(ApiError::new(

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use contract::config::{BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
+use contract::config::{
+    Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig,
+};
 
 use super::process;
 use crate::state::{Deployment, Host, Role, Session};
@@ -17,6 +19,14 @@ const SERVICE_STOP: &str = include_str!("../../scripts/service-stop.sh");
 const SERVICE_HEALTH: &str = include_str!("../../scripts/service-health.sh");
 const SERVICE_GET: &str = include_str!("../../scripts/service-get.sh");
 const SYSTEMD_UNIT: &str = include_str!("../../scripts/service.unit.in");
+
+/// The proxy's database accounts (sql/accounts.sql makes them).
+pub const READ_ACCOUNT: &str = "app_read";
+pub const WRITE_ACCOUNT: &str = "app";
+/// Connections the proxy's pool holds to each backend, per account.
+pub const PROXY_CONNECTIONS_PER_BACKEND: usize = 32;
+/// The longest a statement of the proxy's accounts may run.
+pub const STATEMENT_TIME_LIMIT_SECONDS: u64 = 5;
 
 /// How long a service gets to finish its requests when stopped.
 const GRACE: Duration = Duration::from_secs(20);
@@ -88,12 +98,23 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             manager: backend(d.host(Role::Manager)?),
             workers: d.hosts_with_role(Role::Worker).map(backend).collect(),
             database: "filmdb".into(),
-            user: "app".into(),
-            password: d.secrets.app_password.clone(),
+            reader: Account {
+                user: READ_ACCOUNT.into(),
+                password: d.secrets.app_read_password.clone(),
+            },
+            writer: Account {
+                user: WRITE_ACCOUNT.into(),
+                password: d.secrets.app_password.clone(),
+            },
             health_interval_ms: 500,
             max_lag_seconds: 10,
-            statement_time_limit_seconds: 5,
-            connections_per_backend: 32,
+            statement_time_limit_seconds: STATEMENT_TIME_LIMIT_SECONDS,
+            connections_per_backend: PROXY_CONNECTIONS_PER_BACKEND,
+            // The policy caps a read at 1000 rows with LIMIT; the size cap is what holds
+            // rows of long values.
+            max_result_rows: 1000,
+            max_result_bytes: 1024 * 1024,
+            max_recursive_iterations: 1000,
         }),
         Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
             listen: listen(trusted)?,
@@ -259,7 +280,9 @@ mod tests {
             proxy.allowed_peers,
             ["127.0.1.8".parse::<std::net::IpAddr>().unwrap()]
         );
-        assert_eq!(proxy.password, d.secrets.app_password);
+        assert_eq!(proxy.writer.password, d.secrets.app_password);
+        assert_eq!(proxy.reader.password, d.secrets.app_read_password);
+        assert_ne!(proxy.reader.user, proxy.writer.user);
         let gatekeeper: GatekeeperConfig =
             serde_json::from_slice(&config_for(&d, Role::Gatekeeper).unwrap()).unwrap();
         assert_eq!(gatekeeper.trusted_host_url, "http://127.0.1.8:8080");

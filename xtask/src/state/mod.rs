@@ -222,19 +222,28 @@ impl Default for StepRecord {
 /// and in 0600 files on the hosts.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secrets {
+    /// The write account's.
     pub app_password: String,
+    /// The read-only account's. A deployment recorded before it existed gets one generated;
+    /// its account is made by `install-cluster --force`.
+    #[serde(default = "generate_secret")]
+    pub app_read_password: String,
     pub bench_password: String,
     pub replication_password: String,
     pub gatekeeper_token: String,
     pub trusted_host_token: String,
 }
 
+fn generate_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
 impl Secrets {
     pub fn generate() -> Secrets {
-        let mut rng = rand::rng();
-        let mut secret = || Alphanumeric.sample_string(&mut rng, 32);
+        let secret = generate_secret;
         Secrets {
             app_password: secret(),
+            app_read_password: secret(),
             bench_password: secret(),
             replication_password: secret(),
             gatekeeper_token: secret(),
@@ -249,6 +258,7 @@ impl Secrets {
     pub fn forget(&mut self) {
         *self = Secrets {
             app_password: String::new(),
+            app_read_password: String::new(),
             bench_password: String::new(),
             replication_password: String::new(),
             gatekeeper_token: String::new(),

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::dataset::{self, Dataset};
 use crate::cluster::sql::{self as db, fill, sql_string};
-use crate::cluster::{packages, server};
+use crate::cluster::{packages, server, services};
 use crate::progress::Progress;
 use crate::providers;
 use crate::state::{Host, Role, Session};
@@ -57,6 +57,17 @@ pub fn run(session: &mut Session) -> Result<()> {
         &[
             ("APP_CLIENT_HOST", provider.client_address(proxy)),
             ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
+            ("APP_READ_PASSWORD", sql_string(&d.secrets.app_read_password)),
+            // The proxy's pool, its probe and room for a restarted proxy's new connections
+            // while the old ones close.
+            (
+                "APP_MAX_CONNECTIONS",
+                (2 * services::PROXY_CONNECTIONS_PER_BACKEND + 1).to_string(),
+            ),
+            (
+                "APP_STATEMENT_SECONDS",
+                services::STATEMENT_TIME_LIMIT_SECONDS.to_string(),
+            ),
             // The bench client is the proxy's host (see bench).
             ("BENCH_CLIENT_HOST", provider.client_address(proxy)),
             ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
