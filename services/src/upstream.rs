@@ -16,6 +16,9 @@ pub struct Upstream {
     client: reqwest::Client,
     url: String,
     token: String,
+    /// An answer longer than this is refused unread: a broken or hostile upstream cannot make
+    /// this service hold an unbounded body.
+    max_answer_bytes: usize,
 }
 
 impl Upstream {
@@ -25,6 +28,7 @@ impl Upstream {
         token: &str,
         outgoing_address: IpAddr,
         timeout: Duration,
+        max_answer_bytes: usize,
     ) -> Result<Upstream> {
         let client = reqwest::Client::builder()
             .local_address(outgoing_address)
@@ -39,6 +43,7 @@ impl Upstream {
             client,
             url: format!("{}/query", base_url.trim_end_matches('/')),
             token: token.to_string(),
+            max_answer_bytes,
         })
     }
 
@@ -49,7 +54,7 @@ impl Upstream {
         request: &impl serde::Serialize,
         request_id: &str,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let response = self
+        let mut response = self
             .client
             .post(&self.url)
             .bearer_auth(&self.token)
@@ -60,11 +65,35 @@ impl Upstream {
             .map_err(|e| upstream_error(&self.url, request_id, e))?;
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = response
-            .bytes()
+        let too_large = || {
+            tracing::warn!(url = %self.url, request_id, limit = self.max_answer_bytes, "answer too large");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-answer-too-large",
+                format!(
+                    "{} answered with more than {} bytes",
+                    self.url, self.max_answer_bytes
+                ),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_answer_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| upstream_error(&self.url, request_id, e))?;
-        Ok((status, body))
+            .map_err(|e| upstream_error(&self.url, request_id, e))?
+        {
+            if body.len() + chunk.len() > self.max_answer_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, Bytes::from(body)))
     }
 }
 
@@ -86,5 +115,51 @@ fn upstream_error(url: &str, request_id: &str, e: reqwest::Error) -> ApiError {
         )
     } else {
         ApiError::upstream(format!("{url} is unreachable"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream on loopback that answers every request with `size` bytes, streamed
+    /// (no Content-Length) or not.
+    async fn upstream_answering(size: usize, streamed: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/query",
+            axum::routing::post(move || async move {
+                let body = vec![b'x'; size];
+                if streamed {
+                    let chunks = body.chunks(1024).map(|c| Ok::<_, std::io::Error>(c.to_vec()));
+                    axum::body::Body::from_stream(futures_util::stream::iter(
+                        chunks.collect::<Vec<_>>(),
+                    ))
+                } else {
+                    axum::body::Body::from(body)
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_cap_are_refused() {
+        for streamed in [false, true] {
+            let url = upstream_answering(10_000, streamed).await;
+            let local = "127.0.0.1".parse().unwrap();
+            let small = Upstream::new(&url, "t", local, Duration::from_secs(5), 9_999).unwrap();
+            let err = small.query(&"q", "id").await.unwrap_err();
+            assert_eq!(
+                (err.status, err.code.as_str()),
+                (StatusCode::BAD_GATEWAY, "upstream-answer-too-large"),
+                "streamed: {streamed}"
+            );
+            let enough = Upstream::new(&url, "t", local, Duration::from_secs(5), 10_000).unwrap();
+            let (status, body) = enough.query(&"q", "id").await.unwrap();
+            assert_eq!((status, body.len()), (StatusCode::OK, 10_000));
+        }
     }
 }

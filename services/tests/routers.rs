@@ -33,7 +33,7 @@ fn nowhere() -> String {
 
 fn upstream() -> Upstream {
     let local: IpAddr = "127.0.0.1".parse().unwrap();
-    Upstream::new(&nowhere(), TOKEN, local, Duration::from_secs(2)).unwrap()
+    Upstream::new(&nowhere(), TOKEN, local, Duration::from_secs(2), 1 << 20).unwrap()
 }
 
 fn gatekeeper_app(rate: f64, burst: u32) -> Router {

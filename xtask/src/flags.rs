@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::state::{BenchSettings, ProviderKind, Settings};
+use crate::state::{BenchSettings, HostKeys, ProviderKind, Settings};
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
 /// and tears it down, in resumable steps recorded in data.json.
@@ -210,6 +210,15 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "CIDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_cidr: Option<String>,
+    /// Accept an --ssh-cidr that opens SSH to every address (/0).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ssh_from_anywhere: bool,
+    /// How the instances' SSH host keys are trusted: pinned from each instance's console
+    /// output before the first login, or the first key seen.
+    #[arg(long, value_name = "HOW")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_keys: Option<HostKeys>,
 }
 
 /// Parses the command line; a settings flag given to a step that does not take it gets the
@@ -618,6 +627,10 @@ mod tests {
             ),
             (args(|a| a.ami = Some("ubuntu".into())), "--ami"),
             (
+                args(|a| a.ssh_cidr = Some("0.0.0.0/0".into())),
+                "--allow-ssh-from-anywhere",
+            ),
+            (
                 args(|a| a.aws_endpoint = Some("localhost:5000".into())),
                 "--aws-endpoint",
             ),
@@ -629,6 +642,20 @@ mod tests {
             let err = bad.to_settings().unwrap_err().to_string();
             assert!(err.contains(flag), "{err}");
         }
+        let anywhere = args(|a| {
+            a.provider = Some(ProviderKind::Aws);
+            a.ssh_cidr = Some("0.0.0.0/0".into());
+            a.allow_ssh_from_anywhere = true;
+        })
+        .to_settings()
+        .unwrap();
+        let ProviderSettings::Aws(aws) = &anywhere.provider else {
+            panic!("{anywhere:?}")
+        };
+        assert_eq!(
+            (aws.ssh_cidr.as_str(), aws.host_keys),
+            ("0.0.0.0/0", crate::state::HostKeys::Console)
+        );
         let recorded = args(|a| a.provider = Some(ProviderKind::Aws))
             .to_settings()
             .unwrap();

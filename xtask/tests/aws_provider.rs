@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::moto::Moto;
 use common::{text, Deployment};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const OPERATOR: &str = "198.51.100.7/32";
 
@@ -34,6 +34,9 @@ fn provision_args<'a>(moto: &'a Moto, workers: &'a str) -> Vec<&'a str> {
         "us-east-1",
         "--ssh-cidr",
         OPERATOR,
+        // moto's console output is a fixed text without host keys.
+        "--host-keys",
+        "first-use",
         "--workers",
         workers,
         // The instances' default target (musl) cannot be installed here; provision checks it.
@@ -147,6 +150,13 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
         assert_eq!(instance["key"], id.as_str(), "{host}");
         assert_eq!(instance["image"], "ami-785db401", "{host}");
         assert_eq!(instance["tags"]["deployment"], id.as_str());
+        // IMDSv2 only; the root volume encrypted.
+        assert_eq!(instance["metadata_tokens"], "required", "{host}");
+        assert_eq!(
+            instance["volumes"],
+            json!([{"device": "/dev/sda1", "encrypted": true}]),
+            "{host}"
+        );
         let role_group = if database { "database" } else { host.as_str() };
         assert_eq!(
             instance["groups"][0],

@@ -17,6 +17,8 @@ pub struct GatekeeperConfig {
     pub outgoing_address: IpAddr,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    /// The trusted host's answers are read up to this size, no further.
+    pub max_answer_bytes: usize,
     /// Requests a client may make per second, on average.
     pub rate_per_second: f64,
     /// Requests a client may make at once after being idle.
@@ -44,6 +46,8 @@ pub struct TrustedHostConfig {
     pub proxy_token: String,
     pub outgoing_address: IpAddr,
     pub request_timeout_ms: u64,
+    /// The proxy's answers are read up to this size, no further.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

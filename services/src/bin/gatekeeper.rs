@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
             &config.trusted_host_token,
             config.outgoing_address,
             timeout.mul_f64(0.9),
+            config.max_answer_bytes,
         )?,
     });
     let hygiene = Hygiene {

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
             &config.proxy_token,
             config.outgoing_address,
             Duration::from_millis(config.request_timeout_ms),
+            config.max_answer_bytes,
         )?,
         limits: Limits::default(),
     });

@@ -28,6 +28,10 @@ pub const PROXY_CONNECTIONS_PER_BACKEND: usize = 32;
 /// The longest a statement of the proxy's accounts may run.
 pub const STATEMENT_TIME_LIMIT_SECONDS: u64 = 5;
 
+/// What a service reads of the next one's answer: the proxy sends at most 1 MiB of values
+/// (max_result_bytes), which JSON may escape to about six times that.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// How long a service gets to finish its requests when stopped.
 const GRACE: Duration = Duration::from_secs(20);
 
@@ -124,6 +128,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             proxy_token: d.secrets.trusted_host_token.clone(),
             outgoing_address: ip(trusted)?,
             request_timeout_ms: 10_000,
+            max_answer_bytes: MAX_ANSWER_BYTES,
         }),
         Role::Gatekeeper => serde_json::to_vec_pretty(&GatekeeperConfig {
             listen: listen(gatekeeper)?,
@@ -132,6 +137,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             outgoing_address: ip(gatekeeper)?,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 15_000,
+            max_answer_bytes: MAX_ANSWER_BYTES,
             rate_per_second: 2000.0,
             rate_burst: 4000,
             // The bench client is the proxy's host.

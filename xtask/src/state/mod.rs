@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub use limits::{HostClass, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{
-    AwsSettings, BenchSettings, LocalSettings, ProviderKind, ProviderSettings, Settings,
+    AwsSettings, BenchSettings, HostKeys, LocalSettings, ProviderKind, ProviderSettings,
+    Settings,
 };
 pub use store::{atomic_write, Paths, FORMAT_VERSION};
 
@@ -173,6 +174,10 @@ pub struct SshEndpoint {
     /// The deployment's own known_hosts: host keys are pinned per deployment, never mixed with
     /// the operator's.
     pub known_hosts: PathBuf,
+    /// known_hosts holds the host's keys, read from a source other than the connection (the
+    /// instance's console): a key not there is refused. Otherwise the first key seen is pinned.
+    #[serde(default)]
+    pub host_keys_pinned: bool,
     /// Run scripts through `sudo` (a cloud image's login user is not root).
     pub sudo: bool,
     /// Where every command and its output are appended.

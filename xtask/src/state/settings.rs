@@ -75,6 +75,27 @@ pub struct AwsSettings {
     pub ssh_cidr: String,
     /// Who may reach the gatekeeper's web pages and API.
     pub http_cidr: String,
+    /// SSH open to every address (an `--ssh-cidr` of /0) is refused without it.
+    #[serde(default)]
+    pub allow_ssh_from_anywhere: bool,
+    /// How the instances' SSH host keys come to be trusted (deployments from before: the
+    /// first key seen).
+    #[serde(default = "first_use")]
+    pub host_keys: HostKeys,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeys {
+    /// Read from each instance's console output (printed by cloud-init at first boot) and
+    /// pinned before the first login; any other key is refused.
+    Console,
+    /// The first key a login sees is pinned (for EC2 emulators, which print no console).
+    FirstUse,
+}
+
+fn first_use() -> HostKeys {
+    HostKeys::FirstUse
 }
 
 /// What the services are built for on instances, unless `--target` says otherwise: a static
@@ -102,6 +123,8 @@ impl Settings {
                     service_instance_type: "t2.large".to_string(),
                     ssh_cidr: String::new(),
                     http_cidr: "0.0.0.0/0".to_string(),
+                    allow_ssh_from_anywhere: false,
+                    host_keys: HostKeys::Console,
                 }),
                 Some(AWS_DEFAULT_TARGET.to_string()),
             ),
@@ -181,6 +204,14 @@ impl AwsSettings {
             if !(cidr.is_empty() || is_ipv4_cidr(cidr)) {
                 bail!("--{flag} must be an IPv4 CIDR such as 203.0.113.7/32, got {cidr:?}");
             }
+        }
+        if self.ssh_cidr.ends_with("/0") && !self.allow_ssh_from_anywhere {
+            bail!(
+                "--ssh-cidr {} lets every address on the internet try to log in: give the \
+                 address SSH logins come from (such as 203.0.113.7/32), or add \
+                 --allow-ssh-from-anywhere if that is really meant",
+                self.ssh_cidr
+            );
         }
         if let Some(ami) = &self.ami {
             if !ami.starts_with("ami-") {

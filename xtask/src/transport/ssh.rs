@@ -7,7 +7,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,14 @@ impl SshEndpoint {
             "IdentitiesOnly=yes".to_string(),
             format!("IdentityFile={}", self.key_file.display()),
             format!("UserKnownHostsFile={}", self.known_hosts.display()),
-            "StrictHostKeyChecking=accept-new".to_string(),
+            format!(
+                "StrictHostKeyChecking={}",
+                if self.host_keys_pinned {
+                    "yes"
+                } else {
+                    "accept-new"
+                }
+            ),
             format!("ConnectTimeout={connect_timeout}"),
             // A peer that stops answering is given up after about a minute.
             "ServerAliveInterval=15".to_string(),
@@ -175,7 +182,7 @@ impl SshEndpoint {
 
     /// The folders ssh writes into but does not make: the master sockets' and known_hosts'.
     fn prepare(&self) -> Result<()> {
-        local::create_dir(&control_dir())?;
+        private_dir(&control_dir())?;
         match self.known_hosts.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => local::create_dir(dir),
             _ => Ok(()),
@@ -207,6 +214,28 @@ impl SshEndpoint {
     }
 }
 
+/// Makes `dir` private to this user (0700), or checks that it already is: whoever can write
+/// in the master sockets' folder could put a socket there that runs our commands on a host
+/// of theirs, or use ours.
+fn private_dir(dir: &Path) -> Result<()> {
+    local::create_dir(dir)?;
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} must be a folder of this user (uid {uid}) that nobody else can open; it is {} \
+             owned by uid {} with mode {:o}. Remove it (it holds only SSH master sockets) and \
+             run again",
+            dir.display(),
+            if meta.is_dir() { "a folder" } else { "not a folder" },
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// The master connections' sockets: private to this user, and short enough for a socket path.
 fn control_dir() -> PathBuf {
     // SAFETY: getuid has no preconditions.
@@ -223,6 +252,7 @@ pub mod sshd;
 pub mod tests {
     use super::*;
     use sshd::Sshd;
+    use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xtask-ssh-{name}-{}", std::process::id()));
@@ -238,6 +268,7 @@ pub mod tests {
             key_file: sshd.key.clone(),
             // In a folder that does not exist yet, as .state/ before the first login.
             known_hosts: dir.join("state/known_hosts"),
+            host_keys_pinned: false,
             sudo: false,
             log_file: dir.join("logs/host.log"),
         }
@@ -307,6 +338,68 @@ pub mod tests {
     }
 
     #[test]
+    fn the_sockets_folder_must_be_private() {
+        let dir = scratch("private");
+        let sockets = dir.join("sockets");
+        private_dir(&sockets).unwrap();
+        assert_eq!(fs::metadata(&sockets).unwrap().mode() & 0o777, 0o700);
+        private_dir(&sockets).unwrap();
+        fs::set_permissions(&sockets, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = private_dir(&sockets).unwrap_err().to_string();
+        assert!(err.contains("with mode 755"), "{err}");
+        fs::set_permissions(&sockets, fs::Permissions::from_mode(0o700)).unwrap();
+        if unsafe { libc::getuid() } == 0 {
+            std::os::unix::fs::chown(&sockets, Some(65534), None).unwrap();
+            let err = private_dir(&sockets).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
+        let file = dir.join("file");
+        fs::write(&file, "").unwrap();
+        let err = private_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("creating") || err.contains("not a folder"), "{err}");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    /// With the host's keys pinned from elsewhere, a login checks them strictly: the right
+    /// key gets in, any other is refused, and nothing is added to known_hosts.
+    #[test]
+    fn pinned_host_keys_are_checked_strictly() {
+        let dir = scratch("pinned");
+        let sshd = Sshd::start(&dir.join("sshd"));
+        let host_key = fs::read_to_string(dir.join("sshd/host_key.pub")).unwrap();
+        let pinned = SshEndpoint {
+            host_keys_pinned: true,
+            ..endpoint(&sshd, &dir)
+        };
+        fs::create_dir_all(pinned.known_hosts.parent().unwrap()).unwrap();
+        let other = dir.join("other_key");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let wrong = fs::read_to_string(other.with_extension("pub")).unwrap();
+        let wrong = wrong.trim();
+        let line = |key: &str| format!("[127.0.0.1]:{} {key}\n", sshd.port);
+        for known in [String::new(), line(wrong)] {
+            fs::write(&pinned.known_hosts, &known).unwrap();
+            let err = format!("{:#}", pinned.run("true", b"").unwrap_err());
+            assert!(err.contains("Host key verification failed"), "{err}");
+            assert_eq!(fs::read_to_string(&pinned.known_hosts).unwrap(), known);
+        }
+        fs::write(&pinned.known_hosts, line(host_key.trim())).unwrap();
+        let out = pinned.run("echo in", b"").unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "in\n");
+        assert_eq!(
+            fs::read_to_string(&pinned.known_hosts).unwrap(),
+            line(host_key.trim())
+        );
+        drop(sshd);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_host_that_does_not_answer_times_out_with_a_clear_error() {
         let dir = scratch("silent");
         // Accepts connections (the kernel does) but never speaks SSH.
@@ -317,6 +410,7 @@ pub mod tests {
             user: "nobody".into(),
             key_file: dir.join("no_key"),
             known_hosts: dir.join("known_hosts"),
+            host_keys_pinned: false,
             sudo: false,
             log_file: dir.join("host.log"),
         };

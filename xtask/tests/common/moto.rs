@@ -124,6 +124,12 @@ for r in ec2.describe_instances(Filters=tagged)["Reservations"]:
             "key": i.get("KeyName"), "image": i["ImageId"],
             "groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
             "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])},
+            "metadata_tokens": i.get("MetadataOptions", {}).get("HttpTokens"),
+            "volumes": [
+                {"device": m["DeviceName"], "encrypted": v["Encrypted"]}
+                for m in i.get("BlockDeviceMappings", [])
+                for v in ec2.describe_volumes(VolumeIds=[m["Ebs"]["VolumeId"]])["Volumes"]
+            ],
         })
 groups = []
 for g in ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]:

@@ -5,6 +5,7 @@
 //! twice) and teardown removes everything that carries them (so a lost data.json leaks
 //! nothing). data.json records the same resources as soon as they are known.
 
+mod host_keys;
 mod provision;
 mod teardown;
 
@@ -103,6 +104,8 @@ fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Ho
                 user: SSH_USER.to_string(),
                 key_file: key_file(paths, deployment_id),
                 known_hosts: paths.state_dir().join("known_hosts"),
+                // Set by provision once the keys are read from the console.
+                host_keys_pinned: false,
                 sudo: true,
                 log_file: paths
                     .state_dir()

@@ -10,17 +10,21 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
-    Instance, InstanceType, IpPermission, IpRange, KeyType, ResourceType, UserIdGroupPair,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Instance, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceType, IpPermission, IpRange, KeyType, ResourceType,
+    UserIdGroupPair, VolumeType,
 };
 use aws_sdk_ec2::Client;
 use tokio::task::JoinSet;
 
 use super::{
-    block_on, client, code_of, deployment_filter, explain, filter, group_of, key_file, require,
+    block_on, client, host_keys, code_of, deployment_filter, explain, filter, group_of, key_file, require,
     tags_for, waiter_gave_up,
 };
 use crate::progress::Progress;
-use crate::state::{AwsResources, AwsSettings, Host, ProviderSettings, Role, Session};
+use crate::state::{
+    AwsResources, AwsSettings, HostKeys, Host, ProviderSettings, Role, Session,
+};
 
 /// Canonical, the publisher of the official Ubuntu images.
 const CANONICAL: &str = "099720109477";
@@ -84,6 +88,10 @@ async fn provision_async(session: &mut Session) -> Result<()> {
 
     progress.task("waiting for every instance to run");
     wait_running(&ec2, session).await?;
+    if settings.host_keys == HostKeys::Console {
+        progress.note("pinning the instances' SSH host keys from their console output");
+        host_keys::pin(&ec2, session).await?;
+    }
     progress.note(format!(
         "deployment {id}: {} instances in {region}; private key {}",
         session.deployment.hosts.len(),
@@ -148,6 +156,22 @@ fn pick_lts<'a>(images: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Stri
         })
         .max()
         .map(|(_, id)| id.to_string())
+}
+
+/// The image's root device, which the encrypted volume replaces.
+async fn root_device_of(ec2: &Client, ami: &str) -> Result<String> {
+    let images = ec2
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .map_err(|e| explain(&format!("looking up the image {ami}"), e))?;
+    let device = images
+        .images()
+        .first()
+        .and_then(|i| i.root_device_name())
+        .map(str::to_string);
+    device.with_context(|| format!("the image {ami} was not found or names no root device"))
 }
 
 async fn default_vpc(ec2: &Client) -> Result<String> {
@@ -412,6 +436,11 @@ async fn launch_instances(
             missing.push((index, host.clone(), token));
         }
     }
+    let root_device = if missing.is_empty() {
+        String::new()
+    } else {
+        root_device_of(ec2, ami).await?
+    };
     let mut launches = JoinSet::new();
     for (index, host, token) in missing {
         let request = ec2
@@ -423,6 +452,28 @@ async fn launch_instances(
             .key_name(key_name)
             .security_group_ids(&groups[group_of(host.role)])
             .client_token(token)
+            // The instance metadata answers only with a session token (IMDSv2), one hop
+            // away: a request forged through a service on the host cannot read it.
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            )
+            // The root volume (the databases' data, the services' configs) encrypted at rest.
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(&root_device)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .volume_type(VolumeType::Gp3)
+                            .build(),
+                    )
+                    .build(),
+            )
             .tag_specifications(tags_for(
                 ResourceType::Instance,
                 &id,
