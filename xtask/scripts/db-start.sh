@@ -9,8 +9,31 @@ find_server() {
   find_process mariadbd --defaults-file="$config"
 }
 
+# mariadbd never runs as root: where this script has root, the server drops to the mysql
+# account (mariadb-server's), which owns the host's folder and needs a way into it. When a
+# folder above it is closed to other users (as /root is), the server runs as root and says so.
+choose_account() {
+  if [ "$(id -u)" != 0 ]; then
+    printf '[mariadbd]\n' > "$HOST_DIR/user.cnf"
+    return
+  fi
+  local account=root
+  if id mysql > /dev/null 2>&1; then
+    # The deployment's own folder of host folders: enterable, not listable.
+    chmod go+x "$(dirname "$HOST_DIR")"
+    chown -R mysql:mysql "$HOST_DIR"
+    if setpriv --reuid=mysql --regid=mysql --clear-groups test -w "$HOST_DIR"; then
+      account=mysql
+    else
+      echo "note: mariadbd runs as root: the mysql account cannot enter $HOST_DIR (a folder above it is closed to other users); keep the project where others may enter, such as /srv or /opt"
+    fi
+  fi
+  printf '[mariadbd]\nuser=%s\n' "$account" > "$HOST_DIR/user.cnf"
+}
+
 if ! find_server > /dev/null; then
   mkdir -p -m 700 "$HOST_DIR/tmp"
+  choose_account
   # The marker is written only after a complete initialization: a data directory without it
   # is what an interrupted run left, and is made again.
   if [ ! -e "$HOST_DIR/data.initialized" ]; then

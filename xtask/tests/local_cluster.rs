@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{text, wait_for, Deployment};
@@ -30,6 +30,20 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     assert_eq!(hosts, ["manager", "standalone", "worker-1", "worker-2"]);
     for (host, pid) in &servers {
         assert_eq!(state["processes"][format!("{host}/mariadbd")]["pid"], *pid);
+    }
+    // With root, no server runs as root: they drop to the mysql account.
+    if unsafe { libc::geteuid() } == 0 {
+        let mysql = Command::new("id").args(["-u", "mysql"]).output().unwrap();
+        let mysql = String::from_utf8_lossy(&mysql.stdout).trim().to_string();
+        for (host, pid) in &servers {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap();
+            assert_eq!(uid, mysql, "{host}'s mariadbd runs as uid {uid}");
+        }
     }
 
     // Every server holds the same dataset.

@@ -37,6 +37,10 @@ pub fn start_and_record(
 ) -> Result<()> {
     let script = limits::in_group(script, limits::of(&session.deployment, &host.name));
     let out = transport::run_script(host, &script, b"")?;
+    // What a start script says the operator should know (how the process runs).
+    for note in out.lines().filter_map(|l| l.strip_prefix("note: ")) {
+        println!("{}: {note}", host.name);
+    }
     let record = parse_identity(&out, program).with_context(|| {
         format!(
             "{} on {} printed no process: {out:?}",

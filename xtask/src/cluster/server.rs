@@ -24,7 +24,6 @@ pub fn start(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
         dir: &host.dir.display().to_string(),
         bind_address: &host.address,
         port: session.deployment.settings.db_port,
-        run_as_root: transport::runs_as_root(host),
     }
     .render();
     transport::put_file(host, "my.cnf", config.as_bytes(), false)?;
@@ -104,9 +103,6 @@ pub struct ServerConfig<'a> {
     pub dir: &'a str,
     pub bind_address: &'a str,
     pub port: u16,
-    /// The OS account mariadbd runs as; only written when running as root, which mariadbd
-    /// refuses without it.
-    pub run_as_root: bool,
 }
 
 impl ServerConfig<'_> {
@@ -143,9 +139,6 @@ impl ServerConfig<'_> {
              max_connections=200\n",
             role = self.role,
         );
-        if self.run_as_root {
-            cnf.push_str("user=root\n");
-        }
         match self.role {
             Role::Manager => cnf.push_str(
                 "# The source of the cluster: every change goes to the binary log with a GTID.\n\
@@ -161,6 +154,9 @@ impl ServerConfig<'_> {
             ),
             _ => {}
         }
+        // Last, as it opens a group of its own: the OS account the server runs as, which
+        // db-start chooses on the host (the mysql account where it has root).
+        cnf.push_str(&format!("!include {dir}/user.cnf\n"));
         cnf
     }
 }
@@ -177,7 +173,6 @@ mod tests {
             dir: "/srv/h",
             bind_address: "127.0.1.3",
             port: 3306,
-            run_as_root: false,
         };
         let manager = config(Role::Manager).render();
         assert!(manager.contains("log-bin=mariadb-bin"));
@@ -185,16 +180,11 @@ mod tests {
         assert!(manager.contains("socket=/srv/h/mariadbd.sock"));
         assert!(manager.contains("tmpdir=/srv/h/tmp\n"));
         assert!(!manager.contains("read_only"));
-        assert!(!manager.contains("user=root"));
+        assert!(manager.ends_with("!include /srv/h/user.cnf\n"), "{manager}");
         let worker = config(Role::Worker).render();
         assert!(worker.contains("read_only=ON"));
         assert!(!worker.contains("log-bin"));
-        let standalone = ServerConfig {
-            run_as_root: true,
-            ..config(Role::Standalone)
-        }
-        .render();
+        let standalone = config(Role::Standalone).render();
         assert!(!standalone.contains("log-bin") && !standalone.contains("read_only"));
-        assert!(standalone.contains("user=root\n"));
     }
 }

@@ -77,9 +77,3 @@ pub fn dies_with_us(command: duct::Expression) -> duct::Expression {
         Ok(())
     })
 }
-
-/// Whether scripts run here run as root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    (unsafe { libc::geteuid() }) == 0
-}

@@ -92,14 +92,6 @@ pub fn wait_ready(host: &Host) -> Result<()> {
     }
 }
 
-/// Whether the host's scripts run as root (which mariadbd must be told).
-pub fn runs_as_root(host: &Host) -> bool {
-    match &host.ssh {
-        Some(ssh) => ssh.sudo || ssh.user == "root",
-        None => local::is_root(),
-    }
-}
-
 /// The machine a host is on: hosts with the same one share installed packages.
 pub fn machine(host: &Host) -> Option<(String, u16)> {
     host.ssh.as_ref().map(|s| (s.address.clone(), s.port))

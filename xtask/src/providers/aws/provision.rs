@@ -32,6 +32,8 @@ const CANONICAL: &str = "099720109477";
 const UBUNTU_IMAGES: &str = "ubuntu/images/hvm-ssd*/ubuntu-*-*.04-amd64-server-*";
 const GROUPS: [&str; 4] = ["gatekeeper", "trusted-host", "proxy", "database"];
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
+/// Each instance's root volume: the image's 8 GB with room for the data, logs and binaries.
+const ROOT_VOLUME_GIB: i32 = 20;
 
 pub fn provision(session: &mut Session) -> Result<()> {
     block_on(provision_async(session))
@@ -468,6 +470,7 @@ async fn launch_instances(
                     .ebs(
                         EbsBlockDevice::builder()
                             .encrypted(true)
+                            .volume_size(ROOT_VOLUME_GIB)
                             .delete_on_termination(true)
                             .volume_type(VolumeType::Gp3)
                             .build(),
