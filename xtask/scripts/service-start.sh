@@ -8,6 +8,18 @@ binary="$HOST_DIR/$SERVICE"
 config="$HOST_DIR/config.json"
 
 if [ "$SUPERVISOR" = systemd ]; then
+  # The service's own account (the unit's User=): it may enter the host's folder, run the
+  # binary and read its config, and nothing else here.
+  account="dbcluster-$SERVICE"
+  if ! id "$account" > /dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$account"
+  fi
+  chmod go+x "$(dirname "$HOST_DIR")"
+  chown "root:$account" "$HOST_DIR" "$binary"
+  chmod 750 "$HOST_DIR" "$binary"
+  chown "$account:$account" "$config"
+  chmod 600 "$config"
   unit="dbcluster-$SERVICE.service"
   printf '%s' "$UNIT" > "/etc/systemd/system/$unit"
   systemctl daemon-reload
