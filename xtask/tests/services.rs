@@ -1264,6 +1264,46 @@ fn big_results_are_cut_and_recursion_is_bounded() {
     assert_eq!(body["rows"][0][0].to_string(), expected.trim(), "{body}");
 }
 
+/// A write form posted from another site is refused before anything is forwarded; the same
+/// form from the gatekeeper's own page goes through.
+#[test]
+fn a_cross_site_form_post_changes_nothing() {
+    let guard = shared();
+    let d = &*guard;
+    let gatekeeper = d.service("gatekeeper");
+    let own_origin = format!("http://{gatekeeper}");
+    let read = || d.root_sql("manager", "SELECT last_name FROM filmdb.actor WHERE actor_id = 3");
+    let before = read();
+    let post = |origin: &str, name: &str| {
+        let body = format!("query=UPDATE+actor+SET+last_name+%3D+%27{name}%27+WHERE+actor_id+%3D+3");
+        http(
+            None,
+            &gatekeeper,
+            "POST",
+            "/write",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin),
+            ],
+            body.as_bytes(),
+        )
+    };
+    for origin in ["http://evil.example", "null"] {
+        let r = post(origin, "Forged");
+        assert_eq!(r.status, 403, "{origin}: {}", r.body);
+        assert!(r.body.contains("another site"), "{}", r.body);
+    }
+    assert_eq!(read(), before, "a forged form changed the row");
+    let r = post(&own_origin, "Owned");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("the write", Duration::from_secs(10), || read().trim() == "Owned");
+    let restore = format!(
+        "UPDATE actor SET last_name = '{}' WHERE actor_id = 3",
+        before.trim().replace('\'', "''")
+    );
+    assert_eq!(d.api(&restore, "write").0, 200);
+}
+
 /// The schema's keys are AUTO_INCREMENT: the natural INSERT, without the key, works.
 #[test]
 fn a_natural_insert_gets_its_key() {
