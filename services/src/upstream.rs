@@ -132,7 +132,9 @@ mod tests {
             axum::routing::post(move || async move {
                 let body = vec![b'x'; size];
                 if streamed {
-                    let chunks = body.chunks(1024).map(|c| Ok::<_, std::io::Error>(c.to_vec()));
+                    let chunks = body
+                        .chunks(1024)
+                        .map(|c| Ok::<_, std::io::Error>(c.to_vec()));
                     axum::body::Body::from_stream(futures_util::stream::iter(
                         chunks.collect::<Vec<_>>(),
                     ))

@@ -81,8 +81,18 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     // Reads run as a second account that can only read, even on the manager; both accounts
     // are capped in connections and statement time.
     let reader = d.secret("app_read_password");
-    let read = d.tcp_sql("manager", "app_read", &reader, "SELECT COUNT(*) FROM filmdb.film");
-    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "100", "{}", text(&read));
+    let read = d.tcp_sql(
+        "manager",
+        "app_read",
+        &reader,
+        "SELECT COUNT(*) FROM filmdb.film",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "100",
+        "{}",
+        text(&read)
+    );
     let refused = d.tcp_sql(
         "manager",
         "app_read",

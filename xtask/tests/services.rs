@@ -1260,7 +1260,10 @@ fn big_results_are_cut_and_recursion_is_bounded() {
         "direct-hit",
     );
     assert_eq!(status, 200, "{body}");
-    let expected = d.root_sql("manager", "SELECT length % 60 FROM filmdb.film WHERE film_id = 7");
+    let expected = d.root_sql(
+        "manager",
+        "SELECT length % 60 FROM filmdb.film WHERE film_id = 7",
+    );
     assert_eq!(body["rows"][0][0].to_string(), expected.trim(), "{body}");
 }
 
@@ -1272,10 +1275,16 @@ fn a_cross_site_form_post_changes_nothing() {
     let d = &*guard;
     let gatekeeper = d.service("gatekeeper");
     let own_origin = format!("http://{gatekeeper}");
-    let read = || d.root_sql("manager", "SELECT last_name FROM filmdb.actor WHERE actor_id = 3");
+    let read = || {
+        d.root_sql(
+            "manager",
+            "SELECT last_name FROM filmdb.actor WHERE actor_id = 3",
+        )
+    };
     let before = read();
     let post = |origin: &str, name: &str| {
-        let body = format!("query=UPDATE+actor+SET+last_name+%3D+%27{name}%27+WHERE+actor_id+%3D+3");
+        let body =
+            format!("query=UPDATE+actor+SET+last_name+%3D+%27{name}%27+WHERE+actor_id+%3D+3");
         http(
             None,
             &gatekeeper,
@@ -1296,7 +1305,9 @@ fn a_cross_site_form_post_changes_nothing() {
     assert_eq!(read(), before, "a forged form changed the row");
     let r = post(&own_origin, "Owned");
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for("the write", Duration::from_secs(10), || read().trim() == "Owned");
+    wait_for("the write", Duration::from_secs(10), || {
+        read().trim() == "Owned"
+    });
     let restore = format!(
         "UPDATE actor SET last_name = '{}' WHERE actor_id = 3",
         before.trim().replace('\'', "''")

@@ -288,9 +288,10 @@ impl Backend {
         let started = Instant::now();
         let pool = match access {
             Access::Read => &self.reads,
-            Access::Write => self.writes.as_ref().ok_or_else(|| {
-                QueryError::Request(format!("{} takes no writes", self.name))
-            })?,
+            Access::Write => self
+                .writes
+                .as_ref()
+                .ok_or_else(|| QueryError::Request(format!("{} takes no writes", self.name)))?,
         };
         let result =
             match tokio::time::timeout(self.timeout, self.execute_once(pool, template, params))

@@ -137,7 +137,7 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         );
     }
     let mut statement = statements.remove(0);
-    check_kind(&statement, mode)?;
+    let write_scope = check_kind(&statement, mode)?;
 
     let mut walker = Walker {
         limits,
@@ -152,8 +152,8 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         if let Statement::Query(query) = &mut statement {
             cap_limit(query, limits.read_row_cap)?;
         }
-    } else {
-        check_write_bounds(&statement)?;
+    } else if let Some(scope) = &write_scope {
+        check_bounded(scope)?;
     }
 
     let (templated, template) = templatize(&statement, sql)
@@ -167,38 +167,15 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
     }
 }
 
-/// The rows an UPDATE or DELETE (already checked to be single-table, with a WHERE) may touch.
-fn check_write_bounds(statement: &Statement) -> Result<(), Rejection> {
-    match statement {
-        Statement::Update(update) => match &update.selection {
-            Some(selection) => {
-                check_bounded(&update.table.relation, selection, update.limit.as_ref())
-            }
-            None => Ok(()),
-        },
-        Statement::Delete(delete) => {
-            let table = match &delete.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.first(),
-            };
-            match (table, &delete.selection) {
-                (Some(table), Some(selection)) => {
-                    check_bounded(&table.relation, selection, delete.limit.as_ref())
-                }
-                _ => Ok(()),
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
 /// An UPDATE or DELETE names its rows by the table's primary key (each key column, in a
 /// top-level AND of the WHERE, equal to a value or in a list of values), or has a LIMIT of at
 /// most WRITE_ROW_CAP.
-fn check_bounded(
-    table: &TableFactor,
-    selection: &Expr,
-    limit: Option<&Expr>,
-) -> Result<(), Rejection> {
+fn check_bounded(scope: &WriteScope) -> Result<(), Rejection> {
+    let WriteScope {
+        table,
+        selection,
+        limit,
+    } = *scope;
     let name = match table {
         TableFactor::Table { name, .. } => name
             .0
@@ -435,7 +412,17 @@ fn ends_operand(token: &Token) -> bool {
     }
 }
 
-fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
+/// The rows an UPDATE or DELETE names, kept from the kind check for the bounds check (which
+/// runs after the walker, so a system or another schema is refused by its own rule first).
+#[derive(Clone, Copy)]
+struct WriteScope<'a> {
+    table: &'a TableFactor,
+    selection: &'a Expr,
+    limit: Option<&'a Expr>,
+}
+
+/// The statement is of a kind the mode accepts; for an UPDATE or DELETE, returns its scope.
+fn check_kind(statement: &Statement, mode: Mode) -> Result<Option<WriteScope<'_>>, Rejection> {
     // Printed only for a refusal: printing a statement costs as much as parsing it.
     let kind = || statement_kind(statement);
     if mode.is_read() {
@@ -445,7 +432,7 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                 format!("{} accepts only SELECT, not {}", mode.as_str(), kind()),
             );
         };
-        return check_query_body(&query.body);
+        return check_query_body(&query.body).map(|()| None);
     }
     match statement {
         Statement::Insert(insert) => {
@@ -456,7 +443,7 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                 );
             }
             match insert.source.as_deref().map(|q| q.body.as_ref()) {
-                Some(SetExpr::Values(_)) => Ok(()),
+                Some(SetExpr::Values(_)) => Ok(None),
                 _ => reject(
                     "single-table-write",
                     "INSERT takes VALUES only (not SELECT or SET)",
@@ -470,10 +457,14 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                     "an UPDATE changes one table, without joins",
                 );
             }
-            if update.selection.is_none() {
+            let Some(selection) = &update.selection else {
                 return reject("where-required", "an UPDATE needs a WHERE clause");
-            }
-            Ok(())
+            };
+            Ok(Some(WriteScope {
+                table: &update.table.relation,
+                selection,
+                limit: update.limit.as_ref(),
+            }))
         }
         Statement::Delete(delete) => {
             let from = match &delete.from {
@@ -488,10 +479,14 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<(), Rejection> {
                     "a DELETE changes one table, without joins",
                 );
             }
-            if delete.selection.is_none() {
+            let Some(selection) = &delete.selection else {
                 return reject("where-required", "a DELETE needs a WHERE clause");
-            }
-            Ok(())
+            };
+            Ok(Some(WriteScope {
+                table: &table.relation,
+                selection,
+                limit: delete.limit.as_ref(),
+            }))
         }
         _ => reject(
             "statement-kind",

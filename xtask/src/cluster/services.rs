@@ -6,9 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use contract::config::{
-    Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig,
-};
+use contract::config::{Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
 
 use super::process;
 use crate::state::{Deployment, Host, Role, Session};

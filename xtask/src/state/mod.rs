@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use limits::{HostClass, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{
-    AwsSettings, BenchSettings, HostKeys, LocalSettings, ProviderKind, ProviderSettings,
-    Settings,
+    AwsSettings, BenchSettings, HostKeys, LocalSettings, ProviderKind, ProviderSettings, Settings,
 };
 pub use store::{atomic_write, Paths, FORMAT_VERSION};
 

@@ -57,7 +57,10 @@ pub fn run(session: &mut Session) -> Result<()> {
         &[
             ("APP_CLIENT_HOST", provider.client_address(proxy)),
             ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
-            ("APP_READ_PASSWORD", sql_string(&d.secrets.app_read_password)),
+            (
+                "APP_READ_PASSWORD",
+                sql_string(&d.secrets.app_read_password),
+            ),
             // The proxy's pool, its probe and room for a restarted proxy's new connections
             // while the old ones close.
             (

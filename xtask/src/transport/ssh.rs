@@ -228,7 +228,11 @@ fn private_dir(dir: &Path) -> Result<()> {
              owned by uid {} with mode {:o}. Remove it (it holds only SSH master sockets) and \
              run again",
             dir.display(),
-            if meta.is_dir() { "a folder" } else { "not a folder" },
+            if meta.is_dir() {
+                "a folder"
+            } else {
+                "not a folder"
+            },
             meta.uid(),
             meta.mode() & 0o7777
         );
@@ -356,7 +360,10 @@ pub mod tests {
         let file = dir.join("file");
         fs::write(&file, "").unwrap();
         let err = private_dir(&file).unwrap_err().to_string();
-        assert!(err.contains("creating") || err.contains("not a folder"), "{err}");
+        assert!(
+            err.contains("creating") || err.contains("not a folder"),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).ok();
     }
 

@@ -160,9 +160,7 @@ mod tests {
         let keys = [format!("ssh-ed25519 {ED25519}")];
         assert_eq!(
             with_keys(&known, "203.0.113.7", &keys),
-            format!(
-                "198.51.100.2 ssh-ed25519 {ED25519}\n203.0.113.7 ssh-ed25519 {ED25519}\n"
-            )
+            format!("198.51.100.2 ssh-ed25519 {ED25519}\n203.0.113.7 ssh-ed25519 {ED25519}\n")
         );
     }
 }

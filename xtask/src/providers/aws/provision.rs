@@ -18,13 +18,11 @@ use aws_sdk_ec2::Client;
 use tokio::task::JoinSet;
 
 use super::{
-    block_on, client, host_keys, code_of, deployment_filter, explain, filter, group_of, key_file, require,
-    tags_for, waiter_gave_up,
+    block_on, client, code_of, deployment_filter, explain, filter, group_of, host_keys, key_file,
+    require, tags_for, waiter_gave_up,
 };
 use crate::progress::Progress;
-use crate::state::{
-    AwsResources, AwsSettings, HostKeys, Host, ProviderSettings, Role, Session,
-};
+use crate::state::{AwsResources, AwsSettings, Host, HostKeys, ProviderSettings, Role, Session};
 
 /// Canonical, the publisher of the official Ubuntu images.
 const CANONICAL: &str = "099720109477";
