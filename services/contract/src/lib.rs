@@ -2,9 +2,11 @@
 //!
 //! - `wire`: the query request, its result and the error body, the same JSON at every hop;
 //! - `config`: each service's config file, written by `cargo xtask deploy-services`;
-//! - `report`: the load generator's report, read back by `cargo xtask fetch-results`.
+//! - `report`: the load generator's report, read back by `cargo xtask fetch-results`;
+//! - `gtid`: MariaDB GTID positions and how they compare.
 
 pub mod config;
+pub mod gtid;
 pub mod report;
 pub mod wire;
 
