@@ -237,6 +237,7 @@ impl Sender {
                 let request = QueryRequest {
                     query: query.to_string(),
                     mode: *mode,
+                    after_gtid: None,
                 };
                 let response = client.post(url).json(&request).send().await.map_err(|e| {
                     if e.is_timeout() {

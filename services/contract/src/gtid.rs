@@ -58,7 +58,11 @@ impl FromStr for GtidPosition {
             let parts: Vec<&str> = gtid.split('-').collect();
             let parsed = match parts.as_slice() {
                 [domain, server, seq] => (|| {
-                    Some((domain.parse().ok()?, server.parse().ok()?, seq.parse().ok()?))
+                    Some((
+                        domain.parse().ok()?,
+                        server.parse().ok()?,
+                        seq.parse().ok()?,
+                    ))
                 })(),
                 _ => None,
             };
@@ -95,12 +99,21 @@ mod tests {
     #[test]
     fn positions_compare_per_domain() {
         assert!(pos("0-1-42").covers(&pos("0-1-41")));
-        assert!(pos("0-2-42").covers(&pos("0-1-42")), "a new server continues the domain");
+        assert!(
+            pos("0-2-42").covers(&pos("0-1-42")),
+            "a new server continues the domain"
+        );
         assert!(!pos("0-1-41").covers(&pos("0-1-42")));
         assert!(pos("0-1-5").covers(&pos("")));
         assert!(!pos("").covers(&pos("0-1-1")));
-        assert!(!pos("0-1-9").covers(&pos("0-1-3,1-4-1")), "a domain it lacks");
-        assert_eq!(pos("0-1-9,1-4-1").compare(&pos("0-1-3")), Some(Ordering::Greater));
+        assert!(
+            !pos("0-1-9").covers(&pos("0-1-3,1-4-1")),
+            "a domain it lacks"
+        );
+        assert_eq!(
+            pos("0-1-9,1-4-1").compare(&pos("0-1-3")),
+            Some(Ordering::Greater)
+        );
         assert_eq!(pos("0-1-3").compare(&pos("0-1-3")), Some(Ordering::Equal));
         assert_eq!(pos("0-1-9").compare(&pos("0-1-3,1-4-1")), None);
         assert_eq!(pos(" 1-4-1 , 0-1-3").to_string(), "0-1-3,1-4-1");

@@ -33,6 +33,10 @@ impl Mode {
 pub struct QueryRequest {
     pub query: String,
     pub mode: Mode,
+    /// Read-your-writes: a read is served only where this GTID position (a write's
+    /// `last_gtid`) has been applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_gtid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +55,9 @@ pub struct QueryResponse {
     /// The result holds only the first rows: the whole was over the proxy's row or size cap.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// A write's transaction, as a GTID: a later read with it as `after_gtid` sees the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gtid: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,4 +103,8 @@ pub struct ForwardedQuery {
     pub digest: String,
     /// The query with every literal as `?` and IN lists collapsed.
     pub digest_text: String,
+    /// Read-your-writes: the position the serving backend must have applied (checked to be a
+    /// GTID position by the trusted host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_gtid: Option<String>,
 }

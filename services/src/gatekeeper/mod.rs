@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Extension, Form, Json, Router};
@@ -118,9 +118,34 @@ struct WriteForm {
     query: String,
 }
 
+/// The cookie that carries the GTID of a visitor's last write from the Write page to the
+/// Read page, so a read after a write shows it (read-your-writes).
+const LAST_WRITE_COOKIE: &str = "last_write_gtid";
+
+/// The GTID position the visitor's last write left, from its cookie (commas, which a cookie
+/// value cannot hold, travel as dots); None when absent or not a position.
+fn last_write(headers: &HeaderMap) -> Option<String> {
+    let cookies = headers.get_all(header::COOKIE);
+    let value = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            pair.trim()
+                .strip_prefix(LAST_WRITE_COOKIE)?
+                .strip_prefix('=')
+        })?;
+    let position = value.replace('.', ",");
+    position
+        .parse::<contract::gtid::GtidPosition>()
+        .is_ok()
+        .then_some(position)
+}
+
 async fn read_submit(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    headers: HeaderMap,
     form: Result<Form<ReadForm>, FormRejection>,
 ) -> (StatusCode, Html<String>) {
     let form = match form {
@@ -137,18 +162,32 @@ async fn read_submit(
             Html(pages::result(&form.query, Mode::Random, &Err(message))),
         );
     };
-    submit(&gk, form.query, mode, &id).await
+    let (status, _, page) = submit(&gk, form.query, mode, last_write(&headers), &id).await;
+    (status, page)
 }
 
 async fn write_submit(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
     form: Result<Form<WriteForm>, FormRejection>,
-) -> (StatusCode, Html<String>) {
-    match form {
-        Ok(Form(f)) => submit(&gk, f.query, Mode::Write, &id).await,
-        Err(e) => form_error(e, Mode::Write),
+) -> Response {
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return form_error(e, Mode::Write).into_response(),
+    };
+    let (status, last_gtid, page) = submit(&gk, f.query, Mode::Write, None, &id).await;
+    let mut response = (status, page).into_response();
+    let cookie = last_gtid.and_then(|gtid| {
+        let value = format!(
+            "{LAST_WRITE_COOKIE}={}; Path=/; Max-Age=600; HttpOnly; SameSite=Strict",
+            gtid.replace(',', ".")
+        );
+        HeaderValue::from_str(&value).ok()
+    });
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
+    response
 }
 
 fn form_error(rejection: FormRejection, mode: Mode) -> (StatusCode, Html<String>) {
@@ -165,9 +204,14 @@ async fn submit(
     gk: &Gatekeeper,
     query: String,
     mode: Mode,
+    after_gtid: Option<String>,
     id: &str,
-) -> (StatusCode, Html<String>) {
-    let request = QueryRequest { query, mode };
+) -> (StatusCode, Option<String>, Html<String>) {
+    let request = QueryRequest {
+        query,
+        mode,
+        after_gtid,
+    };
     let said = |e: ErrorBody| format!("{} (request id {id})", e.error.message);
     let (status, outcome) = match gk.trusted_host.query(&request, id).await {
         Ok((status, body)) if status.is_success() => {
@@ -189,5 +233,41 @@ async fn submit(
             })),
         ),
     };
-    (status, Html(pages::result(&request.query, mode, &outcome)))
+    let last_gtid = outcome.as_ref().ok().and_then(|r| r.last_gtid.clone());
+    (
+        status,
+        last_gtid,
+        Html(pages::result(&request.query, mode, &outcome)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_write_is_read_from_its_cookie() {
+        let headers = |cookies: &[&str]| {
+            let mut map = HeaderMap::new();
+            for c in cookies {
+                map.append(header::COOKIE, HeaderValue::from_str(c).unwrap());
+            }
+            map
+        };
+        assert_eq!(
+            last_write(&headers(&["theme=dark; last_write_gtid=0-1-42.1-3-7"])).as_deref(),
+            Some("0-1-42,1-3-7")
+        );
+        assert_eq!(
+            last_write(&headers(&["a=b", "last_write_gtid=0-1-5"])).as_deref(),
+            Some("0-1-5")
+        );
+        for cookies in [
+            &["last_write_gtid=1 OR 1"][..],
+            &["last_write_gtidx=0-1-5"],
+            &[],
+        ] {
+            assert_eq!(last_write(&headers(cookies)), None, "{cookies:?}");
+        }
+    }
 }

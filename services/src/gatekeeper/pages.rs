@@ -177,6 +177,7 @@ mod tests {
             elapsed_ms: 1.5,
             note: None,
             truncated: false,
+            last_gtid: None,
         };
         let html = result("SELECT '<x>'", Mode::Random, &Ok(response));
         assert!(html.contains("<strong>worker-2</strong>"));

@@ -77,6 +77,9 @@ pub fn public(status: StatusCode, detail: ErrorDetail, request_id: &str) -> Erro
         "backend-unavailable" => {
             "no database server could take the query; retry shortly".to_string()
         }
+        "manager-unavailable" => "the manager, which takes the writes and direct-hit reads, is \
+                                  unreachable; random and customized reads are still served"
+            .to_string(),
         "upstream-timeout" => "a service behind the gatekeeper did not answer in time".to_string(),
         "upstream-unavailable" => {
             "a service behind the gatekeeper is unavailable; retry shortly".to_string()

@@ -10,7 +10,9 @@ use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolO
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::health::{judge_worker, Eligible, Health, ManagerView, Replication};
 use contract::config::{Account, BackendConfig, ProxyConfig};
+use contract::gtid::GtidPosition;
 use contract::wire::Param;
 
 /// Pinned for every session, so a query means the same on every server. PIPES_AS_CONCAT makes
@@ -24,26 +26,11 @@ const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 /// Prepared templates kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
-/// Weight of the newest response-time sample in the moving average.
-const EWMA_WEIGHT: f64 = 0.3;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Manager,
     Worker,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Health {
-    /// Answering, replicating (workers) and not lagging beyond the threshold.
-    pub healthy: bool,
-    /// Smoothed response time in milliseconds: of the probes' `SELECT 1` and of the queries
-    /// it served.
-    pub latency_ms: Option<f64>,
-    pub lag_seconds: Option<u64>,
-    pub problem: Option<String>,
-    pub checks: u64,
 }
 
 /// Which account a query runs as.
@@ -90,15 +77,14 @@ pub struct QueryOutput {
     pub affected_rows: u64,
     /// Why the rows stop before the result's end.
     pub cut: Option<String>,
+    /// A write's transaction.
+    pub last_gtid: Option<String>,
 }
 
-impl Health {
-    fn add_response_time(&mut self, ms: f64) {
-        self.latency_ms = Some(match self.latency_ms {
-            Some(old) => old + EWMA_WEIGHT * (ms - old),
-            None => ms,
-        });
-    }
+/// What one probe saw.
+struct Observation {
+    replication: Option<Replication>,
+    binlog: Option<GtidPosition>,
 }
 
 /// Counts a query in flight on a backend for as long as it lives.
@@ -167,14 +153,7 @@ impl Backend {
             // The probes' own connection: a pool that requests have filled (or a client's
             // slow queries hold) must not make the backend look down.
             probes: Pool::new(opts(&config.reader).pool_opts(pool(1))),
-            health: Mutex::new(Health {
-                // Optimistic until the first probe: reads are retried elsewhere if wrong.
-                healthy: true,
-                latency_ms: None,
-                lag_seconds: None,
-                problem: None,
-                checks: 0,
-            }),
+            health: Mutex::new(Health::new()),
             in_flight: AtomicU32::new(0),
             timeout: Duration::from_secs(config.statement_time_limit_seconds + 2),
             max_result_rows: config.max_result_rows,
@@ -187,14 +166,17 @@ impl Backend {
     /// server gets a read only when the others are that much busier.
     pub fn expected_ms(&self) -> f64 {
         let waiting = self.in_flight.load(Ordering::Relaxed) + 1;
-        self.health().latency_ms.unwrap_or(f64::MAX) * f64::from(waiting)
+        self.with_health(|h| h.latency_ms).unwrap_or(f64::MAX) * f64::from(waiting)
     }
 
+    /// A copy of everything known of its health (for /health and status).
     pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.with_health(Health::clone)
+    }
+
+    /// Reads a part of its health without copying the rest (the request path's way).
+    pub fn with_health<T>(&self, f: impl FnOnce(&Health) -> T) -> T {
+        f(&self.health.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn update_health(&self, f: impl FnOnce(&mut Health)) {
@@ -204,75 +186,116 @@ impl Backend {
     /// Marks the backend failed at once, from a failure seen on the request path; the next
     /// probe that succeeds brings it back.
     pub fn mark_failed(&self, problem: &str) {
-        self.update_health(|h| {
-            h.healthy = false;
-            h.problem = Some(problem.to_string());
+        self.update_health(|h| h.failed(problem.to_string()));
+    }
+
+    /// Whether it has applied `position` (as its last probe saw).
+    pub fn has_applied(&self, position: &GtidPosition) -> bool {
+        self.with_health(|h| {
+            h.replication
+                .as_ref()
+                .and_then(|r| r.applied.as_ref())
+                .is_some_and(|applied| applied.covers(position))
+        })
+    }
+
+    /// The manager as its probes saw it.
+    pub fn as_manager_view(&self) -> ManagerView {
+        self.with_health(|h| ManagerView {
+            reachable: h.down_since.is_none(),
+            position: h.binlog.clone(),
+        })
+    }
+
+    /// One measurement, in the background, never on the request path: a round trip on the
+    /// probes' connection that reads, on the manager, its binary log position and, on a
+    /// worker, its replication state. A worker's eligibility is judged after every backend's
+    /// probe ([`Backend::judge`]), as it depends on the manager's.
+    pub async fn probe(&self) {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.observe()).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.update_health(|h| match result {
+            Ok(Ok(seen)) => {
+                h.answered(elapsed_ms);
+                h.replication = seen.replication;
+                if self.role == Role::Manager {
+                    h.binlog = seen.binlog;
+                    h.healthy = true;
+                    h.problem = None;
+                }
+            }
+            Ok(Err(e)) => h.failed(e),
+            Err(_) => h.failed(format!("no answer within {} s", self.timeout.as_secs())),
         });
     }
 
-    /// One measurement: a `SELECT 1` round trip on a pooled connection and, on a worker, the
-    /// replication state. Runs in the background, never on the request path.
-    pub async fn probe(&self, max_lag_seconds: u64) {
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.probe_once()).await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    /// Decides whether a worker serves reads, from its last probe and the manager's state.
+    pub fn judge(&self, max_lag_seconds: u64, manager: &ManagerView) {
         self.update_health(|h| {
-            h.checks += 1;
-            match result {
-                Ok(Ok(lag)) => {
-                    h.add_response_time(elapsed_ms);
-                    h.lag_seconds = lag.flatten();
-                    h.problem = match (self.role, lag) {
-                        (Role::Worker, None) => Some("replication is not running".to_string()),
-                        (Role::Worker, Some(None)) => {
-                            Some("replication lag is unknown".to_string())
-                        }
-                        (Role::Worker, Some(Some(l))) if l > max_lag_seconds => {
-                            Some(format!("replication lag {l} s exceeds {max_lag_seconds} s"))
-                        }
-                        _ => None,
-                    };
-                    h.healthy = h.problem.is_none();
+            if h.down_since.is_some() {
+                h.without_manager = false;
+                return;
+            }
+            match judge_worker(h.replication.as_ref(), max_lag_seconds, manager) {
+                Ok(eligible) => {
+                    h.healthy = true;
+                    h.problem = None;
+                    h.without_manager = eligible == Eligible::CaughtUpWithoutManager;
                 }
-                Ok(Err(e)) => {
+                Err(problem) => {
                     h.healthy = false;
-                    h.problem = Some(e);
-                }
-                Err(_) => {
-                    h.healthy = false;
-                    h.problem = Some(format!("no answer within {} s", self.timeout.as_secs()));
+                    h.problem = Some(problem);
+                    h.without_manager = false;
                 }
             }
         });
     }
 
-    /// Ok(None) for a worker whose replication threads are not both running; Ok(Some(lag)).
-    async fn probe_once(&self) -> Result<Option<Option<u64>>, String> {
+    async fn observe(&self) -> Result<Observation, String> {
         let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
-        conn.query_drop("SELECT 1")
-            .await
-            .map_err(|e| e.to_string())?;
         if self.role == Role::Manager {
-            return Ok(Some(Some(0)));
+            let position: Option<String> = conn
+                .query_first("SELECT @@gtid_binlog_pos")
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Observation {
+                replication: None,
+                binlog: position.and_then(|p| p.parse().ok()),
+            });
         }
         let status: Option<Row> = conn
             .query_first("SHOW SLAVE STATUS")
             .await
             .map_err(|e| e.to_string())?;
-        let Some(row) = status else {
-            return Ok(None);
-        };
-        let text = |name: &str| -> Option<String> {
-            row.get_opt::<Option<String>, _>(name)?.ok().flatten()
-        };
-        let running = text("Slave_IO_Running").as_deref() == Some("Yes")
-            && text("Slave_SQL_Running").as_deref() == Some("Yes");
-        if !running {
-            return Ok(None);
-        }
-        Ok(Some(
-            text("Seconds_Behind_Master").and_then(|v| v.parse().ok()),
-        ))
+        let replication = status.map(|row| {
+            let text = |name: &str| -> Option<String> {
+                row.get_opt::<Option<String>, _>(name)?.ok().flatten()
+            };
+            Replication {
+                io_running: text("Slave_IO_Running").as_deref() == Some("Yes"),
+                sql_running: text("Slave_SQL_Running").as_deref() == Some("Yes"),
+                lag_seconds: text("Seconds_Behind_Master").and_then(|v| v.parse().ok()),
+                applied: text("Gtid_Slave_Pos").and_then(|p| p.parse().ok()),
+            }
+        });
+        Ok(Observation {
+            replication,
+            binlog: None,
+        })
+    }
+
+    /// Waits until this worker has applied `position`, for at most `bound`; true if it has.
+    pub async fn wait_for(&self, position: &str, bound: Duration) -> Result<bool, QueryError> {
+        let mut conn = self.reads.get_conn().await.map_err(classify)?;
+        let waited: Option<i64> = conn
+            .exec_first(
+                "SELECT MASTER_GTID_WAIT(?, ?)",
+                (position, bound.as_secs_f64()),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(waited == Some(0))
     }
 
     /// Runs one statement: the template as a prepared statement (cached per connection, so
@@ -293,17 +316,19 @@ impl Backend {
                 .as_ref()
                 .ok_or_else(|| QueryError::Request(format!("{} takes no writes", self.name)))?,
         };
-        let result =
-            match tokio::time::timeout(self.timeout, self.execute_once(pool, template, params))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(QueryError::Unavailable(format!(
-                    "{} did not answer within {} s",
-                    self.name,
-                    self.timeout.as_secs()
-                ))),
-            };
+        let result = match tokio::time::timeout(
+            self.timeout,
+            self.execute_once(access, pool, template, params),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Unavailable(format!(
+                "{} did not answer within {} s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        };
         // An answer, even a refusal, is how long the server takes now.
         if matches!(result, Ok(_) | Err(QueryError::Server { .. })) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -314,6 +339,7 @@ impl Backend {
 
     async fn execute_once(
         &self,
+        access: Access,
         pool: &Pool,
         template: &str,
         params: &[Param],
@@ -357,11 +383,22 @@ impl Backend {
         } else {
             drop(result);
         }
+        // A write's GTID, for the client's later reads (`after_gtid`): one more round trip,
+        // on the same session, only for writes.
+        let last_gtid = if access == Access::Write {
+            conn.query_first::<String, _>("SELECT @@last_gtid")
+                .await
+                .map_err(classify)?
+                .filter(|g| !g.is_empty())
+        } else {
+            None
+        };
         Ok(QueryOutput {
             columns,
             rows,
             affected_rows,
             cut,
+            last_gtid,
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod digests;
+pub mod health;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -23,14 +24,20 @@ use crate::upstream;
 use axum::http::HeaderMap;
 use backend::{Access, Backend, QueryError, Role};
 use contract::config::ProxyConfig;
+use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
+use health::clock;
 use metrics::Metrics;
 
 /// How many query shapes `/digests` lists.
 const DIGESTS_LISTED: usize = 50;
 /// How many query shapes `/metrics` carries (each is a label set of its own).
 const DIGESTS_IN_METRICS: usize = 20;
+
+/// How long a read with `after_gtid` waits for a worker to apply it before it goes to the
+/// manager instead.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
 
 /// MariaDB's error when max_statement_time stops a statement.
 const STATEMENT_TIMEOUT: u16 = 1969;
@@ -75,25 +82,49 @@ impl Proxy {
                 tick.tick().await;
                 let mut probes = tokio::task::JoinSet::new();
                 for backend in proxy.backends() {
-                    let (backend, max_lag) = (Arc::clone(backend), proxy.max_lag_seconds);
-                    probes.spawn(async move { backend.probe(max_lag).await });
+                    let backend = Arc::clone(backend);
+                    probes.spawn(async move { backend.probe().await });
                 }
                 probes.join_all().await;
+                let manager = proxy.manager.as_manager_view();
+                for worker in &proxy.workers {
+                    worker.judge(proxy.max_lag_seconds, &manager);
+                }
             }
         })
     }
 
     /// Where a read of this strategy goes now, leaving out `failed`; with a note when it is not
-    /// where the strategy wanted.
-    fn choose_read(&self, mode: Mode, failed: Option<&str>) -> (Arc<Backend>, Option<String>) {
+    /// where the strategy wanted. With `after`, only where that position has been applied: a
+    /// worker whose probe saw it, or one that applies it within READ_YOUR_WRITES_WAIT, or the
+    /// manager.
+    async fn choose_read(
+        &self,
+        mode: Mode,
+        failed: Option<&str>,
+        after: Option<(&str, &GtidPosition)>,
+    ) -> (Arc<Backend>, Option<String>) {
         if mode == Mode::DirectHit {
             return (Arc::clone(&self.manager), None);
         }
         let mut healthy: Vec<&Arc<Backend>> = self
             .workers
             .iter()
-            .filter(|w| Some(w.name.as_str()) != failed && w.health().healthy)
+            .filter(|w| Some(w.name.as_str()) != failed && w.with_health(|h| h.healthy))
             .collect();
+        let mut must_wait = None;
+        if let Some((text, position)) = after {
+            let applied: Vec<&Arc<Backend>> = healthy
+                .iter()
+                .copied()
+                .filter(|w| w.has_applied(position))
+                .collect();
+            if applied.is_empty() {
+                must_wait = Some(text);
+            } else {
+                healthy = applied;
+            }
+        }
         let chosen = match mode {
             Mode::Customized => {
                 // In a random order first, so equally good workers share the reads.
@@ -106,13 +137,53 @@ impl Proxy {
             }
             _ => healthy.choose(&mut rand::rng()).map(|w| Arc::clone(w)),
         };
-        match chosen {
-            Some(worker) => (worker, None),
-            None => (
+        let Some(worker) = chosen else {
+            return (
                 Arc::clone(&self.manager),
                 Some("no healthy worker: served by the manager".to_string()),
-            ),
+            );
+        };
+        if let Some(position) = must_wait {
+            if !matches!(
+                worker.wait_for(position, READ_YOUR_WRITES_WAIT).await,
+                Ok(true)
+            ) {
+                return (
+                    Arc::clone(&self.manager),
+                    Some(format!(
+                        "no worker had applied {position} within {} ms: served by the manager",
+                        READ_YOUR_WRITES_WAIT.as_millis()
+                    )),
+                );
+            }
         }
+        let note = self
+            .manager
+            .with_health(|h| h.down_since)
+            .and_then(|since| {
+                worker.with_health(|h| h.without_manager).then(|| {
+                    format!(
+                        "the manager is unreachable since {}: served by {}, which had applied \
+                     everything the manager had when last seen",
+                        clock(since),
+                        worker.name
+                    )
+                })
+            });
+        (worker, note)
+    }
+
+    /// The manager's outage, if the monitor or a query found it unreachable.
+    fn manager_down(&self) -> Option<QueryError> {
+        self.manager.with_health(|h| {
+            h.down_since.map(|since| {
+                QueryError::Unavailable(format!(
+                    "unreachable since {}: {}",
+                    clock(since),
+                    h.problem.as_deref().unwrap_or("no answer")
+                ))
+            })
+        })
     }
 
     pub async fn handle(
@@ -122,8 +193,11 @@ impl Proxy {
     ) -> Result<QueryResponse, ApiError> {
         let started = Instant::now();
         let mode = request.mode;
+        let after_text = request.after_gtid.as_deref();
+        let after = after_text.and_then(|t| Some((t, t.parse::<GtidPosition>().ok()?)));
+        let after = after.as_ref().map(|(t, p)| (*t, p));
         let (backend, mut note) = if mode.is_read() {
-            self.choose_read(mode, None)
+            self.choose_read(mode, None, after).await
         } else {
             (Arc::clone(&self.manager), None)
         };
@@ -132,27 +206,42 @@ impl Proxy {
         } else {
             Access::Write
         };
-        let mut result = backend
-            .execute(access, &request.template, &request.params)
-            .await;
+        // What goes to a manager known to be down fails at once: a write is never sent
+        // elsewhere, and waiting for a connection to time out helps nobody.
+        let mut result = match (backend.role, self.manager_down()) {
+            (Role::Manager, Some(down)) => Err(down),
+            _ => {
+                backend
+                    .execute(access, &request.template, &request.params)
+                    .await
+            }
+        };
         let mut served_by = backend;
 
         // A read that could not reach its worker is tried once more elsewhere. A write is
         // never repeated: it may have been applied before the connection broke.
         if let Err(QueryError::Unavailable(problem)) = &result {
-            if mode.is_read() && served_by.role == Role::Worker {
+            if served_by.role == Role::Manager {
+                served_by.mark_failed(problem);
+            } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);
-                let (retry, retry_note) = self.choose_read(mode, Some(&served_by.name));
+                let (retry, retry_note) =
+                    self.choose_read(mode, Some(&served_by.name), after).await;
                 note = Some(format!(
                     "{} failed ({problem}); retried on {}{}",
                     served_by.name,
                     retry.name,
                     retry_note.map(|n| format!("; {n}")).unwrap_or_default()
                 ));
-                result = retry
-                    .execute(access, &request.template, &request.params)
-                    .await;
+                result = match (retry.role, self.manager_down()) {
+                    (Role::Manager, Some(down)) => Err(down),
+                    _ => {
+                        retry
+                            .execute(access, &request.template, &request.params)
+                            .await
+                    }
+                };
                 served_by = retry;
             }
         }
@@ -181,6 +270,7 @@ impl Proxy {
                         elapsed_ms: seconds * 1000.0,
                         note,
                         truncated,
+                        last_gtid: out.last_gtid,
                     }),
                 )
             }
@@ -209,6 +299,18 @@ impl Proxy {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "query-failed",
                     format!("the query could not be sent: {problem}"),
+                )),
+            ),
+            Err(QueryError::Unavailable(problem)) if served_by.role == Role::Manager => (
+                "unavailable",
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "manager-unavailable",
+                    format!(
+                        "the manager ({}) is {problem}; writes and direct-hit reads wait for it \
+                         and are never sent to a worker",
+                        served_by.name
+                    ),
                 )),
             ),
             Err(QueryError::Unavailable(problem)) => (
@@ -269,14 +371,19 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
         .backends()
         .map(|b| {
             let h = b.health();
+            let r = h.replication.as_ref();
             json!({
                 "name": b.name,
                 "role": b.role,
                 "healthy": h.healthy,
                 "latency_ms": h.latency_ms,
-                "lag_seconds": h.lag_seconds,
+                "lag_seconds": r.and_then(|r| r.lag_seconds),
                 "problem": h.problem,
                 "checks": h.checks,
+                "down_since": h.down_since.map(clock),
+                "binlog_position": h.binlog.as_ref().map(ToString::to_string),
+                "applied_position": r.and_then(|r| r.applied.as_ref()).map(ToString::to_string),
+                "serving_without_manager": h.without_manager,
             })
         })
         .collect();

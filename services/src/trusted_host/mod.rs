@@ -20,6 +20,7 @@ use crate::guard::{self, Guard};
 use crate::upstream;
 use crate::upstream::Upstream;
 use axum::http::HeaderMap;
+use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, QueryRequest};
 use policy::Limits;
 
@@ -46,12 +47,22 @@ async fn query(
         tracing::warn!(request_id, rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string())
     })?;
+    if let Some(after) = &request.after_gtid {
+        after.parse::<GtidPosition>().map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                format!("after_gtid: {e}"),
+            )
+        })?;
+    }
     let forwarded = ForwardedQuery {
         mode: request.mode,
         template: checked.template,
         params: checked.params,
         digest: checked.digest,
         digest_text: checked.digest_text,
+        after_gtid: request.after_gtid.clone(),
     };
     let (status, body) = th.proxy.query(&forwarded, request_id).await?;
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
