@@ -164,6 +164,11 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<u32>,
+    /// Semi-synchronous replication: how long the manager waits for a worker to have a commit
+    /// before it acknowledges it anyway (asynchronously); 0: asynchronous.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semi_sync_timeout_ms: Option<u32>,
     /// Rust target the services are built for (local provider: this machine's, unless given).
     #[arg(long, value_name = "TRIPLE")]
     #[serde(skip_serializing_if = "Option::is_none")]

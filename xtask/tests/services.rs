@@ -1315,6 +1315,244 @@ fn a_cross_site_form_post_changes_nothing() {
     assert_eq!(d.api(&restore, "write").0, 200);
 }
 
+/// Restarts a host's server on its own config, detached, as the test's own action.
+fn restart_server(d: &Deployment, host: &str) {
+    let config = d.host_dir(host).join("my.cnf");
+    let path = format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = Command::new("setsid")
+        .env("PATH", path)
+        .arg("-f")
+        .arg("mariadbd")
+        .arg(format!("--defaults-file={}", config.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+}
+
+fn proxy_health(d: &Deployment) -> Value {
+    let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
+fn all_backends_healthy(d: &Deployment) -> bool {
+    proxy_health(d)["backends"]
+        .as_array()
+        .is_some_and(|b| b.iter().all(|b| b["healthy"] == true))
+}
+
+/// The manager SIGKILLed under read and write load: once the proxy has seen it (one probe
+/// interval), random and customized reads go on from the workers, which had applied everything,
+/// and say so; writes and direct-hit reads fail at once with manager-unavailable. Restarted,
+/// the manager takes writes again and the workers resume.
+#[test]
+fn the_managers_loss_stops_writes_not_reads() {
+    let guard = shared();
+    let d = &*guard;
+    assert_eq!(
+        d.api("UPDATE film SET length = length WHERE film_id = 1", "write")
+            .0,
+        200
+    );
+    wait_for("every backend healthy", Duration::from_secs(20), || {
+        all_backends_healthy(d)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    // Readers: every answer with when it came, relative to the kill.
+    let readers: Vec<_> = ["random", "customized", "random", "customized"]
+        .into_iter()
+        .map(|mode| {
+            let (stop, killed_at) = (Arc::clone(&stop), Arc::clone(&killed_at));
+            let gatekeeper = d.service("gatekeeper");
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let body =
+                    json!({"query": "SELECT COUNT(*) AS n FROM film", "mode": mode}).to_string();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = http(
+                        None,
+                        &gatekeeper,
+                        "POST",
+                        "/api/query",
+                        &[("Content-Type", "application/json")],
+                        body.as_bytes(),
+                    );
+                    let since_kill = killed_at.lock().unwrap().map(|k| k.elapsed());
+                    seen.push((since_kill, r.status, r.body));
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = d.state()["processes"]["manager/mariadbd"]["pid"]
+        .as_u64()
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    // One probe interval (500 ms) and the judging after it; then writes for a while.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut write_ms = Vec::new();
+    for i in 0..40 {
+        let started = Instant::now();
+        let (status, body) = d.api(
+            &format!("UPDATE actor SET last_name = 'Gone{i}' WHERE actor_id = 7"),
+            "write",
+        );
+        write_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "manager-unavailable", "{body}");
+        let (status, body) = d.api("SELECT 1 AS one", "direct-hit");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (503, &json!("manager-unavailable")),
+            "{body}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<_> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+
+    let after: Vec<_> = seen
+        .iter()
+        .filter(|(since, _, _)| since.is_some_and(|s| s > Duration::from_millis(1000)))
+        .collect();
+    assert!(
+        after.len() > 50,
+        "only {} reads after the kill",
+        after.len()
+    );
+    let failed: Vec<_> = after
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed: {:?}",
+        failed.len(),
+        after.len(),
+        failed.first()
+    );
+    let noted = after
+        .iter()
+        .filter(|(_, _, body)| body.contains("the manager is unreachable since"))
+        .count();
+    assert_eq!(
+        noted,
+        after.len(),
+        "every read after the kill says the manager is gone"
+    );
+    write_ms.sort_by(f64::total_cmp);
+    let p99 = write_ms[write_ms.len() * 99 / 100];
+    assert!(
+        p99 < 50.0,
+        "writes took {p99:.1} ms (p99) to fail: {write_ms:?}"
+    );
+
+    restart_server(d, "manager");
+    wait_for("writes again", Duration::from_secs(30), || {
+        d.api(
+            "UPDATE actor SET last_name = last_name WHERE actor_id = 7",
+            "write",
+        )
+        .0 == 200
+    });
+    wait_for(
+        "every backend healthy again",
+        Duration::from_secs(30),
+        || all_backends_healthy(d),
+    );
+    let processes = d.servers();
+    let manager = processes.iter().find(|(h, _)| h == "manager").unwrap();
+    // The record is the test's to mend: the next scenarios find the server they expect.
+    let mut state = d.state();
+    state["processes"]["manager/mariadbd"]["pid"] = json!(manager.1);
+    let stat = fs::read_to_string(format!("/proc/{}/stat", manager.1)).unwrap();
+    let ticks: u64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    state["processes"]["manager/mariadbd"]["start_ticks"] = json!(ticks);
+    fs::write(d.data_json(), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+/// Read-your-writes: with two workers applying 3 s late, a read carrying the write's
+/// `last_gtid` as `after_gtid` sees the write every time; without it, reads see old values.
+#[test]
+fn a_read_after_a_write_sees_it() {
+    let guard = shared();
+    let d = &*guard;
+    let delay = |seconds: u32| {
+        for worker in ["worker-1", "worker-2"] {
+            d.root_sql(
+                worker,
+                &format!("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = {seconds}; START SLAVE;"),
+            );
+        }
+    };
+    delay(3);
+    let write = |value: &str| -> String {
+        let (status, body) = d.api(
+            &format!("UPDATE actor SET last_name = '{value}' WHERE actor_id = 11"),
+            "write",
+        );
+        assert_eq!(status, 200, "{body}");
+        body["last_gtid"].as_str().unwrap().to_string()
+    };
+    let read = |after: Option<&str>| -> Value {
+        let mut request = json!({
+            "query": "SELECT last_name FROM actor WHERE actor_id = 11",
+            "mode": "random",
+        });
+        if let Some(after) = after {
+            request["after_gtid"] = json!(after);
+        }
+        let (status, body) = d.api_request(request);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    // Without after_gtid, the delayed workers answer with what they had.
+    write("Before");
+    std::thread::sleep(Duration::from_secs(4));
+    write("After");
+    let stale = (0..30)
+        .filter(|_| read(None)["rows"][0][0] == "Before")
+        .count();
+    assert!(stale > 0, "no read was stale: the delay does not work");
+    for i in 0..1000 {
+        let value = format!("V{i}");
+        let gtid = write(&value);
+        let body = read(Some(&gtid));
+        assert_eq!(body["rows"][0][0], value.as_str(), "{i}: {body}");
+    }
+    delay(0);
+    let (status, body) = d.api_request(json!({
+        "query": "SELECT 1", "mode": "random", "after_gtid": "not a gtid"
+    }));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid-request")),
+        "{body}"
+    );
+}
+
 /// The schema's keys are AUTO_INCREMENT: the natural INSERT, without the key, works.
 #[test]
 fn a_natural_insert_gets_its_key() {

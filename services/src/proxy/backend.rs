@@ -10,7 +10,7 @@ use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolO
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::health::{judge_worker, Eligible, Health, ManagerView, Replication};
+use super::health::{judge_worker, Eligible, Health, ManagerView, Replication, SemiSync};
 use contract::config::{Account, BackendConfig, ProxyConfig};
 use contract::gtid::GtidPosition;
 use contract::wire::Param;
@@ -85,6 +85,7 @@ pub struct QueryOutput {
 struct Observation {
     replication: Option<Replication>,
     binlog: Option<GtidPosition>,
+    semi_sync: Option<SemiSync>,
 }
 
 /// Counts a query in flight on a backend for as long as it lives.
@@ -189,6 +190,11 @@ impl Backend {
         self.update_health(|h| h.failed(problem.to_string()));
     }
 
+    /// What it has applied, as its last probe saw.
+    pub fn applied(&self) -> Option<GtidPosition> {
+        self.with_health(|h| h.replication.as_ref()?.applied.clone())
+    }
+
     /// Whether it has applied `position` (as its last probe saw).
     pub fn has_applied(&self, position: &GtidPosition) -> bool {
         self.with_health(|h| {
@@ -221,6 +227,7 @@ impl Backend {
                 h.replication = seen.replication;
                 if self.role == Role::Manager {
                     h.binlog = seen.binlog;
+                    h.semi_sync = seen.semi_sync;
                     h.healthy = true;
                     h.problem = None;
                 }
@@ -255,13 +262,22 @@ impl Backend {
     async fn observe(&self) -> Result<Observation, String> {
         let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
         if self.role == Role::Manager {
-            let position: Option<String> = conn
-                .query_first("SELECT @@gtid_binlog_pos")
+            let seen: Option<(String, bool, Option<String>)> = conn
+                .query_first(
+                    "SELECT @@gtid_binlog_pos, @@rpl_semi_sync_master_enabled, \
+                     (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                      WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')",
+                )
                 .await
                 .map_err(|e| e.to_string())?;
+            let (position, enabled, status) = seen.ok_or("the probe returned no row")?;
             return Ok(Observation {
                 replication: None,
-                binlog: position.and_then(|p| p.parse().ok()),
+                binlog: position.parse().ok(),
+                semi_sync: Some(SemiSync::from_probe(
+                    enabled,
+                    status.as_deref() == Some("ON"),
+                )),
             });
         }
         let status: Option<Row> = conn
@@ -282,6 +298,7 @@ impl Backend {
         Ok(Observation {
             replication,
             binlog: None,
+            semi_sync: None,
         })
     }
 

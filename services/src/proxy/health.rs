@@ -23,6 +23,8 @@ pub struct Health {
     pub replication: Option<Replication>,
     /// The manager's binary log position when it last answered.
     pub binlog: Option<GtidPosition>,
+    /// The manager's semi-synchronous replication, as last probed.
+    pub semi_sync: Option<SemiSync>,
     /// A worker serving although its manager is unreachable (it had caught up).
     pub without_manager: bool,
 }
@@ -37,6 +39,33 @@ pub struct Replication {
     pub lag_seconds: Option<u64>,
     /// What it has applied.
     pub applied: Option<GtidPosition>,
+}
+
+/// Whether the manager's commits wait for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SemiSync {
+    Disabled,
+    On,
+    /// Enabled, but no worker acknowledged within the timeout: commits are asynchronous.
+    FellBack,
+}
+
+impl SemiSync {
+    pub fn from_probe(enabled: bool, status_on: bool) -> SemiSync {
+        match (enabled, status_on) {
+            (false, _) => SemiSync::Disabled,
+            (true, true) => SemiSync::On,
+            (true, false) => SemiSync::FellBack,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SemiSync::Disabled => "disabled",
+            SemiSync::On => "on",
+            SemiSync::FellBack => "fell back to asynchronous",
+        }
+    }
 }
 
 /// The manager as the monitor last saw it.

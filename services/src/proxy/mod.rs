@@ -27,7 +27,7 @@ use contract::config::ProxyConfig;
 use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
-use health::clock;
+use health::{clock, SemiSync};
 use metrics::Metrics;
 
 /// How many query shapes `/digests` lists.
@@ -96,8 +96,8 @@ impl Proxy {
 
     /// Where a read of this strategy goes now, leaving out `failed`; with a note when it is not
     /// where the strategy wanted. With `after`, only where that position has been applied: a
-    /// worker whose probe saw it, or one that applies it within READ_YOUR_WRITES_WAIT, or the
-    /// manager.
+    /// worker whose probe saw it (by the strategy), else the most advanced worker if it applies
+    /// it within READ_YOUR_WRITES_WAIT, else the manager.
     async fn choose_read(
         &self,
         mode: Mode,
@@ -126,6 +126,14 @@ impl Proxy {
             }
         }
         let chosen = match mode {
+            // Nobody is known to have it: wait on the one most likely to have it soon.
+            _ if must_wait.is_some() => healthy
+                .into_iter()
+                .max_by(|a, b| match (a.applied(), b.applied()) {
+                    (Some(a), Some(b)) => a.compare(&b).unwrap_or(std::cmp::Ordering::Equal),
+                    (a, b) => a.is_some().cmp(&b.is_some()),
+                })
+                .map(Arc::clone),
             Mode::Customized => {
                 // In a random order first, so equally good workers share the reads.
                 healthy.shuffle(&mut rand::rng());
@@ -171,6 +179,34 @@ impl Proxy {
                 })
             });
         (worker, note)
+    }
+
+    /// Gauges of the cluster as the monitor sees it: each backend's health, whether a worker
+    /// serves without its manager, and the manager's semi-synchronous replication.
+    fn topology_metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP proxy_backend_healthy Whether a backend may serve (1) or is left out (0).\n\
+             # TYPE proxy_backend_healthy gauge\n",
+        );
+        for b in self.backends() {
+            let healthy = b.with_health(|h| h.healthy);
+            out += &format!(
+                "proxy_backend_healthy{{backend=\"{}\"}} {}\n",
+                b.name,
+                u8::from(healthy)
+            );
+        }
+        out += "# HELP proxy_semi_sync The manager's semi-synchronous replication: 1 in the \
+                state named, 0 in the others.\n# TYPE proxy_semi_sync gauge\n";
+        let state = self.manager.with_health(|h| h.semi_sync);
+        for s in [SemiSync::On, SemiSync::FellBack, SemiSync::Disabled] {
+            out += &format!(
+                "proxy_semi_sync{{state=\"{}\"}} {}\n",
+                s.as_str(),
+                u8::from(state == Some(s))
+            );
+        }
+        out
     }
 
     /// The manager's outage, if the monitor or a query found it unreachable.
@@ -384,6 +420,7 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
                 "binlog_position": h.binlog.as_ref().map(ToString::to_string),
                 "applied_position": r.and_then(|r| r.applied.as_ref()).map(ToString::to_string),
                 "serving_without_manager": h.without_manager,
+                "semi_sync": h.semi_sync.map(|s| s.as_str()),
             })
         })
         .collect();
@@ -393,6 +430,8 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
 async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        proxy.metrics.render() + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
+        proxy.metrics.render()
+            + &proxy.topology_metrics()
+            + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )
 }

@@ -24,6 +24,7 @@ pub fn start(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
         dir: &host.dir.display().to_string(),
         bind_address: &host.address,
         port: session.deployment.settings.db_port,
+        semi_sync_timeout_ms: session.deployment.settings.semi_sync_timeout_ms,
     }
     .render();
     transport::put_file(host, "my.cnf", config.as_bytes(), false)?;
@@ -103,6 +104,8 @@ pub struct ServerConfig<'a> {
     pub dir: &'a str,
     pub bind_address: &'a str,
     pub port: u16,
+    /// 0: asynchronous replication.
+    pub semi_sync_timeout_ms: u32,
 }
 
 impl ServerConfig<'_> {
@@ -139,19 +142,36 @@ impl ServerConfig<'_> {
              max_connections=200\n",
             role = self.role,
         );
-        match self.role {
-            Role::Manager => cnf.push_str(
-                "# The source of the cluster: every change goes to the binary log with a GTID.\n\
-                 log-bin=mariadb-bin\n\
+        if matches!(self.role, Role::Manager | Role::Worker) {
+            // Every server of the cluster keeps a binary log of what it applies, with the
+            // manager's GTIDs, so any worker can become the manager.
+            cnf.push_str(
+                "log-bin=mariadb-bin\n\
                  binlog_format=ROW\n\
+                 log_slave_updates=ON\n\
                  gtid_strict_mode=ON\n",
-            ),
-            Role::Worker => cnf.push_str(
-                "# A read replica: only the replication thread writes.\n\
-                 read_only=ON\n\
-                 relay-log=relay-bin\n\
-                 gtid_strict_mode=ON\n",
-            ),
+            );
+        }
+        let semi_sync = self.semi_sync_timeout_ms;
+        match self.role {
+            Role::Manager if semi_sync > 0 => cnf.push_str(&format!(
+                "# A commit is acknowledged once a worker has it in its relay log; the wait comes\n\
+                 # after the binary log's sync (AFTER_SYNC), so no other session sees a commit that\n\
+                 # no worker has. Past the timeout the manager goes on asynchronously.\n\
+                 rpl_semi_sync_master_enabled=ON\n\
+                 rpl_semi_sync_master_wait_point=AFTER_SYNC\n\
+                 rpl_semi_sync_master_timeout={semi_sync}\n"
+            )),
+            Role::Worker => {
+                cnf.push_str(
+                    "# A read replica: only the replication thread writes.\n\
+                     read_only=ON\n\
+                     relay-log=relay-bin\n",
+                );
+                if semi_sync > 0 {
+                    cnf.push_str("rpl_semi_sync_slave_enabled=ON\n");
+                }
+            }
             _ => {}
         }
         // Last, as it opens a group of its own: the OS account the server runs as, which
@@ -173,6 +193,7 @@ mod tests {
             dir: "/srv/h",
             bind_address: "127.0.1.3",
             port: 3306,
+            semi_sync_timeout_ms: 1000,
         };
         let manager = config(Role::Manager).render();
         assert!(manager.contains("log-bin=mariadb-bin"));
@@ -181,10 +202,22 @@ mod tests {
         assert!(manager.contains("tmpdir=/srv/h/tmp\n"));
         assert!(!manager.contains("read_only"));
         assert!(manager.ends_with("!include /srv/h/user.cnf\n"), "{manager}");
+        assert!(manager.contains("rpl_semi_sync_master_wait_point=AFTER_SYNC\n"));
+        assert!(manager.contains("rpl_semi_sync_master_timeout=1000\n"));
         let worker = config(Role::Worker).render();
         assert!(worker.contains("read_only=ON"));
-        assert!(!worker.contains("log-bin"));
+        // A worker can become the manager: it keeps what it applies in its own binary log.
+        assert!(worker.contains("log-bin=mariadb-bin\nbinlog_format=ROW\nlog_slave_updates=ON\n"));
+        assert!(worker.contains("rpl_semi_sync_slave_enabled=ON\n"));
+        assert!(!worker.contains("rpl_semi_sync_master"));
+        let asynchronous = ServerConfig {
+            semi_sync_timeout_ms: 0,
+            ..config(Role::Manager)
+        }
+        .render();
+        assert!(!asynchronous.contains("semi_sync"), "{asynchronous}");
         let standalone = config(Role::Standalone).render();
         assert!(!standalone.contains("log-bin") && !standalone.contains("read_only"));
+        assert!(!standalone.contains("semi_sync"));
     }
 }

@@ -109,6 +109,52 @@ pub fn parse_replica_status(text: &str) -> Option<ReplicaStatus> {
     })
 }
 
+/// Whether the manager's commits wait for a worker (semi-synchronous replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SemiSync {
+    /// Not configured: replication is asynchronous.
+    Disabled,
+    /// On: this many workers acknowledge.
+    On { workers: u32 },
+    /// Configured, but no worker acknowledged within the timeout: asynchronous until one
+    /// catches up.
+    FellBack,
+}
+
+pub fn semi_sync(manager: &Host) -> Result<SemiSync> {
+    let text = run_sql(
+        manager,
+        "SELECT @@rpl_semi_sync_master_enabled, VARIABLE_NAME, VARIABLE_VALUE \
+         FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN \
+         ('RPL_SEMI_SYNC_MASTER_STATUS', 'RPL_SEMI_SYNC_MASTER_CLIENTS');",
+        "--skip-column-names",
+    )?;
+    Ok(parse_semi_sync(&text))
+}
+
+/// From `enabled<TAB>name<TAB>value` lines.
+pub fn parse_semi_sync(text: &str) -> SemiSync {
+    let mut enabled = false;
+    let (mut on, mut workers) = (false, 0);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [flag, name, value] = fields.as_slice() else {
+            continue;
+        };
+        enabled = *flag == "1";
+        match *name {
+            "RPL_SEMI_SYNC_MASTER_STATUS" => on = *value == "ON",
+            "RPL_SEMI_SYNC_MASTER_CLIENTS" => workers = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    match (enabled, on) {
+        (false, _) => SemiSync::Disabled,
+        (true, true) => SemiSync::On { workers },
+        (true, false) => SemiSync::FellBack,
+    }
+}
+
 /// Row counts per table, from the `table<TAB>rows` lines of `dataset::count_query`.
 pub fn parse_counts(text: &str) -> Result<Vec<(String, u64)>> {
     text.lines()
@@ -149,6 +195,16 @@ mod tests {
         assert_eq!(status.last_error, "error connecting to master");
         assert_eq!(parse_replica_status(""), None);
         assert_eq!(parse_replica_status("Slave_IO_Running\n"), None);
+    }
+
+    #[test]
+    fn semi_sync_states() {
+        let on = "1\tRPL_SEMI_SYNC_MASTER_CLIENTS\t3\n1\tRPL_SEMI_SYNC_MASTER_STATUS\tON\n";
+        assert_eq!(parse_semi_sync(on), SemiSync::On { workers: 3 });
+        let fell = "1\tRPL_SEMI_SYNC_MASTER_CLIENTS\t0\n1\tRPL_SEMI_SYNC_MASTER_STATUS\tOFF\n";
+        assert_eq!(parse_semi_sync(fell), SemiSync::FellBack);
+        let off = "0\tRPL_SEMI_SYNC_MASTER_CLIENTS\t0\n0\tRPL_SEMI_SYNC_MASTER_STATUS\tOFF\n";
+        assert_eq!(parse_semi_sync(off), SemiSync::Disabled);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct Settings {
     /// The Rust target the services are built for; None: this machine's own.
     #[serde(default)]
     pub target: Option<String>,
+    /// Semi-synchronous replication: the manager acknowledges a commit once a worker has it,
+    /// waiting at most this long before it falls back to asynchronous; 0: asynchronous
+    /// (deployments from before it).
+    #[serde(default)]
+    pub semi_sync_timeout_ms: u32,
     /// Where the hosts are, with what only that provider needs.
     pub provider: ProviderSettings,
 }
@@ -133,6 +138,7 @@ impl Settings {
             workers: 3,
             db_port: 3306,
             service_port: 8080,
+            semi_sync_timeout_ms: 1000,
             scale: 10,
             target,
             provider,
@@ -156,6 +162,12 @@ impl Settings {
 
     /// Fails, naming the flag, on a value the deployment cannot work with.
     pub fn validate(&self) -> Result<()> {
+        if self.semi_sync_timeout_ms > 60_000 {
+            bail!(
+                "--semi-sync-timeout-ms must be at most 60000 (0 turns semi-sync off), got {}",
+                self.semi_sync_timeout_ms
+            );
+        }
         if !(1..=20).contains(&self.workers) {
             bail!("--workers must be between 1 and 20, got {}", self.workers);
         }

@@ -196,6 +196,18 @@ fn health(d: &Deployment, host: &Host) -> String {
     if let Err(e) = sql::sql(host, "SELECT 1;") {
         return format!("DOWN (not answering: {})", first_line(&format!("{e:#}")));
     }
+    if host.role == Role::Manager {
+        return match sql::semi_sync(host) {
+            Ok(sql::SemiSync::On { workers }) => {
+                format!("up, semi-synchronous ({workers} workers acknowledging)")
+            }
+            Ok(sql::SemiSync::FellBack) => "up, ASYNCHRONOUS: semi-sync fell back (no worker \
+                                            acknowledged within the timeout)"
+                .to_string(),
+            Ok(sql::SemiSync::Disabled) => "up, asynchronous replication".to_string(),
+            Err(e) => format!("up, semi-sync unknown: {}", first_line(&format!("{e:#}"))),
+        };
+    }
     if host.role != Role::Worker {
         return "up".to_string();
     }

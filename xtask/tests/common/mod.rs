@@ -300,7 +300,12 @@ impl Deployment {
 
     /// A query through the gatekeeper's JSON API.
     pub fn api(&self, query: &str, mode: &str) -> (u16, Value) {
-        let body = serde_json::json!({ "query": query, "mode": mode }).to_string();
+        self.api_request(serde_json::json!({ "query": query, "mode": mode }))
+    }
+
+    /// Sends a request body of the public API as it is.
+    pub fn api_request(&self, request: Value) -> (u16, Value) {
+        let body = request.to_string();
         let r = http(
             None,
             &self.service("gatekeeper"),
