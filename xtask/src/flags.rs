@@ -44,6 +44,12 @@ pub enum Command {
     All(AllArgs),
     /// Show the steps, the hosts and their health.
     Status(StatusArgs),
+    /// Make a worker the manager (the most advanced one, or the one named); the old manager
+    /// is fenced until `repair`.
+    Failover(FailoverArgs),
+    /// Check what the done steps promised and fix what drifted: restart dead servers and
+    /// services, re-point workers at the manager, bring a fenced old manager back as a worker.
+    Repair,
     /// Stop and remove everything the deployment created.
     Teardown(TeardownArgs),
 }
@@ -54,6 +60,13 @@ pub struct StatusArgs {
     /// total time first.
     #[arg(long)]
     pub queries: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// The worker to promote [default: the one that has applied the most].
+    #[arg(long, value_name = "WORKER")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]

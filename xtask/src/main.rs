@@ -52,6 +52,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::FetchResults(a) => engine.step(Step::FetchResults, a.force, &none),
         Command::All(a) => engine.all(&a.settings, &a.bench),
         Command::Status(a) => steps::status::run(&engine.paths, a.queries),
+        Command::Failover(a) => steps::failover::run(&engine.paths, a.to.as_deref()),
+        Command::Repair => steps::repair::run(&engine.paths),
         Command::Teardown(a) => steps::teardown::command(&engine, &a),
     }
 }

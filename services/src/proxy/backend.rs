@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
-use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::health::{judge_worker, Eligible, Health, ManagerView, Replication, SemiSync};
@@ -26,13 +25,6 @@ const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 /// Prepared templates kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Manager,
-    Worker,
-}
-
 /// Which account a query runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -42,11 +34,11 @@ pub enum Access {
 
 pub struct Backend {
     pub name: String,
-    pub role: Role,
     /// The connections reads run on, as the read-only account.
     reads: Pool,
-    /// The connections writes run on, as the write account: the manager's only.
-    writes: Option<Pool>,
+    /// The connections writes run on, as the write account (opened only on the server that
+    /// is the manager when a write comes).
+    writes: Pool,
     /// The health probes' connection, apart from the queries'.
     probes: Pool,
     health: Mutex<Health>,
@@ -84,6 +76,7 @@ pub struct QueryOutput {
 /// What one probe saw.
 struct Observation {
     replication: Option<Replication>,
+    read_only: bool,
     binlog: Option<GtidPosition>,
     semi_sync: Option<SemiSync>,
 }
@@ -105,7 +98,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Backend {
-    pub fn new(backend: &BackendConfig, role: Role, config: &ProxyConfig) -> Backend {
+    pub fn new(backend: &BackendConfig, config: &ProxyConfig) -> Backend {
         let opts = |account: &Account| {
             OptsBuilder::default()
                 .ip_or_hostname(backend.address.clone())
@@ -147,10 +140,8 @@ impl Backend {
         let queries = pool(config.connections_per_backend.max(1));
         Backend {
             name: backend.name.clone(),
-            role,
             reads: Pool::new(opts(&config.reader).pool_opts(queries.clone())),
-            writes: (role == Role::Manager)
-                .then(|| Pool::new(opts(&config.writer).pool_opts(queries))),
+            writes: Pool::new(opts(&config.writer).pool_opts(queries)),
             // The probes' own connection: a pool that requests have filled (or a client's
             // slow queries hold) must not make the backend look down.
             probes: Pool::new(opts(&config.reader).pool_opts(pool(1))),
@@ -213,10 +204,11 @@ impl Backend {
         })
     }
 
-    /// One measurement, in the background, never on the request path: a round trip on the
-    /// probes' connection that reads, on the manager, its binary log position and, on a
-    /// worker, its replication state. A worker's eligibility is judged after every backend's
-    /// probe ([`Backend::judge`]), as it depends on the manager's.
+    /// One measurement, in the background, never on the request path: on the probes' own
+    /// connection, whether the server is writable, its binary log position and semi-sync
+    /// state, and its replication. Which server is the manager, and whether a worker may
+    /// serve, are decided after every backend's probe (the proxy's monitor), as they depend on
+    /// each other.
     pub async fn probe(&self) {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.observe()).await;
@@ -225,15 +217,30 @@ impl Backend {
             Ok(Ok(seen)) => {
                 h.answered(elapsed_ms);
                 h.replication = seen.replication;
-                if self.role == Role::Manager {
-                    h.binlog = seen.binlog;
-                    h.semi_sync = seen.semi_sync;
-                    h.healthy = true;
-                    h.problem = None;
-                }
+                h.read_only = Some(seen.read_only);
+                h.binlog = seen.binlog;
+                h.semi_sync = seen.semi_sync;
             }
             Ok(Err(e)) => h.failed(e),
             Err(_) => h.failed(format!("no answer within {} s", self.timeout.as_secs())),
+        });
+    }
+
+    /// Whether it can take writes: answering, writable and replicating from nobody.
+    pub fn is_writable(&self) -> bool {
+        self.with_health(|h| {
+            h.down_since.is_none() && h.read_only == Some(false) && h.replication.is_none()
+        })
+    }
+
+    /// As the manager: answering is all it needs to serve.
+    pub fn judge_as_manager(&self) {
+        self.update_health(|h| {
+            h.without_manager = false;
+            if h.down_since.is_none() {
+                h.healthy = true;
+                h.problem = None;
+            }
         });
     }
 
@@ -261,25 +268,16 @@ impl Backend {
 
     async fn observe(&self) -> Result<Observation, String> {
         let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
-        if self.role == Role::Manager {
-            let seen: Option<(String, bool, Option<String>)> = conn
-                .query_first(
-                    "SELECT @@gtid_binlog_pos, @@rpl_semi_sync_master_enabled, \
-                     (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
-                      WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let (position, enabled, status) = seen.ok_or("the probe returned no row")?;
-            return Ok(Observation {
-                replication: None,
-                binlog: position.parse().ok(),
-                semi_sync: Some(SemiSync::from_probe(
-                    enabled,
-                    status.as_deref() == Some("ON"),
-                )),
-            });
-        }
+        let seen: Option<(bool, String, bool, Option<String>)> = conn
+            .query_first(
+                "SELECT @@read_only, @@gtid_binlog_pos, @@rpl_semi_sync_master_enabled, \
+                 (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                  WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let (read_only, binlog, semi_sync_enabled, semi_sync_status) =
+            seen.ok_or("the probe returned no row")?;
         let status: Option<Row> = conn
             .query_first("SHOW SLAVE STATUS")
             .await
@@ -297,8 +295,12 @@ impl Backend {
         });
         Ok(Observation {
             replication,
-            binlog: None,
-            semi_sync: None,
+            read_only,
+            binlog: binlog.parse().ok(),
+            semi_sync: Some(SemiSync::from_probe(
+                semi_sync_enabled,
+                semi_sync_status.as_deref() == Some("ON"),
+            )),
         })
     }
 
@@ -328,10 +330,7 @@ impl Backend {
         let started = Instant::now();
         let pool = match access {
             Access::Read => &self.reads,
-            Access::Write => self
-                .writes
-                .as_ref()
-                .ok_or_else(|| QueryError::Request(format!("{} takes no writes", self.name)))?,
+            Access::Write => &self.writes,
         };
         let result = match tokio::time::timeout(
             self.timeout,
@@ -421,9 +420,7 @@ impl Backend {
 
     pub async fn close(&self) {
         let _ = self.reads.clone().disconnect().await;
-        if let Some(writes) = &self.writes {
-            let _ = writes.clone().disconnect().await;
-        }
+        let _ = self.writes.clone().disconnect().await;
         let _ = self.probes.clone().disconnect().await;
     }
 }

@@ -19,8 +19,10 @@ pub struct Health {
     pub checks: u64,
     /// When it stopped answering; None while it answers.
     pub down_since: Option<SystemTime>,
-    /// A worker's replication as last probed.
+    /// Its replication as last probed; None when it replicates from nobody.
     pub replication: Option<Replication>,
+    /// Whether it refuses writes (read_only), as last probed.
+    pub read_only: Option<bool>,
     /// The manager's binary log position when it last answered.
     pub binlog: Option<GtidPosition>,
     /// The manager's semi-synchronous replication, as last probed.

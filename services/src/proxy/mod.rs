@@ -6,6 +6,7 @@ pub mod digests;
 pub mod health;
 pub mod metrics;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use crate::upstream;
 use axum::http::HeaderMap;
-use backend::{Access, Backend, QueryError, Role};
+use backend::{Access, Backend, QueryError};
 use contract::config::ProxyConfig;
 use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
@@ -43,8 +44,11 @@ const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
 const STATEMENT_TIMEOUT: u16 = 1969;
 
 pub struct Proxy {
-    manager: Arc<Backend>,
-    workers: Vec<Arc<Backend>>,
+    /// Every server of the cluster, the manager at first.
+    backends: Vec<Arc<Backend>>,
+    /// Which of them is the manager now: the monitor follows the servers' own state (the
+    /// one writable server that replicates from nobody), so a failover needs no restart.
+    writer: AtomicUsize,
     metrics: Metrics,
     digests: Digests,
     max_lag_seconds: u64,
@@ -54,12 +58,11 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: &ProxyConfig) -> Arc<Proxy> {
         Arc::new(Proxy {
-            manager: Arc::new(Backend::new(&config.manager, Role::Manager, config)),
-            workers: config
-                .workers
-                .iter()
-                .map(|w| Arc::new(Backend::new(w, Role::Worker, config)))
+            backends: std::iter::once(&config.manager)
+                .chain(&config.workers)
+                .map(|b| Arc::new(Backend::new(b, config)))
                 .collect(),
+            writer: AtomicUsize::new(0),
             metrics: Metrics::default(),
             digests: Digests::default(),
             max_lag_seconds: config.max_lag_seconds,
@@ -68,7 +71,53 @@ impl Proxy {
     }
 
     fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        std::iter::once(&self.manager).chain(&self.workers)
+        self.backends.iter()
+    }
+
+    /// The manager now: where writes and direct-hit reads go.
+    fn manager(&self) -> &Arc<Backend> {
+        &self.backends[self.writer.load(Ordering::Relaxed)]
+    }
+
+    fn is_manager(&self, backend: &Backend) -> bool {
+        std::ptr::eq(self.manager().as_ref(), backend)
+    }
+
+    /// Every server but the manager.
+    fn workers(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        let writer = self.writer.load(Ordering::Relaxed);
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != writer)
+            .map(|(_, b)| b)
+    }
+
+    /// After every round of probes: the manager is the one server that takes writes and
+    /// replicates from nobody (a promoted worker, after `cargo xtask failover`); while there is
+    /// none, or more than one, it stays where it was (an old manager that comes back starts
+    /// read-only, fenced). Then each worker is judged against it.
+    fn follow_topology(&self) {
+        let writable: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].is_writable())
+            .collect();
+        let current = self.writer.load(Ordering::Relaxed);
+        if let [only] = writable[..] {
+            if only != current {
+                tracing::warn!(
+                    from = %self.backends[current].name,
+                    to = %self.backends[only].name,
+                    "the manager moved: writes go to the new one"
+                );
+                self.writer.store(only, Ordering::Relaxed);
+            }
+        }
+        let manager = self.manager();
+        manager.judge_as_manager();
+        let view = manager.as_manager_view();
+        for worker in self.workers() {
+            worker.judge(self.max_lag_seconds, &view);
+        }
     }
 
     /// Measures every backend once per interval, all at the same time, for as long as the
@@ -86,10 +135,7 @@ impl Proxy {
                     probes.spawn(async move { backend.probe().await });
                 }
                 probes.join_all().await;
-                let manager = proxy.manager.as_manager_view();
-                for worker in &proxy.workers {
-                    worker.judge(proxy.max_lag_seconds, &manager);
-                }
+                proxy.follow_topology();
             }
         })
     }
@@ -105,11 +151,10 @@ impl Proxy {
         after: Option<(&str, &GtidPosition)>,
     ) -> (Arc<Backend>, Option<String>) {
         if mode == Mode::DirectHit {
-            return (Arc::clone(&self.manager), None);
+            return (Arc::clone(self.manager()), None);
         }
         let mut healthy: Vec<&Arc<Backend>> = self
-            .workers
-            .iter()
+            .workers()
             .filter(|w| Some(w.name.as_str()) != failed && w.with_health(|h| h.healthy))
             .collect();
         let mut must_wait = None;
@@ -147,7 +192,7 @@ impl Proxy {
         };
         let Some(worker) = chosen else {
             return (
-                Arc::clone(&self.manager),
+                Arc::clone(self.manager()),
                 Some("no healthy worker: served by the manager".to_string()),
             );
         };
@@ -157,7 +202,7 @@ impl Proxy {
                 Ok(true)
             ) {
                 return (
-                    Arc::clone(&self.manager),
+                    Arc::clone(self.manager()),
                     Some(format!(
                         "no worker had applied {position} within {} ms: served by the manager",
                         READ_YOUR_WRITES_WAIT.as_millis()
@@ -166,7 +211,7 @@ impl Proxy {
             }
         }
         let note = self
-            .manager
+            .manager()
             .with_health(|h| h.down_since)
             .and_then(|since| {
                 worker.with_health(|h| h.without_manager).then(|| {
@@ -198,7 +243,7 @@ impl Proxy {
         }
         out += "# HELP proxy_semi_sync The manager's semi-synchronous replication: 1 in the \
                 state named, 0 in the others.\n# TYPE proxy_semi_sync gauge\n";
-        let state = self.manager.with_health(|h| h.semi_sync);
+        let state = self.manager().with_health(|h| h.semi_sync);
         for s in [SemiSync::On, SemiSync::FellBack, SemiSync::Disabled] {
             out += &format!(
                 "proxy_semi_sync{{state=\"{}\"}} {}\n",
@@ -211,7 +256,7 @@ impl Proxy {
 
     /// The manager's outage, if the monitor or a query found it unreachable.
     fn manager_down(&self) -> Option<QueryError> {
-        self.manager.with_health(|h| {
+        self.manager().with_health(|h| {
             h.down_since.map(|since| {
                 QueryError::Unavailable(format!(
                     "unreachable since {}: {}",
@@ -235,7 +280,7 @@ impl Proxy {
         let (backend, mut note) = if mode.is_read() {
             self.choose_read(mode, None, after).await
         } else {
-            (Arc::clone(&self.manager), None)
+            (Arc::clone(self.manager()), None)
         };
         let access = if mode.is_read() {
             Access::Read
@@ -244,8 +289,8 @@ impl Proxy {
         };
         // What goes to a manager known to be down fails at once: a write is never sent
         // elsewhere, and waiting for a connection to time out helps nobody.
-        let mut result = match (backend.role, self.manager_down()) {
-            (Role::Manager, Some(down)) => Err(down),
+        let mut result = match self.manager_down() {
+            Some(down) if self.is_manager(&backend) => Err(down),
             _ => {
                 backend
                     .execute(access, &request.template, &request.params)
@@ -257,7 +302,7 @@ impl Proxy {
         // A read that could not reach its worker is tried once more elsewhere. A write is
         // never repeated: it may have been applied before the connection broke.
         if let Err(QueryError::Unavailable(problem)) = &result {
-            if served_by.role == Role::Manager {
+            if self.is_manager(&served_by) {
                 served_by.mark_failed(problem);
             } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
@@ -270,8 +315,8 @@ impl Proxy {
                     retry.name,
                     retry_note.map(|n| format!("; {n}")).unwrap_or_default()
                 ));
-                result = match (retry.role, self.manager_down()) {
-                    (Role::Manager, Some(down)) => Err(down),
+                result = match self.manager_down() {
+                    Some(down) if self.is_manager(&retry) => Err(down),
                     _ => {
                         retry
                             .execute(access, &request.template, &request.params)
@@ -337,7 +382,7 @@ impl Proxy {
                     format!("the query could not be sent: {problem}"),
                 )),
             ),
-            Err(QueryError::Unavailable(problem)) if served_by.role == Role::Manager => (
+            Err(QueryError::Unavailable(problem)) if self.is_manager(&served_by) => (
                 "unavailable",
                 Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -410,7 +455,7 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
             let r = h.replication.as_ref();
             json!({
                 "name": b.name,
-                "role": b.role,
+                "role": if proxy.is_manager(b) { "manager" } else { "worker" },
                 "healthy": h.healthy,
                 "latency_ms": h.latency_ms,
                 "lag_seconds": r.and_then(|r| r.lag_seconds),

@@ -1,7 +1,7 @@
 //! The cluster layer: what runs on the hosts and how to drive it, the same on every provider
 //! because it goes through the transport: SQL on a server, the servers and their replication,
-//! the dataset, the role services, the processes they are and the cgroups that limit them, the
-//! packages and builds they need.
+//! the dataset, who replicates from whom, the role services, the processes they are and the
+//! cgroups that limit them, the packages and builds they need.
 
 pub mod build;
 pub mod dataset;
@@ -11,3 +11,4 @@ pub mod process;
 pub mod server;
 pub mod services;
 pub mod sql;
+pub mod topology;

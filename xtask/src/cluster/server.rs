@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::process;
 use super::sql::{self, sql_string};
-use crate::state::{Host, Role, Session};
+use crate::state::{Deployment, Host, Role, Session};
 use crate::transport::{self, script::Script};
 
 const DB_START: &str = include_str!("../../scripts/db-start.sh");
@@ -16,21 +16,40 @@ const DB_STOP: &str = include_str!("../../scripts/db-stop.sh");
 /// How long a server gets to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
-/// Writes the server's config, starts it (or adopts the one running) and records its process.
-pub fn start(session: &mut Session, host: &Host, server_id: u32) -> Result<()> {
+/// Writes the server's config for its role now (read at its next start).
+pub fn write_config(d: &Deployment, host: &Host) -> Result<()> {
+    let server_id = d
+        .database_hosts()
+        .position(|h| h.name == host.name)
+        .with_context(|| format!("{} is no database host", host.name))? as u32
+        + 1;
     let config = ServerConfig {
         role: host.role,
         server_id,
         dir: &host.dir.display().to_string(),
         bind_address: &host.address,
-        port: session.deployment.settings.db_port,
-        semi_sync_timeout_ms: session.deployment.settings.semi_sync_timeout_ms,
+        port: d.settings.db_port,
+        semi_sync_timeout_ms: d.settings.semi_sync_timeout_ms,
     }
     .render();
-    transport::put_file(host, "my.cnf", config.as_bytes(), false)?;
+    transport::put_file(host, "my.cnf", config.as_bytes(), false)
+}
+
+/// Writes the server's config, starts it (or adopts the one running) and records its process.
+pub fn start(session: &mut Session, host: &Host) -> Result<()> {
+    write_config(&session.deployment, host)?;
     let script =
         Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
-    process::start_and_record(session, host, script, process_key(host), "mariadbd")
+    process::start_and_record(session, host, script, process_key(host), "mariadbd")?;
+    if host.role == Role::Manager {
+        make_writable(host)?;
+    }
+    Ok(())
+}
+
+/// Opens the manager to writes (every server of the cluster starts read-only).
+pub fn make_writable(manager: &Host) -> Result<()> {
+    sql::sql(manager, "SET GLOBAL read_only = OFF;").map(drop)
 }
 
 /// Stops the host's server, whether recorded or left unrecorded by an interrupted run: it is
@@ -144,12 +163,16 @@ impl ServerConfig<'_> {
         );
         if matches!(self.role, Role::Manager | Role::Worker) {
             // Every server of the cluster keeps a binary log of what it applies, with the
-            // manager's GTIDs, so any worker can become the manager.
+            // manager's GTIDs, so any worker can become the manager. Every one starts
+            // read-only: the manager is made writable once started (server::start), so a
+            // manager that comes back after a failover stays fenced.
             cnf.push_str(
                 "log-bin=mariadb-bin\n\
                  binlog_format=ROW\n\
                  log_slave_updates=ON\n\
-                 gtid_strict_mode=ON\n",
+                 gtid_strict_mode=ON\n\
+                 read_only=ON\n\
+                 relay-log=relay-bin\n",
             );
         }
         let semi_sync = self.semi_sync_timeout_ms;
@@ -162,16 +185,7 @@ impl ServerConfig<'_> {
                  rpl_semi_sync_master_wait_point=AFTER_SYNC\n\
                  rpl_semi_sync_master_timeout={semi_sync}\n"
             )),
-            Role::Worker => {
-                cnf.push_str(
-                    "# A read replica: only the replication thread writes.\n\
-                     read_only=ON\n\
-                     relay-log=relay-bin\n",
-                );
-                if semi_sync > 0 {
-                    cnf.push_str("rpl_semi_sync_slave_enabled=ON\n");
-                }
-            }
+            Role::Worker if semi_sync > 0 => cnf.push_str("rpl_semi_sync_slave_enabled=ON\n"),
             _ => {}
         }
         // Last, as it opens a group of its own: the OS account the server runs as, which
@@ -200,7 +214,10 @@ mod tests {
         assert!(manager.contains("bind-address=127.0.1.3\nport=3306\nserver-id=7\n"));
         assert!(manager.contains("socket=/srv/h/mariadbd.sock"));
         assert!(manager.contains("tmpdir=/srv/h/tmp\n"));
-        assert!(!manager.contains("read_only"));
+        assert!(
+            manager.contains("read_only=ON"),
+            "made writable once started"
+        );
         assert!(manager.ends_with("!include /srv/h/user.cnf\n"), "{manager}");
         assert!(manager.contains("rpl_semi_sync_master_wait_point=AFTER_SYNC\n"));
         assert!(manager.contains("rpl_semi_sync_master_timeout=1000\n"));

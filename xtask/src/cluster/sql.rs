@@ -16,6 +16,11 @@ pub fn sql(host: &Host, sql: &str) -> Result<String> {
     run_sql(host, sql, "--skip-column-names")
 }
 
+/// Runs SQL as root; the output has a header line of column names.
+pub fn sql_with_names(host: &Host, sql: &str) -> Result<String> {
+    run_sql(host, sql, "--column-names")
+}
+
 fn run_sql(host: &Host, sql: &str, headers: &str) -> Result<String> {
     let script = Script::new("db-sql", DB_SQL)
         .param("HOST_DIR", host.dir.display().to_string())
@@ -83,7 +88,7 @@ impl ReplicaStatus {
 }
 
 pub fn replica_status(host: &Host) -> Result<Option<ReplicaStatus>> {
-    let text = run_sql(host, "SHOW SLAVE STATUS;", "--column-names")?;
+    let text = sql_with_names(host, "SHOW SLAVE STATUS;")?;
     Ok(parse_replica_status(&text))
 }
 

@@ -48,6 +48,13 @@ pub struct Deployment {
     /// The per-host limits in force (local provider), recorded at provision.
     #[serde(default)]
     pub limits: Limits,
+    /// Former managers a failover left read-only, never to take writes again until `repair`
+    /// makes them workers of the new manager.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fenced: Vec<String>,
+    /// Every failover, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<FailoverRecord>,
 }
 
 /// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
@@ -161,6 +168,22 @@ pub struct Host {
     /// (and set by the provider that creates remote hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshEndpoint>,
+}
+
+/// One failover: who was promoted, from what position, and what became of the old manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    pub at: String,
+    /// The manager before.
+    pub from: String,
+    /// The worker promoted.
+    pub to: String,
+    /// What the promoted worker held when it took over (a GTID position): the old manager
+    /// diverged if it holds anything beyond this.
+    pub position: String,
+    /// Whether the old manager answered and was fenced then (otherwise it is fenced by
+    /// starting read-only whenever it comes back).
+    pub old_manager_answered: bool,
 }
 
 /// How to reach a host over SSH.
@@ -293,6 +316,8 @@ impl Deployment {
             bench: None,
             aws: None,
             limits: Limits::default(),
+            fenced: Vec::new(),
+            failovers: Vec::new(),
         }
     }
 

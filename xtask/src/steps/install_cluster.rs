@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::dataset::{self, Dataset};
 use crate::cluster::sql::{self as db, fill, sql_string};
-use crate::cluster::{packages, server, services};
+use crate::cluster::{packages, server, services, topology};
 use crate::progress::Progress;
 use crate::providers;
 use crate::state::{Host, Role, Session};
@@ -19,7 +19,6 @@ use crate::transport;
 
 const ACCOUNTS: &str = include_str!("../../../sql/accounts.sql");
 const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.sql");
-const REPLICA: &str = include_str!("../../../sql/replica.sql");
 
 /// How long a worker may take to apply everything the manager has.
 const CATCH_UP: Duration = Duration::from_secs(300);
@@ -41,12 +40,12 @@ pub fn run(session: &mut Session) -> Result<()> {
         packages::ensure(host, &packages::DATABASE)?;
     }
 
-    for (index, host) in db_hosts.iter().enumerate() {
+    for host in &db_hosts {
         progress.task(format!(
             "starting {} on {}:{}",
             host.name, host.address, session.deployment.settings.db_port
         ));
-        server::start(session, host, index as u32 + 1)?;
+        server::start(session, host)?;
     }
 
     progress.task("creating accounts on the standalone server and the manager");
@@ -78,8 +77,13 @@ pub fn run(session: &mut Session) -> Result<()> {
     )?;
     db::sql(&standalone, &accounts)?;
     db::sql(&manager, &accounts)?;
-    let mut replica_clients: Vec<String> =
-        workers.iter().map(|w| provider.client_address(w)).collect();
+    // Every server of the cluster may replicate from any other after a failover: the
+    // replication account exists for each one's address.
+    let mut replica_clients: Vec<String> = std::iter::once(&manager)
+        .chain(&workers)
+        .map(|h| provider.client_address(h))
+        .collect();
+    replica_clients.sort();
     replica_clients.dedup();
     for client in replica_clients {
         let replication = fill(
@@ -112,20 +116,9 @@ pub fn run(session: &mut Session) -> Result<()> {
         }
     }
 
-    let replica = fill(
-        REPLICA,
-        &[
-            ("SOURCE_ADDRESS", sql_string(&manager.address)),
-            ("SOURCE_PORT", d.settings.db_port.to_string()),
-            (
-                "REPLICATION_PASSWORD",
-                sql_string(&d.secrets.replication_password),
-            ),
-        ],
-    )?;
     for worker in &workers {
         progress.task(format!("making {} a replica of the manager", worker.name));
-        db::sql(worker, &replica)?;
+        topology::replicate_from(d, worker, &manager)?;
     }
 
     progress.task("waiting for the workers to apply everything the manager has");

@@ -1,12 +1,15 @@
-//! The steps layer: one module per step (and `status`), each the work of that step alone. A
+//! The steps layer: one module per step (and the commands `status`, `failover` and `repair`), each the
+//! work of that step alone. A
 //! step uses the layers below it and never another step; this table is how the engine finds
 //! them, so a new step is one module and one line here.
 
 mod bench;
 mod deploy_services;
+pub mod failover;
 mod fetch_results;
 mod install_cluster;
 mod provision;
+pub mod repair;
 pub mod status;
 pub mod teardown;
 

@@ -60,12 +60,16 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         "{:<14} {:<13} {:<31} {:<14} {:>7}  HEALTH",
         "HOST", "ROLE", "ADDRESS", "LIMIT", "CPU NOW"
     );
+    let mut drifted = false;
     for host in &d.hosts {
         let health = if d.is_live() {
             health(&d, host)
         } else {
             "-".to_string()
         };
+        drifted |= ["DOWN", "STOPPED", "FENCED", "not a replica"]
+            .iter()
+            .any(|sign| health.contains(sign));
         println!(
             "{:<14} {:<13} {:<31} {:<14} {:>7}  {health}{}",
             host.name,
@@ -87,6 +91,13 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
                 cpu_now(&client.name, &usage),
             );
         }
+    }
+    if drifted {
+        println!();
+        println!(
+            "something is down or out of place: `cargo xtask repair` checks every server, \
+             service and replica and fixes what drifted"
+        );
     }
     if queries && d.is_live() {
         println!();
@@ -195,6 +206,11 @@ fn health(d: &Deployment, host: &Host) -> String {
     }
     if let Err(e) = sql::sql(host, "SELECT 1;") {
         return format!("DOWN (not answering: {})", first_line(&format!("{e:#}")));
+    }
+    if d.fenced.contains(&host.name) {
+        return "up, FENCED: a former manager, read-only until `cargo xtask repair` makes it a \
+                worker of the manager"
+            .to_string();
     }
     if host.role == Role::Manager {
         return match sql::semi_sync(host) {

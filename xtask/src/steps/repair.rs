@@ -1,0 +1,165 @@
+//! repair: checks what the done steps promised and mends only what drifted. Every database
+//! server and role service of the deployment answers (a dead one is started again on its
+//! recorded config); every worker replicates from the current manager; the manager is
+//! writable with semi-sync on; a manager fenced by a failover becomes a worker of the new one
+//! when it holds nothing the new one lacks, and is reported otherwise. Prints what it found
+//! and what it did.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use contract::gtid::GtidPosition;
+
+use crate::cluster::{server, services, sql, topology};
+use crate::providers;
+use crate::state::{Host, Lock, Paths, Role, Session, Step, StepStatus};
+
+/// How long a restarted worker gets to catch up before repair says it is still behind.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+pub fn run(paths: &Paths) -> Result<()> {
+    let started = Instant::now();
+    let mut session = Session::open_live(paths, Lock::acquire(paths)?)?;
+    if session.deployment.step(Step::InstallCluster).status != StepStatus::Done {
+        bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
+    }
+    let mut did = Vec::new();
+    let mut unresolved = Vec::new();
+
+    // Servers: each answers, or is started on its config for its role now.
+    let db_hosts: Vec<Host> = session.deployment.database_hosts().cloned().collect();
+    for host in &db_hosts {
+        if sql::sql(host, "SELECT 1;").is_ok() {
+            continue;
+        }
+        println!("repair: {} does not answer; starting it", host.name);
+        server::start(&mut session, host)?;
+        did.push(format!("started {}", host.name));
+    }
+
+    let d = &session.deployment;
+    let manager = d.host(Role::Manager)?.clone();
+    if sql::sql(&manager, "SELECT @@read_only;")?.trim() != "0" {
+        server::make_writable(&manager)?;
+        did.push(format!("made the manager ({}) writable", manager.name));
+    }
+    if d.settings.semi_sync_timeout_ms > 0 && sql::semi_sync(&manager)? == sql::SemiSync::Disabled {
+        topology::enable_semi_sync(&manager, d.settings.semi_sync_timeout_ms)?;
+        did.push(format!("turned semi-sync on at {}", manager.name));
+    }
+
+    // A fenced former manager joins the new one, unless its history went elsewhere.
+    for name in d.fenced.clone() {
+        let d = &session.deployment;
+        let Some(host) = d.hosts.iter().find(|h| h.name == name).cloned() else {
+            continue;
+        };
+        let promoted_at: GtidPosition = d
+            .failovers
+            .iter()
+            .rev()
+            .find(|f| f.from == name)
+            .map_or(Ok(GtidPosition::default()), |f| f.position.parse())
+            .map_err(|e: String| anyhow::anyhow!("the failover record of {name}: {e}"))?;
+        let holds = topology::binlog_position(&host)?;
+        if !promoted_at.covers(&holds) {
+            unresolved.push(format!(
+                "{name} diverged: it holds {holds}, beyond what {} had when it was promoted \
+                 ({promoted_at}); those transactions were never on the new manager. It stays \
+                 fenced (read-only); rebuild it from the manager's data (`cargo xtask \
+                 install-cluster --force` after removing its data folder) before it serves",
+                manager.name
+            ));
+            continue;
+        }
+        topology::rejoin(d, &host, &manager)?;
+        session.deployment.fenced.retain(|h| *h != name);
+        session.save()?;
+        did.push(format!(
+            "{name}, fenced since the failover, replicates from {} (it held nothing more)",
+            manager.name
+        ));
+    }
+
+    // Workers replicate from the manager.
+    let d = &session.deployment;
+    for worker in d
+        .hosts_with_role(Role::Worker)
+        .filter(|w| !d.fenced.contains(&w.name))
+    {
+        let source = topology::source_of(worker)?;
+        let status = sql::replica_status(worker)?;
+        let replicating = status.as_ref().is_some_and(|s| s.healthy());
+        if source.as_deref() == Some(manager.address.as_str()) && replicating {
+            continue;
+        }
+        topology::replicate_from(d, worker, &manager)?;
+        did.push(format!(
+            "{} replicates from {} again (was: {})",
+            worker.name,
+            manager.name,
+            match (source, status) {
+                (None, _) => "no source".to_string(),
+                (Some(s), Some(st)) if s == manager.address => format!(
+                    "threads io {} sql {}{}",
+                    st.io_running,
+                    st.sql_running,
+                    if st.last_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", st.last_error)
+                    }
+                ),
+                (Some(s), _) => format!("replicating from {s}"),
+            }
+        ));
+    }
+    let workers: Vec<Host> = d
+        .hosts_with_role(Role::Worker)
+        .filter(|w| !d.fenced.contains(&w.name))
+        .cloned()
+        .collect();
+    if !did.is_empty() {
+        server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
+    }
+
+    // Services: each answers its /health, or is started again.
+    if session.deployment.step(Step::DeployServices).status == StepStatus::Done {
+        let supervisor = providers::of(session.deployment.provider()).supervisor();
+        for role in services::ORDER {
+            let host = session.deployment.host(role)?.clone();
+            if services::check_health(&session.deployment, &host, supervisor, Duration::ZERO)
+                .is_ok()
+            {
+                continue;
+            }
+            println!("repair: {} does not answer; starting it", host.name);
+            services::start(&mut session, &host, supervisor)?;
+            services::check_health(
+                &session.deployment,
+                &host,
+                supervisor,
+                Duration::from_secs(30),
+            )?;
+            did.push(format!("started {}", host.name));
+        }
+    }
+
+    if did.is_empty() && unresolved.is_empty() {
+        println!(
+            "repair: nothing drifted: every server and service answers, every worker replicates \
+             from {} ({:.1} s)",
+            manager.name,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        for line in &did {
+            println!("repair: {line}");
+        }
+        println!("repair: done in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    if !unresolved.is_empty() {
+        bail!("{}", unresolved.join("\n"));
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Failures end to end on a real local cluster (real MariaDB servers and the real services):
+//! the manager SIGKILLed under load, `failover`, the old manager fenced when it comes back,
+//! `repair`, and a former manager whose history diverged.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, wait_for, Deployment};
+use serde_json::{json, Value};
+
+fn kill(d: &Deployment, host: &str) {
+    let pid = d.state()["processes"][format!("{host}/mariadbd")]["pid"]
+        .as_u64()
+        .unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Starts a host's server by hand on its own config, as an operator or a reboot would.
+fn start_by_hand(d: &Deployment, host: &str) {
+    let config = d.host_dir(host).join("my.cnf");
+    let path = format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = Command::new("setsid")
+        .env("PATH", path)
+        .arg("-f")
+        .arg("mariadbd")
+        .arg(format!("--defaults-file={}", config.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+    wait_for("the server to answer", Duration::from_secs(30), || {
+        d.root_sql_command(host, "SELECT 1")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+}
+
+fn role_of(state: &Value, host: &str) -> String {
+    state["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == host)
+        .unwrap()["role"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
+    let d = Deployment::new("failover", "127.0.31");
+    d.provision(&["--host-cpus", "unlimited"]);
+    d.ok(&["install-cluster"]);
+    d.ok(&["deploy-services"]);
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("up, semi-synchronous (3 workers acknowledging)"),
+        "{status}"
+    );
+
+    // Load: readers in both strategies, and a writer whose every acknowledged marker is kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let gatekeeper = d.service("gatekeeper");
+    let post = move |gatekeeper: &str, body: &Value| {
+        http(
+            None,
+            gatekeeper,
+            "POST",
+            "/api/query",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let readers: Vec<_> = ["random", "customized"]
+        .into_iter()
+        .map(|mode| {
+            let (stop, killed_at, gatekeeper) = (
+                Arc::clone(&stop),
+                Arc::clone(&killed_at),
+                gatekeeper.clone(),
+            );
+            std::thread::spawn(move || {
+                let body = json!({"query": "SELECT COUNT(*) AS n FROM film", "mode": mode});
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = post(&gatekeeper, &body);
+                    let since = killed_at.lock().unwrap().map(|k| k.elapsed());
+                    seen.push((since, r.status, r.body));
+                }
+                seen
+            })
+        })
+        .collect();
+    let writer = {
+        let (stop, gatekeeper) = (Arc::clone(&stop), gatekeeper.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let marker = format!("m{i}");
+                let body = json!({
+                    "query": format!("INSERT INTO actor (first_name, last_name) VALUES ('fo', '{marker}')"),
+                    "mode": "write",
+                });
+                let r = post(&gatekeeper, &body);
+                if r.status == 200 {
+                    acknowledged.push(marker);
+                }
+                answers.push((Instant::now(), r.status));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (acknowledged, answers)
+        })
+    };
+
+    std::thread::sleep(Duration::from_secs(2));
+    kill(&d, "manager");
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    std::thread::sleep(Duration::from_millis(1500));
+    let failover_started = Instant::now();
+    let out = d.ok(&["failover"]);
+    let failover_took = failover_started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<_> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let (acknowledged, answers) = writer.join().unwrap();
+
+    // Reads: none failed from a second after the kill to the end, failover included.
+    let after: Vec<_> = seen
+        .iter()
+        .filter(|(since, _, _)| since.is_some_and(|s| s > Duration::from_secs(1)))
+        .collect();
+    let failed: Vec<_> = after
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(after.len() > 100, "{} reads", after.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed, first: {:?}",
+        failed.len(),
+        after.len(),
+        failed.first()
+    );
+    // Writes: back within 10 s of the failover's start.
+    let back = answers
+        .iter()
+        .find(|(at, status)| *at > failover_started && *status == 200)
+        .map(|(at, _)| at.duration_since(failover_started))
+        .expect("no write succeeded after the failover");
+    assert!(back < Duration::from_secs(10), "writes back after {back:?}");
+
+    // The record: the promoted worker is the manager, the old one fenced, the failover kept.
+    let state = d.state();
+    let promoted = state["failovers"][0]["to"].as_str().unwrap().to_string();
+    assert!(promoted.starts_with("worker-"), "{state}");
+    assert!(out.contains(&format!("{promoted} is the manager")), "{out}");
+    assert_eq!(role_of(&state, &promoted), "manager");
+    assert_eq!(role_of(&state, "manager"), "worker");
+    assert_eq!(state["fenced"], json!(["manager"]));
+    assert_eq!(state["failovers"][0]["from"], "manager");
+
+    // No acknowledged write is lost: every marker is on the new manager.
+    let held = d.root_sql(
+        &promoted,
+        "SELECT last_name FROM filmdb.actor WHERE first_name = 'fo'",
+    );
+    let held: Vec<&str> = held.lines().collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|m| !held.contains(&m.as_str()))
+        .collect();
+    assert!(
+        acknowledged.len() > 20,
+        "{} writes acknowledged",
+        acknowledged.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} acknowledged writes: {lost:?}",
+        lost.len()
+    );
+    eprintln!(
+        "failover took {failover_took:?}; writes back {back:?} after it began; {} reads after \
+         the kill, 0 failed; {} writes acknowledged, 0 lost",
+        after.len(),
+        acknowledged.len()
+    );
+
+    // The old manager comes back by hand: it starts read-only and takes no write.
+    start_by_hand(&d, "manager");
+    assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..10 {
+        let (status, body) = d.api(
+            "INSERT INTO actor (first_name, last_name) VALUES ('fo', 'fenced')",
+            "write",
+        );
+        assert_eq!(
+            (status, body["served_by"].as_str()),
+            (200, Some(promoted.as_str())),
+            "{body}"
+        );
+    }
+    let status = d.ok(&["status"]);
+    assert!(status.contains("FENCED"), "{status}");
+
+    // repair: it becomes a worker of the new manager and catches up.
+    let out = d.ok(&["repair"]);
+    assert!(
+        out.contains(&format!(
+            "manager, fenced since the failover, replicates from {promoted}"
+        )),
+        "{out}"
+    );
+    assert_eq!(d.state()["fenced"], Value::Null);
+    let (status, body) = d.api(
+        "INSERT INTO actor (first_name, last_name) VALUES ('fo', 'after-repair')",
+        "write",
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        "the write on the old manager",
+        Duration::from_secs(20),
+        || {
+            d.root_sql(
+                "manager",
+                "SELECT COUNT(*) FROM filmdb.actor WHERE last_name = 'after-repair'",
+            )
+            .trim()
+                == "1"
+        },
+    );
+    let out = d.ok(&["repair"]);
+    assert!(out.contains("nothing drifted"), "{out}");
+
+    // A dead worker: repair starts it again and it catches up.
+    let victim = if promoted == "worker-1" {
+        "worker-2"
+    } else {
+        "worker-1"
+    };
+    kill(&d, victim);
+    let started = Instant::now();
+    let out = d.ok(&["repair"]);
+    eprintln!("repair of a dead worker took {:?}", started.elapsed());
+    assert!(out.contains(&format!("started {victim}")), "{out}");
+    wait_for("every backend healthy", Duration::from_secs(20), || {
+        let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+        let h: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        h["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["healthy"] == true))
+    });
+}
+
+/// A former manager that holds a transaction the promoted worker never had is not put back
+/// into replication: repair says it diverged, and it stays fenced.
+#[test]
+fn a_diverged_old_manager_stays_fenced() {
+    let d = Deployment::new("diverged", "127.0.32");
+    d.provision(&["--host-cpus", "unlimited", "--workers", "1"]);
+    d.ok(&["install-cluster"]);
+    kill(&d, "manager");
+    d.ok(&["failover"]);
+    start_by_hand(&d, "manager");
+    // Root is not bound by read_only: a transaction only the old manager has.
+    d.root_sql(
+        "manager",
+        "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('only', 'here')",
+    );
+    let err = d.fails(&["repair"], "diverged");
+    assert!(err.contains("It stays fenced"), "{err}");
+    assert_eq!(d.state()["fenced"], json!(["manager"]));
+    assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
+}
