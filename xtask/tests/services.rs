@@ -1445,12 +1445,18 @@ fn the_managers_loss_stops_writes_not_reads() {
     let out = d.ok(&["repair"]);
     assert!(out.contains("started manager"), "{out}");
     assert_eq!(
-        d.api("UPDATE actor SET last_name = last_name WHERE actor_id = 7", "write").0,
+        d.api(
+            "UPDATE actor SET last_name = last_name WHERE actor_id = 7",
+            "write"
+        )
+        .0,
         200
     );
-    wait_for("every backend healthy again", Duration::from_secs(30), || {
-        all_backends_healthy(d)
-    });
+    wait_for(
+        "every backend healthy again",
+        Duration::from_secs(30),
+        || all_backends_healthy(d),
+    );
 }
 
 /// Read-your-writes: with two workers applying 3 s late, a read carrying the write's

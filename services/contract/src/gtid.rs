@@ -37,6 +37,18 @@ impl GtidPosition {
         }
     }
 
+    /// Everything either holds: in each domain, the higher of the two.
+    pub fn merged(&self, other: &GtidPosition) -> GtidPosition {
+        let mut domains = self.domains.clone();
+        for (domain, (server, seq)) in &other.domains {
+            let entry = domains.entry(*domain).or_insert((*server, *seq));
+            if *seq > entry.1 {
+                *entry = (*server, *seq);
+            }
+        }
+        GtidPosition { domains }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
@@ -117,6 +129,11 @@ mod tests {
         assert_eq!(pos("0-1-3").compare(&pos("0-1-3")), Some(Ordering::Equal));
         assert_eq!(pos("0-1-9").compare(&pos("0-1-3,1-4-1")), None);
         assert_eq!(pos(" 1-4-1 , 0-1-3").to_string(), "0-1-3,1-4-1");
+        assert_eq!(
+            pos("0-1-3,1-4-1").merged(&pos("0-2-5,2-1-1")),
+            pos("0-2-5,1-4-1,2-1-1")
+        );
+        assert_eq!(pos("0-1-7").merged(&pos("0-2-5")), pos("0-1-7"));
         assert_eq!(pos("0-1-3,1-4-1").in_domain(1).as_deref(), Some("1-4-1"));
         for bad in ["0-1", "a-b-c", "0-1-2-3", "0-1-2,0-1-3"] {
             assert!(bad.parse::<GtidPosition>().is_err(), "{bad}");

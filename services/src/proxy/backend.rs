@@ -196,11 +196,18 @@ impl Backend {
         })
     }
 
-    /// The manager as its probes saw it.
-    pub fn as_manager_view(&self) -> ManagerView {
-        self.with_health(|h| ManagerView {
-            reachable: h.down_since.is_none(),
-            position: h.binlog.clone(),
+    /// Answering its probes.
+    pub fn is_reachable(&self) -> bool {
+        self.with_health(|h| h.down_since.is_none())
+    }
+
+    /// What it received from its manager, as its last probe saw (while it answers).
+    pub fn received(&self) -> Option<GtidPosition> {
+        self.with_health(|h| {
+            h.down_since
+                .is_none()
+                .then(|| h.replication.as_ref()?.received.clone())
+                .flatten()
         })
     }
 
@@ -291,6 +298,7 @@ impl Backend {
                 sql_running: text("Slave_SQL_Running").as_deref() == Some("Yes"),
                 lag_seconds: text("Seconds_Behind_Master").and_then(|v| v.parse().ok()),
                 applied: text("Gtid_Slave_Pos").and_then(|p| p.parse().ok()),
+                received: text("Gtid_IO_Pos").and_then(|p| p.parse().ok()),
             }
         });
         Ok(Observation {

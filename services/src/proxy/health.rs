@@ -41,6 +41,8 @@ pub struct Replication {
     pub lag_seconds: Option<u64>,
     /// What it has applied.
     pub applied: Option<GtidPosition>,
+    /// What it has received from the manager (applied or not yet).
+    pub received: Option<GtidPosition>,
 }
 
 /// Whether the manager's commits wait for a worker.
@@ -70,12 +72,14 @@ impl SemiSync {
     }
 }
 
-/// The manager as the monitor last saw it.
+/// The manager as the monitor last saw it, and what the cluster holds of its writes.
 #[derive(Debug, Clone, Default)]
 pub struct ManagerView {
     pub reachable: bool,
-    /// Its binary log position when it last answered.
-    pub position: Option<GtidPosition>,
+    /// Everything any worker received from it: with semi-sync, every write it acknowledged.
+    /// (Its own last position may hold commits no worker received, which it never
+    /// acknowledged: a worker cannot be asked to have those.)
+    pub received: Option<GtidPosition>,
 }
 
 /// Why a worker may serve reads.
@@ -83,7 +87,7 @@ pub struct ManagerView {
 pub enum Eligible {
     /// Replicating from the manager, within the lag bound.
     Replicating,
-    /// Its manager is unreachable, and it had applied everything the manager had.
+    /// Its manager is unreachable, and it has applied everything any worker received.
     CaughtUpWithoutManager,
 }
 
@@ -111,18 +115,20 @@ pub fn judge_worker(
     if manager.reachable {
         return Err("replication is not receiving from the manager".to_string());
     }
-    match (&r.applied, &manager.position) {
-        (Some(applied), Some(position)) if applied.covers(position) => {
+    match (&r.applied, &manager.received) {
+        (Some(applied), Some(received)) if applied.covers(received) => {
             Ok(Eligible::CaughtUpWithoutManager)
         }
         (_, None) => Err(
-            "the manager is unreachable and was never seen: whether this worker is behind is \
-             unknown"
+            "the manager is unreachable and no worker says what it received: whether this \
+             worker is behind is unknown"
                 .to_string(),
         ),
-        _ => {
-            Err("the manager is unreachable and this worker had not applied all it had".to_string())
-        }
+        _ => Err(
+            "the manager is unreachable and this worker has not applied everything the workers \
+             received from it"
+                .to_string(),
+        ),
     }
 }
 
@@ -181,13 +187,14 @@ mod tests {
             sql_running: sql,
             lag_seconds: lag,
             applied: Some(applied.parse().unwrap()),
+            received: Some(applied.parse().unwrap()),
         }
     }
 
-    fn manager(reachable: bool, position: Option<&str>) -> ManagerView {
+    fn manager(reachable: bool, received: Option<&str>) -> ManagerView {
         ManagerView {
             reachable,
-            position: position.map(|p| p.parse().unwrap()),
+            received: received.map(|p| p.parse().unwrap()),
         }
     }
 
@@ -212,21 +219,21 @@ mod tests {
         // The IO thread stopped while the manager answers: something is wrong with this one.
         assert!(judge(&replication(false, true, None, "0-1-100"), &up).is_err());
 
-        // The manager gone: caught-up workers keep serving, a worker behind does not.
+        // The manager gone: workers that applied all any worker received keep serving.
         assert_eq!(
             judge(&replication(false, true, None, "0-1-100"), &down),
             Ok(Eligible::CaughtUpWithoutManager)
         );
         assert!(judge(&replication(false, true, None, "0-1-99"), &down)
             .unwrap_err()
-            .contains("had not applied"));
+            .contains("has not applied"));
         assert!(judge(&replication(false, false, None, "0-1-100"), &down).is_err());
         assert!(judge(
             &replication(false, true, None, "0-1-100"),
             &manager(false, None)
         )
         .unwrap_err()
-        .contains("never seen"));
+        .contains("no worker says"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use contract::config::ProxyConfig;
 use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
-use health::{clock, SemiSync};
+use health::{clock, ManagerView, SemiSync};
 use metrics::Metrics;
 
 /// How many query shapes `/digests` lists.
@@ -114,7 +114,13 @@ impl Proxy {
         }
         let manager = self.manager();
         manager.judge_as_manager();
-        let view = manager.as_manager_view();
+        let view = ManagerView {
+            reachable: manager.is_reachable(),
+            received: self
+                .workers()
+                .filter_map(|w| w.received())
+                .reduce(|a, b| a.merged(&b)),
+        };
         for worker in self.workers() {
             worker.judge(self.max_lag_seconds, &view);
         }
@@ -216,8 +222,8 @@ impl Proxy {
             .and_then(|since| {
                 worker.with_health(|h| h.without_manager).then(|| {
                     format!(
-                        "the manager is unreachable since {}: served by {}, which had applied \
-                     everything the manager had when last seen",
+                        "the manager is unreachable since {}: served by {}, which has applied \
+                     everything the workers received from it",
                         clock(since),
                         worker.name
                     )
