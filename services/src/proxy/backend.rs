@@ -275,15 +275,16 @@ impl Backend {
 
     async fn observe(&self) -> Result<Observation, String> {
         let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
-        let seen: Option<(bool, String, bool, Option<String>)> = conn
+        let seen: Option<(bool, String, String, bool, Option<String>)> = conn
             .query_first(
-                "SELECT @@read_only, @@gtid_binlog_pos, @@rpl_semi_sync_master_enabled, \
+                "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, \
+                 @@rpl_semi_sync_master_enabled, \
                  (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
                   WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS')",
             )
             .await
             .map_err(|e| e.to_string())?;
-        let (read_only, binlog, semi_sync_enabled, semi_sync_status) =
+        let (read_only, binlog, applied, semi_sync_enabled, semi_sync_status) =
             seen.ok_or("the probe returned no row")?;
         let status: Option<Row> = conn
             .query_first("SHOW SLAVE STATUS")
@@ -297,7 +298,7 @@ impl Backend {
                 io_running: text("Slave_IO_Running").as_deref() == Some("Yes"),
                 sql_running: text("Slave_SQL_Running").as_deref() == Some("Yes"),
                 lag_seconds: text("Seconds_Behind_Master").and_then(|v| v.parse().ok()),
-                applied: text("Gtid_Slave_Pos").and_then(|p| p.parse().ok()),
+                applied: applied.parse().ok(),
                 received: text("Gtid_IO_Pos").and_then(|p| p.parse().ok()),
             }
         });

@@ -295,9 +295,11 @@ impl Proxy {
         };
         // What goes to a manager known to be down fails at once: a write is never sent
         // elsewhere, and waiting for a connection to time out helps nobody.
-        let mut result = match self.manager_down() {
-            Some(down) if self.is_manager(&backend) => Err(down),
-            _ => {
+        let fast_failed = self.manager_down().filter(|_| self.is_manager(&backend));
+        let known_down = fast_failed.is_some();
+        let mut result = match fast_failed {
+            Some(down) => Err(down),
+            None => {
                 backend
                     .execute(access, &request.template, &request.params)
                     .await
@@ -309,7 +311,9 @@ impl Proxy {
         // never repeated: it may have been applied before the connection broke.
         if let Err(QueryError::Unavailable(problem)) = &result {
             if self.is_manager(&served_by) {
-                served_by.mark_failed(problem);
+                if !known_down {
+                    served_by.mark_failed(problem);
+                }
             } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);

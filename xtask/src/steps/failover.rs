@@ -116,9 +116,12 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
     for worker in &others {
         topology::replicate_from(&session.deployment, worker, &promoted)?;
     }
-    let semi_sync = sql::semi_sync(&promoted)
-        .map(|s| format!("{s:?}"))
-        .unwrap_or_else(|e| format!("unknown ({})", first_line(&e)));
+    let semi_sync = match sql::semi_sync(&promoted) {
+        Ok(sql::SemiSync::On { workers }) => format!("on ({workers} workers acknowledging)"),
+        Ok(sql::SemiSync::FellBack) => "fell back to asynchronous".to_string(),
+        Ok(sql::SemiSync::Disabled) => "off".to_string(),
+        Err(e) => format!("unknown ({})", first_line(&e)),
+    };
     progress.note(format!(
         "{} is the manager (it had applied {position}); {} replicate from it; {} is fenced \
          until `cargo xtask repair`; semi-sync: {semi_sync}; took {:.1} s",
