@@ -294,3 +294,87 @@ fn a_diverged_old_manager_stays_fenced() {
     assert_eq!(d.state()["fenced"], json!(["manager"]));
     assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
 }
+
+/// A worker frozen with SIGSTOP (alive, not answering) is left out within the probe timeout
+/// and every read still succeeds; after SIGCONT it is back. A killed proxy or trusted host
+/// makes the gatekeeper answer at once (no hang), and repair starts it again.
+#[test]
+fn stalled_and_killed_parts_are_left_out_and_repaired() {
+    let d = Deployment::new("stalls", "127.0.34");
+    d.provision(&["--host-cpus", "unlimited", "--workers", "2"]);
+    d.ok(&["install-cluster"]);
+    d.ok(&["deploy-services"]);
+    let health = || -> Value {
+        let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+        serde_json::from_str(&r.body).unwrap_or(Value::Null)
+    };
+    let healthy = |name: &str| {
+        health()["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["name"] == name && b["healthy"] == true))
+    };
+    wait_for("worker-1 healthy", Duration::from_secs(10), || {
+        healthy("worker-1")
+    });
+
+    let pid = d.state()["processes"]["worker-1/mariadbd"]["pid"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let frozen = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut left_out_after = None;
+    while frozen.elapsed() < Duration::from_secs(12) {
+        let started = Instant::now();
+        let (status, body) = d.api("SELECT COUNT(*) AS n FROM film", "random");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200, "{body}");
+        if left_out_after.is_none() && !healthy("worker-1") {
+            left_out_after = Some(frozen.elapsed());
+        }
+    }
+    signal("-CONT");
+    let left_out_after = left_out_after.expect("the frozen worker was never left out");
+    eprintln!("frozen worker left out after {left_out_after:?}; slowest read {slowest:?}");
+    // The probe gives up after 2 s, and probes run every 500 ms.
+    assert!(
+        left_out_after < Duration::from_secs(4),
+        "{left_out_after:?}"
+    );
+    // A read caught on it ends within the query timeout (the 5 s statement limit and 2 s),
+    // retried on the other worker.
+    assert!(slowest < Duration::from_secs(8), "{slowest:?}");
+    wait_for("worker-1 back", Duration::from_secs(10), || {
+        healthy("worker-1")
+    });
+
+    for service in ["proxy", "trusted-host"] {
+        let pid = d.state()["processes"][format!("{service}/service")]["pid"]
+            .as_u64()
+            .unwrap();
+        assert!(Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let started = Instant::now();
+        let (status, body) = d.api("SELECT 1 AS one", "random");
+        assert!(
+            [502, 503].contains(&status) && started.elapsed() < Duration::from_secs(2),
+            "{service} killed: {status} after {:?}: {body}",
+            started.elapsed()
+        );
+        let out = d.ok(&["repair"]);
+        assert!(out.contains(&format!("started {service}")), "{out}");
+        let (status, body) = d.api("SELECT 1 AS one", "random");
+        assert_eq!(status, 200, "{body}");
+    }
+}

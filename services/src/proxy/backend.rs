@@ -22,6 +22,10 @@ const SQL_MODE: &str =
 /// How long an idle connection to a backend is kept for the next query.
 const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 
+/// A probe (two trivial queries) that takes longer says the server is stalled: it is left
+/// out well before a query would time out.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Prepared templates kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
@@ -44,7 +48,8 @@ pub struct Backend {
     health: Mutex<Health>,
     /// Queries sent to it that have not answered yet.
     in_flight: AtomicU32,
-    /// A probe or query taking longer than this counts as a failure.
+    /// A query taking longer than this counts as the server's failure (past the statement
+    /// time limit, which the server enforces itself).
     timeout: Duration,
     max_result_rows: usize,
     max_result_bytes: usize,
@@ -218,7 +223,7 @@ impl Backend {
     /// each other.
     pub async fn probe(&self) {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.observe()).await;
+        let result = tokio::time::timeout(PROBE_TIMEOUT, self.observe()).await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.update_health(|h| match result {
             Ok(Ok(seen)) => {
@@ -229,7 +234,10 @@ impl Backend {
                 h.semi_sync = seen.semi_sync;
             }
             Ok(Err(e)) => h.failed(e),
-            Err(_) => h.failed(format!("no answer within {} s", self.timeout.as_secs())),
+            Err(_) => h.failed(format!(
+                "no answer to a probe within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )),
         });
     }
 

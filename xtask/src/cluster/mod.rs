@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod dataset;
+pub mod drift;
 pub mod limits;
 pub mod packages;
 pub mod process;

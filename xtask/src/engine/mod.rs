@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::cluster::build;
+use crate::cluster::{self, build};
 use crate::flags::{BenchArgs, SettingsArgs};
 use crate::providers;
 use crate::results;
@@ -55,7 +55,17 @@ impl Engine {
             })?;
         }
         let d = &session.deployment;
-        let gatekeeper = providers::of(d.provider()).public_gatekeeper_url(d)?;
+        let provider = providers::of(d.provider());
+        let drifted = cluster::drift::drift(d, provider.supervisor());
+        if !drifted.is_empty() {
+            eprintln!(
+                "\nevery step is done, but the deployment drifted since: {}.\n  \
+                 `cargo xtask repair` checks every server, service and replica and fixes what \
+                 drifted",
+                drifted.join("; ")
+            );
+        }
+        let gatekeeper = provider.public_gatekeeper_url(d)?;
         eprintln!(
             "\nall steps are done.\n  results:    {}/summary.md (CSVs and charts beside it)\n  \
              gatekeeper: {gatekeeper}/\n  status:     cargo xtask status\n  tear down:  cargo xtask teardown",

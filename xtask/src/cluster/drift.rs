@@ -1,0 +1,30 @@
+//! What no longer matches what the done steps promised: a server or service that does not
+//! answer, a former manager still fenced. `all` reports it; `repair` fixes it.
+
+use std::time::Duration;
+
+use super::services::{self, Supervisor};
+use super::sql;
+use crate::state::{Deployment, Step, StepStatus};
+
+pub fn drift(d: &Deployment, supervisor: Supervisor) -> Vec<String> {
+    let mut found = Vec::new();
+    if d.step(Step::InstallCluster).status == StepStatus::Done {
+        for host in d.database_hosts() {
+            if sql::sql(host, "SELECT 1;").is_err() {
+                found.push(format!("{}'s server does not answer", host.name));
+            } else if d.fenced.contains(&host.name) {
+                found.push(format!("{} is a fenced former manager", host.name));
+            }
+        }
+    }
+    if d.step(Step::DeployServices).status == StepStatus::Done {
+        for role in services::ORDER {
+            let Ok(host) = d.host(role) else { continue };
+            if services::check_health(d, host, supervisor, Duration::ZERO).is_err() {
+                found.push(format!("{} does not answer", host.name));
+            }
+        }
+    }
+    found
+}
