@@ -275,24 +275,89 @@ fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
 }
 
 /// A former manager that holds a transaction the promoted worker never had is not put back
-/// into replication: repair says it diverged, and it stays fenced.
+/// into replication on that history: repair says it diverged, sets its data aside and
+/// rebuilds it from the new manager's, and it then replicates. Meanwhile semi-sync falls back
+/// when no worker acknowledges, and status says so.
 #[test]
-fn a_diverged_old_manager_stays_fenced() {
+fn a_diverged_old_manager_is_rebuilt_from_the_new_one() {
     let d = Deployment::new("diverged", "127.0.32");
-    d.provision(&["--host-cpus", "unlimited", "--workers", "1"]);
+    d.provision(&["--host-cpus", "unlimited", "--workers", "2"]);
     d.ok(&["install-cluster"]);
+
+    // No worker acknowledging: the manager waits out the timeout, then goes on asynchronously.
+    for worker in ["worker-1", "worker-2"] {
+        d.root_sql(worker, "STOP SLAVE;");
+    }
+    d.root_sql(
+        "manager",
+        "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('no', 'ack')",
+    );
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("ASYNCHRONOUS: semi-sync fell back"),
+        "{status}"
+    );
+    let out = d.ok(&["repair"]);
+    assert!(
+        out.contains("worker-1 replicates from manager again"),
+        "{out}"
+    );
+    wait_for("semi-sync back on", Duration::from_secs(20), || {
+        let _ = d.root_sql(
+            "manager",
+            "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('ack', 'again')",
+        );
+        d.ok(&["status"])
+            .contains("up, semi-synchronous (2 workers acknowledging)")
+    });
+
     kill(&d, "manager");
-    d.ok(&["failover"]);
+    d.ok(&["failover", "--to", "worker-2"]);
     start_by_hand(&d, "manager");
     // Root is not bound by read_only: a transaction only the old manager has.
     d.root_sql(
         "manager",
         "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('only', 'here')",
     );
-    let err = d.fails(&["repair"], "diverged");
-    assert!(err.contains("It stays fenced"), "{err}");
-    assert_eq!(d.state()["fenced"], json!(["manager"]));
+    let out = d.ok(&["repair"]);
+    assert!(out.contains("manager diverged: it holds"), "{out}");
+    assert!(out.contains("rebuilt from worker-2's data"), "{out}");
+    assert_eq!(d.state()["fenced"], Value::Null);
+    let kept: Vec<_> = std::fs::read_dir(d.host_dir("manager"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("data.diverged-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "its own data is kept aside");
+    let only = "SELECT COUNT(*) FROM filmdb.actor WHERE first_name = 'only'";
+    assert_eq!(
+        d.root_sql("manager", only).trim(),
+        "0",
+        "the diverged row is gone"
+    );
     assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
+    d.root_sql(
+        "worker-2",
+        "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('after', 'rebuild')",
+    );
+    wait_for(
+        "the rebuilt server to replicate",
+        Duration::from_secs(20),
+        || {
+            d.root_sql(
+                "manager",
+                "SELECT COUNT(*) FROM filmdb.actor WHERE first_name = 'after'",
+            )
+            .trim()
+                == "1"
+        },
+    );
+    let out = d.ok(&["repair"]);
+    assert!(out.contains("nothing drifted"), "{out}");
 }
 
 /// A worker frozen with SIGSTOP (alive, not answering) is left out within the probe timeout
@@ -389,6 +454,11 @@ fn stalled_and_killed_parts_are_left_out_and_repaired() {
             [502, 503].contains(&status) && started.elapsed() < Duration::from_secs(2),
             "{service} killed: {status} after {:?}: {body}",
             started.elapsed()
+        );
+        let status = d.ok(&["status"]);
+        assert!(
+            status.contains("DOWN") && status.contains("`cargo xtask repair` checks"),
+            "{status}"
         );
         let out = d.ok(&["repair"]);
         assert!(out.contains(&format!("started {service}")), "{out}");

@@ -1508,6 +1508,53 @@ fn a_read_after_a_write_sees_it() {
         let body = read(Some(&gtid));
         assert_eq!(body["rows"][0][0], value.as_str(), "{i}: {body}");
     }
+
+    // The pages do it for a person: the Write page's answer sets a cookie with the write's
+    // GTID, and the Read page, sent with it, shows the write.
+    let gatekeeper = d.service("gatekeeper");
+    let origin = format!("http://{gatekeeper}");
+    for i in 0..20 {
+        let value = format!("Page{i}");
+        let form =
+            format!("query=UPDATE+actor+SET+last_name+%3D+%27{value}%27+WHERE+actor_id+%3D+11");
+        let written = http(
+            None,
+            &gatekeeper,
+            "POST",
+            "/write",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin.as_str()),
+            ],
+            form.as_bytes(),
+        );
+        assert_eq!(written.status, 200, "{}", written.body);
+        let cookie = written
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.split(';').next().unwrap().to_string())
+            .expect("the write page sets the last write's cookie");
+        assert!(cookie.starts_with("last_write_gtid="), "{cookie}");
+        let read = http(
+            None,
+            &gatekeeper,
+            "POST",
+            "/read",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin.as_str()),
+                ("Cookie", cookie.as_str()),
+            ],
+            b"strategy=random&query=SELECT+last_name+FROM+actor+WHERE+actor_id+%3D+11",
+        );
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert!(
+            read.body.contains(&format!("<td>{value}</td>")),
+            "{i}: {}",
+            read.body
+        );
+    }
     delay(0);
     let (status, body) = d.api_request(json!({
         "query": "SELECT 1", "mode": "random", "after_gtid": "not a gtid"

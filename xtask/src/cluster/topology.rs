@@ -7,10 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use contract::gtid::GtidPosition;
 
+use super::server;
 use super::sql::{self, fill, sql_string};
-use crate::state::{Deployment, Host};
+use crate::state::{Deployment, Host, Session};
+use crate::transport::{self, script::Script};
 
 const REPLICA: &str = include_str!("../../../sql/replica.sql");
+const DB_DUMP: &str = include_str!("../../scripts/db-dump.sh");
+const DB_SET_ASIDE: &str = include_str!("../../scripts/db-set-aside.sh");
 
 /// Makes `replica` a GTID replica of `source` (from where it is: its gtid_slave_pos).
 pub fn replicate_from(d: &Deployment, replica: &Host, source: &Host) -> Result<()> {
@@ -95,6 +99,36 @@ pub fn rejoin(d: &Deployment, host: &Host, source: &Host) -> Result<()> {
     replicate_from(d, host, source)
 }
 
+/// Rebuilds a server from `source`'s data: stops it, sets its data folder aside (kept, its
+/// path returned), starts it afresh (read-only, as every server of the cluster starts), loads
+/// a consistent copy of the source with the GTID position it was taken at, and makes it a
+/// replica of the source from there.
+pub fn rebuild_from(session: &mut Session, host: &Host, source: &Host) -> Result<String> {
+    server::stop(session, host)?;
+    let aside = transport::run_script(
+        host,
+        &Script::new("db-set-aside", DB_SET_ASIDE)
+            .param("HOST_DIR", host.dir.display().to_string()),
+        b"",
+    )?;
+    server::start(session, host)?;
+    let copy = transport::run_script(
+        source,
+        &Script::new("db-dump", DB_DUMP).param("HOST_DIR", source.dir.display().to_string()),
+        b"",
+    )
+    .with_context(|| format!("copying {}'s data", source.name))?;
+    // Not in its own binary log: what it loads is the source's history, whose GTIDs the
+    // copy sets as its position.
+    sql::sql(
+        host,
+        &format!("RESET MASTER;\nSET SESSION sql_log_bin = 0;\n{copy}\nFLUSH PRIVILEGES;\n"),
+    )
+    .with_context(|| format!("loading {}'s data into {}", source.name, host.name))?;
+    replicate_from(&session.deployment, host, source)?;
+    Ok(aside.trim().to_string())
+}
+
 /// The address a replica replicates from (Master_Host); None when it is no replica.
 pub fn source_of(replica: &Host) -> Result<Option<String>> {
     let text = sql::sql_with_names(replica, "SHOW SLAVE STATUS;")?;
@@ -151,9 +185,7 @@ pub fn promote(host: &Host, semi_sync_timeout_ms: u32) -> Result<()> {
 
 /// The worker to promote: the one that has applied the most (positions that each hold
 /// something the other lacks cannot be ordered: that is an error to resolve by hand).
-pub fn most_advanced<'a>(
-    candidates: &'a [(Host, GtidPosition)],
-) -> Result<&'a (Host, GtidPosition)> {
+pub fn most_advanced(candidates: &[(Host, GtidPosition)]) -> Result<&(Host, GtidPosition)> {
     let mut best = candidates.first().context("no worker answers")?;
     for candidate in &candidates[1..] {
         match candidate.1.compare(&best.1) {

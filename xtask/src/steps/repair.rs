@@ -24,7 +24,6 @@ pub fn run(paths: &Paths) -> Result<()> {
         bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
     }
     let mut did = Vec::new();
-    let mut unresolved = Vec::new();
 
     // Servers: each answers, or is started on its config for its role now.
     let db_hosts: Vec<Host> = session.deployment.database_hosts().cloned().collect();
@@ -62,23 +61,28 @@ pub fn run(paths: &Paths) -> Result<()> {
             .map_or(Ok(GtidPosition::default()), |f| f.position.parse())
             .map_err(|e: String| anyhow::anyhow!("the failover record of {name}: {e}"))?;
         let holds = topology::binlog_position(&host)?;
-        if !promoted_at.covers(&holds) {
-            unresolved.push(format!(
-                "{name} diverged: it holds {holds}, beyond what {} had when it was promoted \
-                 ({promoted_at}); those transactions were never on the new manager. It stays \
-                 fenced (read-only); rebuild it from the manager's data (`cargo xtask \
-                 install-cluster --force` after removing its data folder) before it serves",
+        if promoted_at.covers(&holds) {
+            topology::rejoin(d, &host, &manager)?;
+            did.push(format!(
+                "{name}, fenced since the failover, replicates from {} (it held nothing more)",
                 manager.name
             ));
-            continue;
+        } else {
+            // Replicating onto it would build on transactions the manager never had.
+            println!(
+                "repair: {name} diverged: it holds {holds}, beyond what {} had when it was \
+                 promoted ({promoted_at}); rebuilding it from {}'s data",
+                manager.name, manager.name
+            );
+            let aside = topology::rebuild_from(&mut session, &host, &manager)?;
+            did.push(format!(
+                "{name} diverged and was rebuilt from {}'s data; it replicates from {}; its \
+                 own data is kept in {aside}",
+                manager.name, manager.name
+            ));
         }
-        topology::rejoin(d, &host, &manager)?;
         session.deployment.fenced.retain(|h| *h != name);
         session.save()?;
-        did.push(format!(
-            "{name}, fenced since the failover, replicates from {} (it held nothing more)",
-            manager.name
-        ));
     }
 
     // Workers replicate from the manager.
@@ -145,7 +149,7 @@ pub fn run(paths: &Paths) -> Result<()> {
         }
     }
 
-    if did.is_empty() && unresolved.is_empty() {
+    if did.is_empty() {
         println!(
             "repair: nothing drifted: every server and service answers, every worker replicates \
              from {} ({:.1} s)",
@@ -157,9 +161,6 @@ pub fn run(paths: &Paths) -> Result<()> {
             println!("repair: {line}");
         }
         println!("repair: done in {:.1} s", started.elapsed().as_secs_f64());
-    }
-    if !unresolved.is_empty() {
-        bail!("{}", unresolved.join("\n"));
     }
     Ok(())
 }

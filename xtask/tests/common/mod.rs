@@ -360,6 +360,8 @@ pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 pub struct HttpResponse {
     pub status: u16,
+    /// Each header line's name and value, in order.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -440,7 +442,17 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
     } else {
         body.to_string()
     };
-    HttpResponse { status, body }
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut rest: &str) -> String {
