@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,24 +23,9 @@ fn kill(d: &Deployment, host: &str) {
     assert!(killed.success());
 }
 
-/// Starts a host's server by hand on its own config, as an operator or a reboot would.
+/// Starts a host's server by hand and waits until it answers.
 fn start_by_hand(d: &Deployment, host: &str) {
-    let config = d.host_dir(host).join("my.cnf");
-    let path = format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let started = Command::new("setsid")
-        .env("PATH", path)
-        .arg("-f")
-        .arg("mariadbd")
-        .arg(format!("--defaults-file={}", config.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(started.success());
+    d.start_server_by_hand(host);
     wait_for("the server to answer", Duration::from_secs(30), || {
         d.root_sql_command(host, "SELECT 1")
             .output()

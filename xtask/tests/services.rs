@@ -793,23 +793,7 @@ fn a_killed_worker_is_routed_around_and_restarted() {
     assert!(line.contains("DOWN (not answering"), "{status}");
 
     // Started again on its own config, it resumes replicating and rejoins the reads.
-    let config = d.host_dir("worker-1").join("my.cnf");
-    let path = format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    );
-    // setsid -f: the server leaves this test's session, and the test does not wait for it.
-    let started = Command::new("setsid")
-        .env("PATH", path)
-        .arg("-f")
-        .arg("mariadbd")
-        .arg(format!("--defaults-file={}", config.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(started.success());
+    d.start_server_by_hand("worker-1");
     wait_for(
         "worker-1 back in the reads",
         Duration::from_secs(60),

@@ -168,6 +168,27 @@ impl Deployment {
             .unwrap()
     }
 
+    /// Starts a host's server by hand on its own config, as an operator or a reboot would:
+    /// detached (setsid -f: it leaves the test's session, which does not wait for it).
+    pub fn start_server_by_hand(&self, host: &str) {
+        let config = self.host_dir(host).join("my.cnf");
+        let path = format!(
+            "{}:/usr/sbin:/sbin",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let started = Command::new("setsid")
+            .env("PATH", path)
+            .arg("-f")
+            .arg("mariadbd")
+            .arg(format!("--defaults-file={}", config.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(started.success());
+    }
+
     /// Inserts an actor on the manager through the app account: a write the workers replicate.
     pub fn insert_actor(&self, actor_id: u32, first_name: &str, last_name: &str) {
         let quote = |s: &str| s.replace('\'', "''");
