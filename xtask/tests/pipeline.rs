@@ -371,6 +371,26 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         assert!(again.contains(&format!("{step}: already done")), "{again}");
     }
     assert_eq!((d.servers(), d.services()), processes);
+    assert!(!again.contains("drifted"), "{again}");
+
+    // A done deployment that drifted: `all` says so and names repair, which mends it.
+    let worker = d.state()["processes"]["worker-2/mariadbd"]["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let again = d.ok(&["all"]);
+    assert!(
+        again.contains("the deployment drifted since: worker-2's server does not answer")
+            && again.contains("`cargo xtask repair`"),
+        "{again}"
+    );
+    let repaired = d.ok(&["repair"]);
+    assert!(repaired.contains("started worker-2"), "{repaired}");
+    assert!(!d.ok(&["all"]).contains("drifted"));
 
     d.ok(&["teardown"]);
     assert_eq!(d.servers(), []);
