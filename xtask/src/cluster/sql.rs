@@ -79,6 +79,10 @@ pub struct ReplicaStatus {
     /// Seconds_Behind_Master; None while it is unknown (a thread is not running).
     pub lag_seconds: Option<u64>,
     pub last_error: String,
+    /// Where it replicates from (Master_Host).
+    pub source_host: String,
+    /// What it received from its source (Gtid_IO_Pos), as MariaDB prints it.
+    pub received: String,
 }
 
 impl ReplicaStatus {
@@ -111,6 +115,8 @@ pub fn parse_replica_status(text: &str) -> Option<ReplicaStatus> {
             .filter(|e| !e.is_empty())
             .collect::<Vec<_>>()
             .join("; "),
+        source_host: field("Master_Host").unwrap_or_default().to_string(),
+        received: field("Gtid_IO_Pos").unwrap_or_default().trim().to_string(),
     })
 }
 
@@ -188,6 +194,8 @@ mod tests {
         assert!(status.healthy());
         assert_eq!(status.lag_seconds, Some(0));
         assert_eq!(status.last_error, "");
+        assert_eq!(status.source_host, "127.0.5.3");
+        assert!(status.received.parse::<contract::gtid::GtidPosition>().is_ok());
     }
 
     #[test]

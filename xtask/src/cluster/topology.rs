@@ -54,7 +54,10 @@ pub fn drain(replica: &Host, timeout: Duration) -> Result<GtidPosition> {
             .trim()
             .parse()
             .map_err(|e: String| anyhow::anyhow!("{}: {e}", replica.name))?;
-        let received = received_position(replica)?;
+        let received: Option<GtidPosition> = sql::replica_status(replica)?
+            .map(|s| s.received.parse())
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", replica.name))?;
         if received.as_ref().is_none_or(|r| applied.covers(r)) {
             return Ok(applied);
         }
@@ -67,25 +70,6 @@ pub fn drain(replica: &Host, timeout: Duration) -> Result<GtidPosition> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// What a replica received from its manager (Gtid_IO_Pos); None when it is no replica.
-fn received_position(replica: &Host) -> Result<Option<GtidPosition>> {
-    let text = sql::sql_with_names(replica, "SHOW SLAVE STATUS;")?;
-    let mut lines = text.lines();
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return Ok(None);
-    };
-    let position = names
-        .split('\t')
-        .zip(values.split('\t'))
-        .find(|(name, _)| *name == "Gtid_IO_Pos")
-        .map(|(_, value)| value.trim().to_string())
-        .unwrap_or_default();
-    position
-        .parse()
-        .map(Some)
-        .map_err(|e: String| anyhow::anyhow!("{}: {e}", replica.name))
 }
 
 /// Makes a former manager a replica of `source`, from everything its own binary log holds
@@ -127,20 +111,6 @@ pub fn rebuild_from(session: &mut Session, host: &Host, source: &Host) -> Result
     .with_context(|| format!("loading {}'s data into {}", source.name, host.name))?;
     replicate_from(&session.deployment, host, source)?;
     Ok(aside.trim().to_string())
-}
-
-/// The address a replica replicates from (Master_Host); None when it is no replica.
-pub fn source_of(replica: &Host) -> Result<Option<String>> {
-    let text = sql::sql_with_names(replica, "SHOW SLAVE STATUS;")?;
-    let mut lines = text.lines();
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return Ok(None);
-    };
-    Ok(names
-        .split('\t')
-        .zip(values.split('\t'))
-        .find(|(name, _)| *name == "Master_Host")
-        .map(|(_, value)| value.to_string()))
 }
 
 /// Turns semi-sync on at the manager (its config has it for the next start).

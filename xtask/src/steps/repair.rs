@@ -91,10 +91,11 @@ pub fn run(paths: &Paths) -> Result<()> {
         .hosts_with_role(Role::Worker)
         .filter(|w| !d.fenced.contains(&w.name))
     {
-        let source = topology::source_of(worker)?;
         let status = sql::replica_status(worker)?;
-        let replicating = status.as_ref().is_some_and(|s| s.healthy());
-        if source.as_deref() == Some(manager.address.as_str()) && replicating {
+        if status
+            .as_ref()
+            .is_some_and(|s| s.source_host == manager.address && s.healthy())
+        {
             continue;
         }
         topology::replicate_from(d, worker, &manager)?;
@@ -102,9 +103,9 @@ pub fn run(paths: &Paths) -> Result<()> {
             "{} replicates from {} again (was: {})",
             worker.name,
             manager.name,
-            match (source, status) {
-                (None, _) => "no source".to_string(),
-                (Some(s), Some(st)) if s == manager.address => format!(
+            match status {
+                None => "no source".to_string(),
+                Some(st) if st.source_host == manager.address => format!(
                     "threads io {} sql {}{}",
                     st.io_running,
                     st.sql_running,
@@ -114,7 +115,7 @@ pub fn run(paths: &Paths) -> Result<()> {
                         format!(": {}", st.last_error)
                     }
                 ),
-                (Some(s), _) => format!("replicating from {s}"),
+                Some(st) => format!("replicating from {}", st.source_host),
             }
         ));
     }
