@@ -229,8 +229,25 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     }
 
     // patterns.csv: one row per mode, no errors, each mode served where it should be; then
-    // the degraded-worker scenario's rows.
+    // the degraded-worker scenario's rows; then the chain-cost rows, with every quota lifted:
+    // under load (with CPU) and from one client.
     let (header, all_rows) = csv(&results.join("patterns.csv"));
+    let (lifted, all_rows): (Vec<Vec<String>>, Vec<Vec<String>>) = all_rows
+        .into_iter()
+        .partition(|r| column(&header, r, "scenario") == "every CPU quota lifted");
+    let lifted_runs: Vec<(&str, &str)> = lifted
+        .iter()
+        .map(|r| (column(&header, r, "mode"), column(&header, r, "concurrency")))
+        .collect();
+    assert_eq!(
+        lifted_runs,
+        [
+            ("direct-db", "4"),
+            ("direct-hit", "4"),
+            ("direct-db", "1"),
+            ("direct-hit", "1")
+        ]
+    );
     let (rows, degraded): (Vec<Vec<String>>, Vec<Vec<String>>) = all_rows
         .into_iter()
         .partition(|r| column(&header, r, "scenario") == "normal");
@@ -268,13 +285,17 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     for r in &degraded {
         assert_eq!(column(&header, r, "errors"), "0", "{r:?}");
     }
-    for r in &rows {
+    for r in lifted.iter().chain(&rows) {
         let throughput: f64 = column(&header, r, "throughput_rps").parse().unwrap();
         let p50: f64 = column(&header, r, "p50_ms").parse().unwrap();
         let p99: f64 = column(&header, r, "p99_ms").parse().unwrap();
         assert!(throughput > 1.0 && p50 > 0.0 && p99 >= p50, "{r:?}");
         assert_eq!(column(&header, r, "errors"), "0", "{r:?}");
         assert_eq!(column(&header, r, "errors_by_kind"), "", "{r:?}");
+        if column(&header, r, "concurrency") == "1" {
+            // The one-client runs measure latency only.
+            continue;
+        }
         // The CPU each process spent per request was measured around the run.
         let cpu = |name: &str| -> f64 { column(&header, r, name).parse().unwrap() };
         // The servers that served the mode worked for it.
@@ -323,7 +344,9 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     );
     assert!(
         summary.contains("## What the chain costs")
-            && summary.contains("| point read p50 from one client, chain minus direct |"),
+            && summary.contains("Measured with every CPU quota lifted")
+            && summary.contains("| point read p50 from one client, chain minus direct |")
+            && summary.contains("| ≤ 150 µs |"),
         "{summary}"
     );
     // The charts as a person sees them: rendered by a browser, each panel has its bars (more

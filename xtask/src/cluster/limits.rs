@@ -90,21 +90,49 @@ fn period_and_quota(cpus: Option<Millicpus>) -> (u64, Option<u64>) {
     (period, Some(period * m / 1000))
 }
 
-/// Sets a group's CPU quota anew (its memory limit stays).
+/// Sets a group's CPU quota anew (None: no quota); its memory limit stays.
 pub fn set_cpus(
     host: &Host,
     deployment_id: &str,
     name: &str,
     limit: &HostLimit,
-    cpus: Millicpus,
+    cpus: Option<Millicpus>,
 ) -> Result<()> {
     let memory = HostMemory {
         mib: limit.memory_mib,
     };
-    match apply(host, deployment_id, name, Some(cpus), memory)? {
+    match apply(host, deployment_id, name, cpus, memory)? {
         Ok(_) => Ok(()),
-        Err(why) => bail!("setting the CPU quota of {name} to {cpus}: {why}"),
+        Err(why) => {
+            let cpus = cpus.map_or("no quota".to_string(), |c| c.to_string());
+            bail!("setting the CPU quota of {name} to {cpus}: {why}")
+        }
     }
+}
+
+/// Gives every group of the deployment that has a CPU quota its provisioned quota back, or,
+/// with `lifted`, no quota at all.
+pub fn set_all_cpus(d: &Deployment, lifted: bool) -> Result<()> {
+    for (name, limit) in &d.limits.hosts {
+        if limit.cpus.is_some() {
+            let cpus = if lifted { None } else { limit.cpus };
+            set_cpus(&group_host(d, name)?, &d.id, name, limit, cpus)?;
+        }
+    }
+    Ok(())
+}
+
+/// The host a group was made on: the bench client's is on the proxy's host.
+fn group_host(d: &Deployment, name: &str) -> Result<Host> {
+    let client = d.bench_client()?;
+    if name == client.name {
+        return Ok(client);
+    }
+    d.hosts
+        .iter()
+        .find(|h| h.name == name)
+        .cloned()
+        .with_context(|| format!("data.json has a cgroup for {name} but no such host"))
 }
 
 /// Removes a group, stopping what still runs in it, and the deployment's and project's folders
@@ -163,17 +191,9 @@ pub fn of<'d>(d: &'d Deployment, name: &str) -> Option<&'d HostLimit> {
 /// Removes every group of the deployment (what runs in them is stopped first). Each is removed
 /// from the host it was made on: the bench client's from the proxy's host.
 pub fn remove_all(d: &Deployment) -> Result<()> {
-    let client = d.bench_client()?;
     for (name, limit) in &d.limits.hosts {
-        let host = if *name == client.name {
-            &client
-        } else {
-            d.hosts
-                .iter()
-                .find(|h| h.name == *name)
-                .with_context(|| format!("data.json has a cgroup for {name} but no such host"))?
-        };
-        remove(host, limit).with_context(|| format!("removing the cgroup of {name}"))?;
+        remove(&group_host(d, name)?, limit)
+            .with_context(|| format!("removing the cgroup of {name}"))?;
     }
     Ok(())
 }
@@ -259,7 +279,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(memory_limit.trim(), (256u64 << 20).to_string());
-        set_cpus(&host, &id, "h", &limit, Millicpus(50)).unwrap();
+        set_cpus(&host, &id, "h", &limit, Some(Millicpus(50))).unwrap();
+        assert!(quota(&limit).starts_with("1000"), "{}", quota(&limit));
+        // Lifted: no quota ("-1" on v1, "max" on v2), the memory limit kept.
+        set_cpus(&host, &id, "h", &limit, None).unwrap();
+        let lifted = quota(&limit);
+        assert!(lifted.starts_with("-1") || lifted.starts_with("max"), "{lifted}");
+        set_cpus(&host, &id, "h", &limit, Some(Millicpus(50))).unwrap();
         assert!(quota(&limit).starts_with("1000"), "{}", quota(&limit));
 
         // A busy process started by a script in the group: it is in every folder of it, and

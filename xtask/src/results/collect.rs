@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use contract::report::Report;
 
 use super::sysbench::{combine, parse_sysbench, SysbenchStats};
-use super::{layout, CpuUse, PatternRow, Run, RunMeta, SysbenchRow};
+use super::{layout, CpuUse, PatternRow, Run, RunMeta, Scenario, SysbenchRow};
 use crate::state::atomic_write;
 
 /// Copies the finished files of a run (not the ones still being written); returns how many
@@ -100,9 +100,17 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
         sysbench
             .sort_by(|a, b| (a.run, &a.workload, &a.target).cmp(&(b.run, &b.workload, &b.target)));
 
-        let patterns = load_reports(&dir.join("patterns"), &meta, false)?;
-        let latency = load_reports(&dir.join("latency"), &meta, false)?;
-        let degraded = load_reports(&dir.join("degraded"), &meta, true)?;
+        // Runs from before the chain measurement existed took their one-client runs under the
+        // hosts' quotas.
+        let lifted = if dir.join("chain").is_dir() {
+            Scenario::QuotasLifted
+        } else {
+            Scenario::Normal
+        };
+        let patterns = load_reports(&dir.join("patterns"), &meta, Scenario::Normal)?;
+        let latency = load_reports(&dir.join("latency"), &meta, lifted)?;
+        let degraded = load_reports(&dir.join("degraded"), &meta, Scenario::DegradedWorker)?;
+        let chain = load_reports(&dir.join("chain"), &meta, Scenario::QuotasLifted)?;
         runs.push(Run {
             id,
             meta,
@@ -110,14 +118,14 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
             patterns,
             latency,
             degraded,
+            chain,
         });
     }
     Ok(runs)
 }
 
-/// The load generator's reports in a folder, each with its CPU samples when it has them;
-/// `degraded`: the folder of the degraded-worker scenario.
-fn load_reports(dir: &Path, meta: &RunMeta, degraded: bool) -> Result<Vec<PatternRow>> {
+/// The load generator's reports in a folder, each with its CPU samples when it has them.
+fn load_reports(dir: &Path, meta: &RunMeta, scenario: Scenario) -> Result<Vec<PatternRow>> {
     let mut rows = Vec::new();
     for (path, stem) in files(dir, "json") {
         // The CPU samples are read with their report.
@@ -143,7 +151,7 @@ fn load_reports(dir: &Path, meta: &RunMeta, degraded: bool) -> Result<Vec<Patter
             run,
             report,
             cpu,
-            degraded,
+            scenario,
         });
     }
     rows.sort_by_key(|p| (p.run, mode_order(&p.mode)));

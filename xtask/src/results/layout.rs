@@ -34,10 +34,22 @@ pub fn patterns_cpu_out(mode: &str, n: u32) -> String {
     format!("patterns/{mode}-run{n}.cpu.json")
 }
 
-/// The latency runs: point reads from one client, straight to the manager and through the
-/// chain, so the difference is what the chain adds to a query.
-pub fn latency_modes() -> [&'static str; 2] {
+/// What the chain costs is measured on the same server both ways, with every CPU quota lifted:
+/// `direct-db` (straight to the manager) and `direct-hit` (the manager through the chain).
+/// Each under load (`chain/`) and as point reads from one client (`latency/`), so the
+/// difference is what the chain adds.
+pub fn chain_modes() -> [&'static str; 2] {
     [DIRECT_DB, Mode::DirectHit.as_str()]
+}
+
+/// `chain/<mode>-run<n>.json`: a chain-cost load test's report.
+pub fn chain_out(mode: &str, n: u32) -> String {
+    format!("chain/{mode}-run{n}.json")
+}
+
+/// `chain/<mode>-run<n>.cpu.json`: its CPU samples, written last (the measurement is complete).
+pub fn chain_cpu_out(mode: &str, n: u32) -> String {
+    format!("chain/{mode}-run{n}.cpu.json")
 }
 
 /// `latency/<mode>-run<n>.json`
@@ -102,6 +114,11 @@ mod tests {
         assert_eq!(split_patterns(stem), Some(("direct-hit".into(), 2)));
         let cpu = patterns_cpu_out("direct-hit", 2);
         assert_eq!(cpu.strip_suffix(".cpu.json"), path.strip_suffix(".json"));
+        let chain = chain_out("direct-hit", 2);
+        assert_eq!(
+            chain_cpu_out("direct-hit", 2).strip_suffix(".cpu.json"),
+            chain.strip_suffix(".json")
+        );
         let latency = latency_out("direct-db", 1);
         let stem = latency
             .strip_prefix("latency/")

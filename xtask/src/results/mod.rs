@@ -72,6 +72,9 @@ pub struct Run {
     pub patterns: Vec<PatternRow>,
     /// The one-client point-read runs (`latency/`), as pattern rows.
     pub latency: Vec<PatternRow>,
+    /// `direct-db` and `direct-hit` under load with every CPU quota lifted (`chain/`): what the
+    /// chain costs, measured where no quota caps a server or service.
+    pub chain: Vec<PatternRow>,
     /// The degraded-worker scenario's runs (`degraded/`).
     pub degraded: Vec<PatternRow>,
 }
@@ -93,15 +96,26 @@ pub struct PatternRow {
     pub report: Report,
     /// What the servers and services spent on it (runs from before it was measured: none).
     pub cpu: Option<CpuUse>,
-    /// A run of the degraded-worker scenario (the run's `meta.degraded` says which worker).
-    pub degraded: bool,
+    pub scenario: Scenario,
+}
+
+/// Under what conditions a load test ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every host at the quota it was provisioned with.
+    Normal,
+    /// One worker slowed down (the run's `meta.degraded` says which).
+    DegradedWorker,
+    /// Every host's CPU quota lifted for the measurement.
+    QuotasLifted,
 }
 
 impl PatternRow {
     /// Under what conditions it ran, for the CSV.
     pub fn scenario(&self) -> String {
-        match (&self.meta.degraded, self.degraded) {
-            (Some(d), true) => format!("degraded: {}", d.describe()),
+        match (&self.meta.degraded, self.scenario) {
+            (Some(d), Scenario::DegradedWorker) => format!("degraded: {}", d.describe()),
+            (_, Scenario::QuotasLifted) => "every CPU quota lifted".to_string(),
             _ => "normal".to_string(),
         }
     }
@@ -144,7 +158,14 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     let sysbench_rows: Vec<SysbenchRow> = runs.iter().flat_map(|r| r.sysbench.clone()).collect();
     let pattern_rows: Vec<PatternRow> = runs
         .iter()
-        .flat_map(|r| r.patterns.iter().chain(&r.degraded).cloned())
+        .flat_map(|r| {
+            r.patterns
+                .iter()
+                .chain(&r.degraded)
+                .chain(&r.chain)
+                .chain(&r.latency)
+                .cloned()
+        })
         .collect();
     atomic_write(
         &results.join("sysbench.csv"),

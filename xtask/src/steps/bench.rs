@@ -89,6 +89,27 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// A load test with the CPU time each host's server or service spent during it; the CPU
+    /// samples are written last, so they mark the measurement complete.
+    fn loadgen_with_cpu(
+        &mut self,
+        args: &[String],
+        measured: &[(Host, &'static str)],
+        out: String,
+        cpu_out: &str,
+    ) -> Result<()> {
+        let before = cpu_seconds(measured)?;
+        self.loadgen(args, out)?;
+        let after = cpu_seconds(measured)?;
+        let used = CpuUse {
+            cpu_seconds: after
+                .iter()
+                .map(|(host, t)| (host.clone(), t - before.get(host).copied().unwrap_or(*t)))
+                .collect(),
+        };
+        self.put(cpu_out, &serde_json::to_vec_pretty(&used)?)
+    }
+
     /// Places an output of the run, whole or not at all.
     fn put(&mut self, out: &str, contents: &[u8]) -> Result<()> {
         transport::put_file(
@@ -133,9 +154,10 @@ pub fn run(session: &mut Session) -> Result<()> {
         run: &run,
         done: listed.lines().map(str::to_string).collect(),
     };
-    // A run interrupted in the degraded-worker scenario left a worker slowed down: every
-    // worker gets its own quota back before anything is measured.
-    restore_quotas(d)?;
+    // A run interrupted in the degraded-worker scenario or the chain measurement left a worker
+    // slowed down or every quota lifted: every host gets its own quota back before anything is
+    // measured.
+    limits::set_all_cpus(d, false)?;
     let degraded = degraded_plan(d, s);
     // A resumed run keeps the metadata it started with.
     if !bench.has(layout::METADATA) {
@@ -163,7 +185,8 @@ pub fn run(session: &mut Session) -> Result<()> {
         for mode in layout::modes() {
             pending += u32::from(!bench.has(&layout::patterns_cpu_out(mode, n)));
         }
-        for mode in layout::latency_modes() {
+        for mode in layout::chain_modes() {
+            pending += u32::from(!bench.has(&layout::chain_cpu_out(mode, n)));
             pending += u32::from(!bench.has(&layout::latency_out(mode, n)));
         }
         if degraded.is_some() {
@@ -272,7 +295,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
 
     // The patterns load test: every mode under load, each with the CPU the servers and
-    // services spent on it; then point reads from one client, direct and through the chain.
+    // services spent on it.
     let load = LoadTest {
         gatekeeper_url: d.gatekeeper_url()?,
         films: 100 * d.settings.scale,
@@ -301,38 +324,53 @@ pub fn run(session: &mut Session) -> Result<()> {
             } else {
                 Workload::Mix
             };
-            let before = cpu_seconds(&measured)?;
+            let args = load.args(mode, workload, s.concurrency);
             bench
-                .loadgen(
-                    &load.args(mode, workload, s.concurrency),
-                    layout::patterns_out(mode, n),
-                )
+                .loadgen_with_cpu(&args, &measured, layout::patterns_out(mode, n), &cpu_out)
                 .with_context(|| format!("the load test of {mode}"))?;
-            let after = cpu_seconds(&measured)?;
-            let used = CpuUse {
-                cpu_seconds: after
-                    .iter()
-                    .map(|(host, t)| (host.clone(), t - before.get(host).copied().unwrap_or(*t)))
-                    .collect(),
-            };
-            bench.put(&cpu_out, &serde_json::to_vec_pretty(&used)?)?;
             pending -= 1;
         }
-        for mode in layout::latency_modes() {
-            let out = layout::latency_out(mode, n);
-            if bench.has(&out) {
-                continue;
+    }
+    // What the chain costs: the manager straight and through the chain, under load and from
+    // one client, with every CPU quota lifted: a capped server makes any chain look free and a
+    // capped service makes it look dear.
+    let chain_left = (1..=s.runs).any(|n| {
+        layout::chain_modes().iter().any(|mode| {
+            !bench.has(&layout::chain_cpu_out(mode, n)) || !bench.has(&layout::latency_out(mode, n))
+        })
+    });
+    if chain_left {
+        limits::set_all_cpus(d, true)?;
+        for n in 1..=s.runs {
+            for mode in layout::chain_modes() {
+                let cpu_out = layout::chain_cpu_out(mode, n);
+                if !bench.has(&cpu_out) {
+                    progress.task(format!(
+                        "what the chain costs: {mode} with no CPU quota, run {n}/{}, {}",
+                        s.runs,
+                        left(pending)
+                    ));
+                    let args = load.args(mode, Workload::Mix, s.concurrency);
+                    bench
+                        .loadgen_with_cpu(&args, &measured, layout::chain_out(mode, n), &cpu_out)
+                        .with_context(|| format!("the chain-cost test of {mode}"))?;
+                    pending -= 1;
+                }
+                let out = layout::latency_out(mode, n);
+                if !bench.has(&out) {
+                    progress.task(format!(
+                        "point reads from one client, {mode}, run {n}/{}, {}",
+                        s.runs,
+                        left(pending)
+                    ));
+                    bench
+                        .loadgen(&load.args(mode, Workload::Point, 1), out)
+                        .with_context(|| format!("the latency test of {mode}"))?;
+                    pending -= 1;
+                }
             }
-            progress.task(format!(
-                "point reads from one client, {mode}, run {n}/{}, {}",
-                s.runs,
-                left(pending)
-            ));
-            bench
-                .loadgen(&load.args(mode, Workload::Point, 1), out)
-                .with_context(|| format!("the latency test of {mode}"))?;
-            pending -= 1;
         }
+        limits::set_all_cpus(d, false)?;
     }
     // The degraded-worker scenario: the strategies that choose a worker, with one of them
     // given a fraction of the others' CPU.
@@ -357,7 +395,7 @@ pub fn run(session: &mut Session) -> Result<()> {
                 pending -= 1;
             }
         }
-        restore_quotas(d)?;
+        limits::set_all_cpus(d, false)?;
     }
     progress.note(format!(
         "run {} is complete in {} ({}); `cargo xtask fetch-results` turns it into results/",
@@ -379,7 +417,7 @@ struct DegradedPlan {
 impl DegradedPlan {
     fn slow_down(&self, d: &Deployment) -> Result<()> {
         let (worker, limit) = (&self.worker, &self.limit);
-        limits::set_cpus(worker, &d.id, &worker.name, limit, self.degraded)
+        limits::set_cpus(worker, &d.id, &worker.name, limit, Some(self.degraded))
     }
 }
 
@@ -399,18 +437,6 @@ fn degraded_plan(d: &Deployment, s: &BenchSettings) -> Option<DegradedPlan> {
         normal,
         degraded: normal.percent(s.degraded_worker_percent),
     })
-}
-
-/// Gives every worker with a CPU quota the quota recorded at provision.
-fn restore_quotas(d: &Deployment) -> Result<()> {
-    for worker in d.hosts_with_role(Role::Worker) {
-        if let Some(limit) = limits::of(d, &worker.name) {
-            if let Some(cpus) = limit.cpus {
-                limits::set_cpus(worker, &d.id, &worker.name, limit, cpus)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What a run was: kept with its raw outputs and copied into every row of the results.
