@@ -2,7 +2,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
@@ -14,9 +15,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_error(rejection)),
+        // What every caller of the services sends takes the short way: the body decoded
+        // straight. axum's Json tracks the path of every field as it decodes, for its error
+        // message, which is work on every request for the rare one that fails; a body that
+        // does not decode is decoded again by it, for that message.
+        let plain_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/json");
+        if !plain_json {
+            return match Json::<T>::from_request(request, state).await {
+                Ok(Json(value)) => Ok(ApiJson(value)),
+                Err(rejection) => Err(json_error(rejection)),
+            };
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body-too-large"
+                } else {
+                    "bad-request"
+                };
+                ApiError::new(rejection.status(), code, rejection.body_text())
+            })?;
+        match serde_json::from_slice(&body) {
+            Ok(value) => Ok(ApiJson(value)),
+            Err(_) => match Json::<T>::from_bytes(&body) {
+                Ok(Json(value)) => Ok(ApiJson(value)),
+                Err(rejection) => Err(json_error(rejection)),
+            },
         }
     }
 }

@@ -82,6 +82,10 @@ pub async fn serve_until(
             },
             () = &mut shutdown => break,
         };
+        // An answer is written whole: Nagle's coalescing could only hold its last segment back.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "setting TCP_NODELAY: {e}");
+        }
         let service = app
             .clone()
             .map_request(move |mut request: Request<Incoming>| {

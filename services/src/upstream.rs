@@ -6,16 +6,25 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::error::ApiError;
 use contract::wire::REQUEST_ID_HEADER;
 
+/// hyper's own pooled HTTP/1 client: what an HTTP library adds on top of it (URL parsing per
+/// request, redirect and retry layers) is work on every request of the chain, for features a
+/// hop between two of our services never uses.
 #[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
-    url: String,
-    token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    authorization: HeaderValue,
+    timeout: Duration,
     /// An answer longer than this is refused unread: a broken or hostile upstream cannot make
     /// this service hold an unbounded body.
     max_answer_bytes: usize,
@@ -30,19 +39,29 @@ impl Upstream {
         timeout: Duration,
         max_answer_bytes: usize,
     ) -> Result<Upstream> {
-        let client = reqwest::Client::builder()
-            .local_address(outgoing_address)
-            .timeout(timeout)
+        let url: Uri = format!("{}/query", base_url.trim_end_matches('/'))
+            .parse()
+            .with_context(|| format!("{base_url} is not an http:// URL"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(outgoing_address));
+        // A request and its answer are one write each way: nothing to gain from Nagle's
+        // coalescing, a round trip to lose.
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
             // The next service closes a connection idle for 10 s (serve.rs); letting go of it
             // first keeps a request from racing that close on a connection about to die.
             .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
-            .build()
-            .context("building the HTTP client")?;
+            .build(connector);
+        let mut authorization = HeaderValue::try_from(format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        authorization.set_sensitive(true);
         Ok(Upstream {
             client,
-            url: format!("{}/query", base_url.trim_end_matches('/')),
-            token: token.to_string(),
+            url,
+            authorization,
+            timeout,
             max_answer_bytes,
         })
     }
@@ -54,46 +73,76 @@ impl Upstream {
         request: &impl serde::Serialize,
         request_id: &str,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let mut response = self
-            .client
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header(REQUEST_ID_HEADER, request_id)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| upstream_error(&self.url, request_id, e))?;
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let too_large = || {
-            tracing::warn!(url = %self.url, request_id, limit = self.max_answer_bytes, "answer too large");
+        let body = serde_json::to_vec(request).map_err(|e| {
             ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream-answer-too-large",
-                format!(
-                    "{} answered with more than {} bytes",
-                    self.url, self.max_answer_bytes
-                ),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("encoding the request: {e}"),
             )
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_answer_bytes as u64)
-        {
-            return Err(too_large());
+        })?;
+        let mut builder = Request::post(self.url.clone())
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            builder = builder.header(REQUEST_ID_HEADER, id);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| upstream_error(&self.url, request_id, e))?
-        {
-            if body.len() + chunk.len() > self.max_answer_bytes {
-                return Err(too_large());
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ApiError::upstream(format!("building the request: {e}")))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| self.unreachable(request_id, &e))?;
+            let status = response.status();
+            if response
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n > self.max_answer_bytes as u64)
+            {
+                return Err(self.too_large(request_id));
             }
-            body.extend_from_slice(&chunk);
+            match Limited::new(response.into_body(), self.max_answer_bytes)
+                .collect()
+                .await
+            {
+                Ok(body) => Ok((status, body.to_bytes())),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    Err(self.too_large(request_id))
+                }
+                Err(e) => Err(self.unreachable(request_id, &*e)),
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!(url = %self.url, request_id, "upstream timed out");
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    format!("{} did not answer in time", self.url),
+                ))
+            }
         }
-        Ok((status, Bytes::from(body)))
+    }
+
+    fn too_large(&self, request_id: &str) -> ApiError {
+        tracing::warn!(url = %self.url, request_id, limit = self.max_answer_bytes, "answer too large");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-answer-too-large",
+            format!(
+                "{} answered with more than {} bytes",
+                self.url, self.max_answer_bytes
+            ),
+        )
+    }
+
+    fn unreachable(&self, request_id: &str, e: &dyn std::error::Error) -> ApiError {
+        tracing::warn!(url = %self.url, request_id, error = %e, "upstream call failed");
+        ApiError::upstream(format!("{} is unreachable", self.url))
     }
 }
 
@@ -103,19 +152,6 @@ pub fn request_id(headers: &axum::http::HeaderMap) -> &str {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-}
-
-fn upstream_error(url: &str, request_id: &str, e: reqwest::Error) -> ApiError {
-    tracing::warn!(%url, request_id, error = %e, "upstream call failed");
-    if e.is_timeout() {
-        ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            format!("{url} did not answer in time"),
-        )
-    } else {
-        ApiError::upstream(format!("{url} is unreachable"))
-    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl Args {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let (plan, out) = Args::parse().plan()?;
     let report = loadgen::run(&plan).await?;
