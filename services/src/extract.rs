@@ -1,8 +1,8 @@
 //! A JSON body extractor whose rejections are the services' JSON errors, not plain text.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;

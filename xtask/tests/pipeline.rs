@@ -237,7 +237,12 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         .partition(|r| column(&header, r, "scenario") == "every CPU quota lifted");
     let lifted_runs: Vec<(&str, &str)> = lifted
         .iter()
-        .map(|r| (column(&header, r, "mode"), column(&header, r, "concurrency")))
+        .map(|r| {
+            (
+                column(&header, r, "mode"),
+                column(&header, r, "concurrency"),
+            )
+        })
         .collect();
     assert_eq!(
         lifted_runs,

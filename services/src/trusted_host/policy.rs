@@ -156,7 +156,7 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
         check_bounded(scope)?;
     }
 
-    let (templated, template) = templatize(&statement, sql)
+    let (templated, template) = templatize(statement, sql)
         .or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
     match parse(&templated.template) {
         Ok(again) if again.len() == 1 && again[0] == template => Ok(templated),

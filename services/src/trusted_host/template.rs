@@ -46,7 +46,7 @@ pub struct Untemplatable(pub String);
 /// Turns a checked statement (parsed from `sql`) into its template and parameters; also
 /// returns the template's own tree, for the round-trip check.
 pub fn templatize(
-    statement: &Statement,
+    statement: Statement,
     sql: &str,
 ) -> Result<(Templated, Statement), Untemplatable> {
     // The digest's shape: every literal one `?`, an IN list of them one `?`, no aliases added.
@@ -56,7 +56,7 @@ pub fn templatize(
     let digest_text = shape.to_string();
 
     // The template: names kept for unnamed select items, then the literals taken out.
-    let mut template = statement.clone();
+    let mut template = statement;
     let _ = template.visit(&mut NameSelectItems { sql });
     let params = take_literals(&mut template, true)?;
     let templated = Templated {
@@ -477,13 +477,13 @@ mod tests {
     use sqlparser::parser::{Parser, ParserOptions};
 
     fn templated(sql: &str) -> Templated {
-        let statements = Parser::new(&MySqlDialect {})
+        let mut statements = Parser::new(&MySqlDialect {})
             .with_options(ParserOptions::new().with_unescape(false))
             .try_with_sql(sql)
             .unwrap()
             .parse_statements()
             .unwrap();
-        templatize(&statements[0], sql).unwrap().0
+        templatize(statements.remove(0), sql).unwrap().0
     }
 
     #[test]

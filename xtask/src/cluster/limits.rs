@@ -284,7 +284,10 @@ mod tests {
         // Lifted: no quota ("-1" on v1, "max" on v2), the memory limit kept.
         set_cpus(&host, &id, "h", &limit, None).unwrap();
         let lifted = quota(&limit);
-        assert!(lifted.starts_with("-1") || lifted.starts_with("max"), "{lifted}");
+        assert!(
+            lifted.starts_with("-1") || lifted.starts_with("max"),
+            "{lifted}"
+        );
         set_cpus(&host, &id, "h", &limit, Some(Millicpus(50))).unwrap();
         assert!(quota(&limit).starts_with("1000"), "{}", quota(&limit));
 

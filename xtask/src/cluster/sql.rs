@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(status.lag_seconds, Some(0));
         assert_eq!(status.last_error, "");
         assert_eq!(status.source_host, "127.0.5.3");
-        assert!(status.received.parse::<contract::gtid::GtidPosition>().is_ok());
+        assert!(status
+            .received
+            .parse::<contract::gtid::GtidPosition>()
+            .is_ok());
     }
 
     #[test]
