@@ -315,6 +315,19 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         } else {
             assert!(cpu("cpu_us_per_request_services") > 0.0, "{r:?}");
         }
+        // Under the quotas of the scenario, read back from the groups.
+        let quotas = column(&header, r, "cpu_quotas");
+        if column(&header, r, "scenario") == "normal" {
+            assert!(
+                quotas.contains("manager=0.25") && quotas.contains("proxy=0.50"),
+                "{quotas}"
+            );
+        } else {
+            assert!(
+                quotas.split(';').all(|q| q.ends_with("=none")) && quotas.contains("manager="),
+                "{quotas}"
+            );
+        }
         let by_host = column(&header, r, "cpu_us_per_request_by_host");
         for host in [
             "gatekeeper=",

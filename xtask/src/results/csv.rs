@@ -70,6 +70,9 @@ pub struct PatternsCsvRow {
     pub cpu_us_per_request_workers: Option<f64>,
     /// "gatekeeper=41.2;proxy=60.3;...": each process's CPU microseconds per request.
     pub cpu_us_per_request_by_host: String,
+    /// "gatekeeper=0.50;manager=none;...": the CPU quota each host had when the load test ended
+    /// (none: no quota), read back from its group.
+    pub cpu_quotas: String,
     pub git_revision: String,
     /// The per-host CPU and memory limits in force.
     pub host_limits: String,
@@ -144,6 +147,12 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
             cpu_us_per_request_by_host: r.cpu.as_ref().map_or(String::new(), |c| {
                 joined(c.cpu_seconds.keys().map(|host| {
                     format!("{host}={:.1}", c.per_request(rep.requests, |h| h == host))
+                }))
+            }),
+            cpu_quotas: r.cpu.as_ref().map_or(String::new(), |c| {
+                joined(c.cpu_quotas.iter().map(|(host, quota)| match quota {
+                    Some(cpus) => format!("{host}={cpus:.2}"),
+                    None => format!("{host}=none"),
                 }))
             }),
             git_revision: r.meta.git_revision.clone(),

@@ -125,6 +125,10 @@ impl PatternRow {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuUse {
     pub cpu_seconds: std::collections::BTreeMap<String, f64>,
+    /// The CPU quota each host with a group had when the measurement ended, in CPUs; None: no
+    /// quota. (Runs from before it was recorded: empty.)
+    #[serde(default)]
+    pub cpu_quotas: std::collections::BTreeMap<String, Option<f64>>,
 }
 
 impl CpuUse {

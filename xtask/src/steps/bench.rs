@@ -93,6 +93,7 @@ impl Bench<'_> {
     /// samples are written last, so they mark the measurement complete.
     fn loadgen_with_cpu(
         &mut self,
+        d: &Deployment,
         args: &[String],
         measured: &[(Host, &'static str)],
         out: String,
@@ -101,11 +102,19 @@ impl Bench<'_> {
         let before = cpu_seconds(measured)?;
         self.loadgen(args, out)?;
         let after = cpu_seconds(measured)?;
+        // What was in force, read back from the groups: the figures say under which quotas
+        // they were taken, not which were meant.
+        let cpu_quotas = measured
+            .iter()
+            .filter_map(|(host, _)| Some((host, limits::of(d, &host.name)?)))
+            .map(|(host, limit)| Ok((host.name.clone(), limits::usage(host, limit)?.quota_cpus)))
+            .collect::<Result<_>>()?;
         let used = CpuUse {
             cpu_seconds: after
                 .iter()
                 .map(|(host, t)| (host.clone(), t - before.get(host).copied().unwrap_or(*t)))
                 .collect(),
+            cpu_quotas,
         };
         self.put(cpu_out, &serde_json::to_vec_pretty(&used)?)
     }
@@ -326,7 +335,7 @@ pub fn run(session: &mut Session) -> Result<()> {
             };
             let args = load.args(mode, workload, s.concurrency);
             bench
-                .loadgen_with_cpu(&args, &measured, layout::patterns_out(mode, n), &cpu_out)
+                .loadgen_with_cpu(d, &args, &measured, layout::patterns_out(mode, n), &cpu_out)
                 .with_context(|| format!("the load test of {mode}"))?;
             pending -= 1;
         }
@@ -352,7 +361,7 @@ pub fn run(session: &mut Session) -> Result<()> {
                     ));
                     let args = load.args(mode, Workload::Mix, s.concurrency);
                     bench
-                        .loadgen_with_cpu(&args, &measured, layout::chain_out(mode, n), &cpu_out)
+                        .loadgen_with_cpu(d, &args, &measured, layout::chain_out(mode, n), &cpu_out)
                         .with_context(|| format!("the chain-cost test of {mode}"))?;
                     pending -= 1;
                 }
