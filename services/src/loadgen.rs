@@ -174,7 +174,8 @@ pub async fn run(plan: &Plan) -> Result<Report> {
 #[derive(Clone)]
 enum Sender {
     Gatekeeper {
-        client: Client<HttpConnector, Full<Bytes>>,
+        // Boxed: the client is several times the size of the other variant.
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         url: Uri,
         mode: Mode,
     },
@@ -194,11 +195,13 @@ impl Sender {
                 connector.set_local_address(*from);
                 connector.set_nodelay(true);
                 Sender::Gatekeeper {
-                    client: Client::builder(TokioExecutor::new())
-                        .pool_max_idle_per_host(concurrency)
-                        // Before the gatekeeper's own 10 s idle close (serve.rs).
-                        .pool_idle_timeout(Duration::from_secs(5))
-                        .build(connector),
+                    client: Box::new(
+                        Client::builder(TokioExecutor::new())
+                            .pool_max_idle_per_host(concurrency)
+                            // Before the gatekeeper's own 10 s idle close (serve.rs).
+                            .pool_idle_timeout(Duration::from_secs(5))
+                            .build(connector),
+                    ),
                     url: format!("{}/api/query", url.trim_end_matches('/'))
                         .parse()
                         .with_context(|| format!("{url} is not an http:// URL"))?,
