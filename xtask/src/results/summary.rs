@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use contract::report::DIRECT_DB;
 use contract::wire::Mode;
 
-use super::{layout, pattern_means, share_served_by, sysbench_spread, Run, Spread};
+use super::{layout, pattern_means, share_served_by, sysbench_spread, PatternMeans, Run, Spread};
 
 pub fn summary(run: &Run, total_runs: usize) -> String {
     let m = &run.meta;
@@ -60,8 +60,7 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
         let errors = match p.error_count() {
             0 => "0".to_string(),
             n => {
-                let kinds: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
-                failed.push(format!("`{mode}`: {}", kinds.join(", ")));
+                failed.push(format!("`{mode}`: {}", by_kind(&p)));
                 format!("**{n}** ⚠")
             }
         };
@@ -80,6 +79,21 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
         )
         .unwrap();
     }
+    // The chain-cost runs count too: their table has no errors column.
+    for (rows, how) in [
+        (&run.chain, "under load"),
+        (&run.latency, "from one client"),
+    ] {
+        for mode in layout::chain_modes() {
+            let p = pattern_means(rows, mode);
+            if p.error_count() > 0 {
+                failed.push(format!(
+                    "`{mode}` with every CPU quota lifted, {how}: {}",
+                    by_kind(&p)
+                ));
+            }
+        }
+    }
     if failed.is_empty() {
         out.push_str("\nNo request failed.\n");
     } else {
@@ -94,6 +108,12 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
     out.push_str(&slow_worker(run));
     out.push_str("\nCharts: `sysbench-tps.svg`, `patterns.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
     out
+}
+
+/// "http-503 12, timeout 1"
+fn by_kind(p: &PatternMeans) -> String {
+    let kinds: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    kinds.join(", ")
 }
 
 /// "1234.5 (1200.0-1250.3)"; the bracket only when the runs differ.
@@ -233,4 +253,94 @@ fn chain_cost(run: &Run) -> String {
         manager <= 1.2,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use contract::report::{Percentiles, Report, Workload};
+
+    use super::*;
+    use crate::results::{PatternRow, RunMeta, Scenario};
+    use crate::state::BenchSettings;
+
+    fn row(mode: &str, scenario: Scenario, errors: u64) -> PatternRow {
+        PatternRow {
+            meta: RunMeta {
+                run_id: "r".into(),
+                started_at: "t".into(),
+                provider: "local".into(),
+                deployment: "d".into(),
+                git_revision: "g".into(),
+                instance_type: "i".into(),
+                ran_on: "this machine".into(),
+                workers: 2,
+                dataset_scale: 1,
+                settings: BenchSettings::defaults(true),
+                cluster_reads: String::new(),
+                host_limits: String::new(),
+                degraded: None,
+            },
+            mode: mode.into(),
+            run: 1,
+            report: Report {
+                target: mode.into(),
+                workload: Workload::Mix,
+                concurrency: 4,
+                duration_s: 3.0,
+                requests: 100,
+                errors: BTreeMap::from([("http-503".to_string(), errors)]),
+                throughput_rps: 30.0,
+                latency_ms: Percentiles {
+                    p50: 1.0,
+                    p90: 2.0,
+                    p99: 3.0,
+                    p999: 4.0,
+                    max: 5.0,
+                    mean: 1.5,
+                },
+                served_by: BTreeMap::new(),
+            },
+            cpu: None,
+            scenario,
+        }
+    }
+
+    #[test]
+    fn a_failed_chain_cost_run_is_named() {
+        let rows = |scenario, errors_of_hit| -> Vec<PatternRow> {
+            layout::chain_modes()
+                .iter()
+                .map(|m| {
+                    let errors = if *m == DIRECT_DB { 0 } else { errors_of_hit };
+                    row(m, scenario, errors)
+                })
+                .collect()
+        };
+        let run = |chain_errors, latency_errors| Run {
+            id: "r".into(),
+            meta: row(DIRECT_DB, Scenario::Normal, 0).meta,
+            sysbench: Vec::new(),
+            patterns: layout::modes()
+                .iter()
+                .map(|m| row(m, Scenario::Normal, 0))
+                .collect(),
+            latency: rows(Scenario::QuotasLifted, latency_errors),
+            degraded: Vec::new(),
+            chain: rows(Scenario::QuotasLifted, chain_errors),
+        };
+        assert!(summary(&run(0, 0), 1).contains("No request failed."));
+        let text = summary(&run(7, 0), 1);
+        assert!(!text.contains("No request failed."), "{text}");
+        assert!(
+            text.contains("`direct-hit` with every CPU quota lifted, under load: http-503 7"),
+            "{text}"
+        );
+        let text = summary(&run(0, 2), 1);
+        assert!(
+            text.contains("`direct-hit` with every CPU quota lifted, from one client: http-503 2"),
+            "{text}"
+        );
+    }
 }
