@@ -310,8 +310,26 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         };
         assert!(cpu(served) > 0.0, "{served}: {r:?}");
         if column(&header, r, "mode") == "direct-db" {
-            // Only the proxy's health probes run in the services meanwhile.
-            assert!(cpu("cpu_us_per_request_services") < 5.0, "{r:?}");
+            // Only the proxy's health probes run in the services meanwhile: a small fraction
+            // of what the chain costs them per request in the same scenario. (An absolute
+            // bound fails on a slow machine, where fewer requests share the probes' CPU.)
+            let scenario = column(&header, r, "scenario");
+            let chain = lifted
+                .iter()
+                .chain(&rows)
+                .find(|c| {
+                    column(&header, c, "mode") == "direct-hit"
+                        && column(&header, c, "scenario") == scenario
+                        && column(&header, c, "concurrency") != "1"
+                })
+                .expect("a direct-hit run beside every direct-db run");
+            let chain_cpu: f64 = column(&header, chain, "cpu_us_per_request_services")
+                .parse()
+                .unwrap();
+            assert!(
+                cpu("cpu_us_per_request_services") < chain_cpu / 10.0,
+                "{r:?} vs {chain:?}"
+            );
         } else {
             assert!(cpu("cpu_us_per_request_services") > 0.0, "{r:?}");
         }

@@ -58,7 +58,13 @@ pub struct ProxyConfig {
     pub allowed_peers: Vec<IpAddr>,
     /// What the trusted host must present.
     pub token: String,
+    /// How the cluster keeps its copies: which server takes writes follows from it.
+    #[serde(default)]
+    pub engine: crate::galera::Engine,
+    /// Replication: the manager at first. Galera: the first node, the writer until the monitor
+    /// has seen every node (then galeramon's rule decides).
     pub manager: BackendConfig,
+    /// Replication: the workers. Galera: the other nodes.
     pub workers: Vec<BackendConfig>,
     pub database: String,
     /// Reads run as this account: SELECT on the dataset and the replication state, nothing

@@ -3,9 +3,11 @@
 //! - `wire`: the query request, its result and the error body, the same JSON at every hop;
 //! - `config`: each service's config file, written by `cargo xtask deploy-services`;
 //! - `report`: the load generator's report, read back by `cargo xtask fetch-results`;
-//! - `gtid`: MariaDB GTID positions and how they compare.
+//! - `gtid`: MariaDB GTID positions and how they compare;
+//! - `galera`: the cluster engines, and which Galera node may serve and which one writes.
 
 pub mod config;
+pub mod galera;
 pub mod gtid;
 pub mod report;
 pub mod wire;

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 
 use super::health::{judge_worker, Eligible, Health, ManagerView, Replication, SemiSync};
 use contract::config::{Account, BackendConfig, ProxyConfig};
+use contract::galera::{self, Engine, NodeState};
 use contract::gtid::GtidPosition;
 use contract::wire::Param;
 
@@ -33,11 +34,15 @@ const STATEMENT_CACHE: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
+    /// Galera: a read that first waits until the node has applied every write the cluster
+    /// committed before it (read-your-writes on any node).
+    CausalRead,
     Write,
 }
 
 pub struct Backend {
     pub name: String,
+    engine: Engine,
     /// The connections reads run on, as the read-only account.
     reads: Pool,
     /// The connections writes run on, as the write account (opened only on the server that
@@ -80,6 +85,7 @@ pub struct QueryOutput {
 
 /// What one probe saw.
 struct Observation {
+    wsrep: Option<NodeState>,
     replication: Option<Replication>,
     read_only: bool,
     binlog: Option<GtidPosition>,
@@ -145,6 +151,7 @@ impl Backend {
         let queries = pool(config.connections_per_backend.max(1));
         Backend {
             name: backend.name.clone(),
+            engine: config.engine,
             reads: Pool::new(opts(&config.reader).pool_opts(queries.clone())),
             writes: Pool::new(opts(&config.writer).pool_opts(queries)),
             // The probes' own connection: a pool that requests have filled (or a client's
@@ -232,6 +239,7 @@ impl Backend {
                 h.read_only = Some(seen.read_only);
                 h.binlog = seen.binlog;
                 h.semi_sync = seen.semi_sync;
+                h.wsrep = seen.wsrep;
             }
             Ok(Err(e)) => h.failed(e),
             Err(_) => h.failed(format!(
@@ -283,6 +291,9 @@ impl Backend {
 
     async fn observe(&self) -> Result<Observation, String> {
         let mut conn = self.probes.get_conn().await.map_err(|e| e.to_string())?;
+        if self.engine == Engine::Galera {
+            return observe_node(&mut conn).await;
+        }
         let seen: Option<(bool, String, String, bool, Option<String>)> = conn
             .query_first(
                 "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, \
@@ -311,6 +322,7 @@ impl Backend {
             }
         });
         Ok(Observation {
+            wsrep: None,
             replication,
             read_only,
             binlog: binlog.parse().ok(),
@@ -334,6 +346,35 @@ impl Backend {
         Ok(waited == Some(0))
     }
 
+    /// Galera: whether the node may serve, from its last probe; the writer is chosen among the
+    /// ones that may (the proxy's monitor).
+    pub fn judge_node(&self) {
+        self.update_health(|h| {
+            if h.down_since.is_some() {
+                return;
+            }
+            let verdict = match &h.wsrep {
+                Some(state) => state.may_serve(),
+                None => Err("it reports no wsrep status: Galera is not running there".to_string()),
+            };
+            match verdict {
+                Ok(()) => {
+                    h.healthy = true;
+                    h.problem = None;
+                }
+                Err(problem) => {
+                    h.healthy = false;
+                    h.problem = Some(problem);
+                }
+            }
+        });
+    }
+
+    /// Its wsrep state while it answers (Galera).
+    pub fn wsrep(&self) -> Option<NodeState> {
+        self.with_health(|h| h.down_since.is_none().then(|| h.wsrep.clone()).flatten())
+    }
+
     /// Runs one statement: the template as a prepared statement (cached per connection, so
     /// the steady state is one round trip) with the parameters bound. The server accepts only a
     /// single statement there: whatever the text holds, nothing stacked can run.
@@ -346,7 +387,7 @@ impl Backend {
         let _in_flight = InFlight::enter(&self.in_flight);
         let started = Instant::now();
         let pool = match access {
-            Access::Read => &self.reads,
+            Access::Read | Access::CausalRead => &self.reads,
             Access::Write => &self.writes,
         };
         let result = match tokio::time::timeout(
@@ -382,6 +423,13 @@ impl Backend {
             Params::Empty
         } else {
             Params::Positional(params.iter().map(bound).collect())
+        };
+        let causal;
+        let template = if access == Access::CausalRead {
+            causal = format!("SET STATEMENT wsrep_sync_wait = 1 FOR {template}");
+            causal.as_str()
+        } else {
+            template
         };
         let mut result = conn.exec_iter(template, params).await.map_err(classify)?;
         let columns = result
@@ -440,6 +488,33 @@ impl Backend {
         let _ = self.writes.clone().disconnect().await;
         let _ = self.probes.clone().disconnect().await;
     }
+}
+
+/// A Galera node's probe: its wsrep status variables, and whether it refuses writes.
+async fn observe_node(conn: &mut mysql_async::Conn) -> Result<Observation, String> {
+    let names: Vec<String> = galera::STATUS_VARIABLES
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect();
+    let rows: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME IN ({})",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let read_only: Option<bool> = conn
+        .query_first("SELECT @@read_only")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Observation {
+        wsrep: NodeState::from_status(rows.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        replication: None,
+        read_only: read_only.unwrap_or(true),
+        binlog: None,
+        semi_sync: None,
+    })
 }
 
 /// A parameter as the driver binds it; a decimal goes as its digits, which the template casts.

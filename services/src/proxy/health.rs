@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use contract::galera::NodeState;
 use contract::gtid::GtidPosition;
 
 /// Weight of the newest response-time sample in the moving average.
@@ -29,6 +30,8 @@ pub struct Health {
     pub semi_sync: Option<SemiSync>,
     /// A worker serving although its manager is unreachable (it had caught up).
     pub without_manager: bool,
+    /// A Galera node's wsrep state, as last probed.
+    pub wsrep: Option<NodeState>,
 }
 
 /// A worker's replication threads and position, from SHOW SLAVE STATUS.

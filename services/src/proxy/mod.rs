@@ -26,6 +26,7 @@ use crate::upstream;
 use axum::http::HeaderMap;
 use backend::{Access, Backend, QueryError};
 use contract::config::ProxyConfig;
+use contract::galera::Engine;
 use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
@@ -50,6 +51,7 @@ pub struct Proxy {
     /// Which of them is the manager now: the monitor follows the servers' own state (the
     /// one writable server that replicates from nobody), so a failover needs no restart.
     writer: AtomicUsize,
+    engine: Engine,
     metrics: Metrics,
     digests: Digests,
     max_lag_seconds: u64,
@@ -64,6 +66,7 @@ impl Proxy {
                 .map(|b| Arc::new(Backend::new(b, config)))
                 .collect(),
             writer: AtomicUsize::new(0),
+            engine: config.engine,
             metrics: Metrics::default(),
             digests: Digests::default(),
             max_lag_seconds: config.max_lag_seconds,
@@ -148,7 +151,10 @@ impl Proxy {
         let Some(worker) = chosen else {
             return (
                 Arc::clone(self.manager()),
-                Some("no healthy worker: served by the manager".to_string()),
+                Some(match self.engine {
+                    Engine::Replication => "no healthy worker: served by the manager".to_string(),
+                    Engine::Galera => "no other node is Synced: served by the writer".to_string(),
+                }),
             );
         };
         if let Some(position) = must_wait {
@@ -189,17 +195,22 @@ impl Proxy {
         let started = Instant::now();
         let mode = request.mode;
         let after_text = request.after_gtid.as_deref();
-        let after = after_text.and_then(|t| Some((t, t.parse::<GtidPosition>().ok()?)));
+        // Galera: a read after a write waits on its node until the cluster's commits before it
+        // are applied there (wsrep_sync_wait), so any node serves it; positions are not compared.
+        let causal = self.engine == Engine::Galera && after_text.is_some();
+        let after = after_text
+            .filter(|_| !causal)
+            .and_then(|t| Some((t, t.parse::<GtidPosition>().ok()?)));
         let after = after.as_ref().map(|(t, p)| (*t, p));
         let (backend, mut note) = if mode.is_read() {
             self.choose_read(mode, None, after).await
         } else {
             (Arc::clone(self.manager()), None)
         };
-        let access = if mode.is_read() {
-            Access::Read
-        } else {
-            Access::Write
+        let access = match mode.is_read() {
+            true if causal => Access::CausalRead,
+            true => Access::Read,
+            false => Access::Write,
         };
         // What goes to a manager known to be down fails at once: a write is never sent
         // elsewhere, and waiting for a connection to time out helps nobody.
@@ -221,6 +232,11 @@ impl Proxy {
             if self.is_manager(&served_by) {
                 if !known_down {
                     served_by.mark_failed(problem);
+                    if self.engine == Engine::Galera {
+                        // Every node holds the data: the next write goes to the next
+                        // Synced node at once, not after the next round of probes.
+                        self.follow_galera();
+                    }
                 }
             } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
@@ -300,6 +316,19 @@ impl Proxy {
                     format!("the query could not be sent: {problem}"),
                 )),
             ),
+            Err(QueryError::Unavailable(problem)) if self.engine == Engine::Galera && !mode.is_read() => (
+                "unavailable",
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "writer-unavailable",
+                    format!(
+                        "the writer ({}) is {problem}; the write was not repeated (it may have \
+                         been applied); writes go to {} now",
+                        served_by.name,
+                        self.manager().name
+                    ),
+                )),
+            ),
             Err(QueryError::Unavailable(problem)) if self.is_manager(&served_by) => (
                 "unavailable",
                 Err(ApiError::new(
@@ -373,7 +402,12 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
             let r = h.replication.as_ref();
             json!({
                 "name": b.name,
-                "role": if proxy.is_manager(b) { "manager" } else { "worker" },
+                "role": match (proxy.engine, proxy.is_manager(b)) {
+                    (Engine::Replication, true) => "manager",
+                    (Engine::Replication, false) => "worker",
+                    (Engine::Galera, true) => "writer",
+                    (Engine::Galera, false) => "node",
+                },
                 "healthy": h.healthy,
                 "latency_ms": h.latency_ms,
                 "lag_seconds": r.and_then(|r| r.lag_seconds),
@@ -384,10 +418,24 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
                 "applied_position": r.and_then(|r| r.applied.as_ref()).map(ToString::to_string),
                 "serving_without_manager": h.without_manager,
                 "semi_sync": h.semi_sync.map(|s| s.as_str()),
+                "wsrep": h.wsrep.as_ref().map(|w| json!({
+                    "state": w.state,
+                    "local_index": w.local_index,
+                    "cluster_status": w.cluster_status,
+                    "cluster_size": w.cluster_size,
+                    "flow_control_paused": w.flow_control_paused,
+                    "recv_queue": w.recv_queue,
+                })),
             })
         })
         .collect();
-    Json(json!({ "status": "ok", "service": "proxy", "backends": backends }))
+    Json(json!({
+        "status": "ok",
+        "service": "proxy",
+        "engine": proxy.engine.as_str(),
+        "writer": proxy.manager().name,
+        "backends": backends,
+    }))
 }
 
 async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {

@@ -2,9 +2,14 @@
 //! server that takes writes and replicates from nobody. Each worker is then judged against it
 //! (health.rs has the rules). A failover needs no restart of the proxy, and an old manager
 //! that comes back read-only (fenced) never takes writes.
+//!
+//! Galera: every Synced node of the primary component may serve; the writer is chosen among
+//! them like galeramon does (contract::galera), and replaced as soon as it stops serving.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use contract::galera::{self, Engine};
 
 use super::backend::{Backend, QueryError};
 use super::health::{clock, ManagerView, SemiSync};
@@ -35,6 +40,9 @@ impl Proxy {
     /// none, or more than one, it stays where it was (an old manager that comes back starts
     /// read-only, fenced). Then each worker is judged against it.
     pub(super) fn follow_topology(&self) {
+        if self.engine == Engine::Galera {
+            return self.follow_galera();
+        }
         let writable: Vec<usize> = (0..self.backends.len())
             .filter(|&i| self.backends[i].is_writable())
             .collect();
@@ -63,6 +71,28 @@ impl Proxy {
         }
     }
 
+    /// Galera: each node serves while it is Synced in the primary component; the writer stays
+    /// while it serves, else the serving node with the lowest wsrep_local_index takes over.
+    pub(super) fn follow_galera(&self) {
+        for node in self.backends() {
+            node.judge_node();
+        }
+        let states: Vec<_> = self.backends().map(|b| b.wsrep()).collect();
+        let current = self.writer.load(Ordering::Relaxed);
+        match galera::choose_writer(current, &states) {
+            Some(next) if next != current => {
+                tracing::warn!(
+                    from = %self.backends[current].name,
+                    to = %self.backends[next].name,
+                    "the writer stopped serving: writes go to the next Synced node"
+                );
+                self.writer.store(next, Ordering::Relaxed);
+            }
+            Some(_) => {}
+            None => tracing::warn!("no Galera node is Synced in the primary component"),
+        }
+    }
+
     /// Gauges of the cluster as the monitor sees it: each backend's health, whether a worker
     /// serves without its manager, and the manager's semi-synchronous replication.
     pub(super) fn topology_metrics(&self) -> String {
@@ -88,12 +118,42 @@ impl Proxy {
                 u8::from(state == Some(s))
             );
         }
+        if self.engine == Engine::Galera {
+            out += "# HELP proxy_galera_writer Whether a node takes the writes (1) or not (0).\n\
+                    # TYPE proxy_galera_writer gauge\n";
+            for b in self.backends() {
+                out += &format!(
+                    "proxy_galera_writer{{backend=\"{}\"}} {}\n",
+                    b.name,
+                    u8::from(self.is_manager(b))
+                );
+            }
+            out += "# HELP proxy_galera_flow_control_paused The share of time a node's \
+                    replication was paused by flow control, as its last probe read it.\n\
+                    # TYPE proxy_galera_flow_control_paused gauge\n";
+            for b in self.backends() {
+                if let Some(state) = b.wsrep() {
+                    out += &format!(
+                        "proxy_galera_flow_control_paused{{backend=\"{}\"}} {}\n",
+                        b.name, state.flow_control_paused
+                    );
+                }
+            }
+        }
         out
     }
 
-    /// The manager's outage, if the monitor or a query found it unreachable.
+    /// The manager's outage, if the monitor or a query found it unreachable (Galera: or no
+    /// node may take writes).
     pub(super) fn manager_down(&self) -> Option<QueryError> {
+        let galera = self.engine == Engine::Galera;
         self.manager().with_health(|h| {
+            if galera && h.down_since.is_none() && !h.healthy {
+                return Some(QueryError::Unavailable(format!(
+                    "not serving: {}; no other node is Synced in the primary component",
+                    h.problem.as_deref().unwrap_or("unknown")
+                )));
+            }
             h.down_since.map(|since| {
                 QueryError::Unavailable(format!(
                     "unreachable since {}: {}",
