@@ -1,6 +1,9 @@
 # Initializes a MariaDB data directory once, starts the server detached unless it already runs,
 # and waits until it answers. Prints the running server's identity (report_process).
-# Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too).
+# Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too); optional:
+# WAIT (0: return once the server runs, without waiting for it to answer: Galera nodes that
+# re-form a cluster together each wait for the others), START_TIMEOUT (seconds, default 60:
+# a joining Galera node answers only after its state transfer).
 PATH="$TOOLS_PATH:$PATH"
 config="$HOST_DIR/my.cnf"
 socket="$HOST_DIR/mariadbd.sock"
@@ -55,7 +58,18 @@ if ! find_server > /dev/null; then
   setsid mariadbd --defaults-file="$config" < /dev/null >> "$HOST_DIR/mariadbd.out" 2>&1 &
 fi
 
-deadline=$((SECONDS + 60))
+if [ "${WAIT:-1}" = 0 ]; then
+  sleep 0.5
+  if ! pid=$(find_server); then
+    echo "mariadbd exited while starting; the end of $HOST_DIR/mariadbd.err:" >&2
+    tail -n 15 "$HOST_DIR/mariadbd.err" >&2 || true
+    exit 1
+  fi
+  report_process "$pid"
+  exit 0
+fi
+timeout="${START_TIMEOUT:-60}"
+deadline=$((SECONDS + timeout))
 until mariadb-admin --no-defaults --socket="$socket" --user=root ping > /dev/null 2>&1; do
   if ! pid=$(find_server); then
     echo "mariadbd exited while starting; the end of $HOST_DIR/mariadbd.err:" >&2
@@ -63,7 +77,7 @@ until mariadb-admin --no-defaults --socket="$socket" --user=root ping > /dev/nul
     exit 1
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "mariadbd did not answer within 60 s; see $HOST_DIR/mariadbd.err" >&2
+    echo "mariadbd did not answer within $timeout s; see $HOST_DIR/mariadbd.err" >&2
     exit 1
   fi
   sleep 0.1

@@ -1,11 +1,14 @@
 # Makes sure the programs a host needs are installed (a database host: MariaDB's server and
 # client, and sysbench; the bench client: sysbench).
 # As root, missing packages are installed with apt-get; otherwise the exact command is printed.
-# Parameters: PROGRAMS, PACKAGES (space-separated).
+# Parameters: PROGRAMS, PACKAGES, FILES (space-separated; FILES: paths that must exist).
 packages="$PACKAGES"
 missing=()
 for program in $PROGRAMS; do
   PATH="$TOOLS_PATH" command -v "$program" >/dev/null 2>&1 || missing+=("$program")
+done
+for file in $FILES; do
+  [ -e "$file" ] || missing+=("$file")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -23,8 +26,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >&2
 apt-get install -y -qq $packages >&2
 for program in "${missing[@]}"; do
-  if ! PATH="$TOOLS_PATH" command -v "$program" >/dev/null 2>&1; then
-    echo "apt-get installed $packages but $program is still not found in $TOOLS_PATH" >&2
+  if ! PATH="$TOOLS_PATH" command -v "$program" >/dev/null 2>&1 && [ ! -e "$program" ]; then
+    echo "apt-get installed $packages but $program is still not found (in $TOOLS_PATH)" >&2
     exit 3
   fi
 done

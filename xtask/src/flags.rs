@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::state::{BenchSettings, HostKeys, ProviderKind, Settings};
+use crate::state::{BenchSettings, Engine, HostKeys, ProviderKind, Settings};
 
 /// Deploys a replicated MariaDB cluster behind the gatekeeper and proxy patterns, benchmarks it
 /// and tears it down, in resumable steps recorded in data.json.
@@ -161,7 +161,12 @@ pub struct SettingsArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
-    /// Number of read replicas (1-20).
+    /// How the cluster keeps its copies: `replication` (a manager and GTID replicas) or
+    /// `galera` (synchronous, multi-primary nodes) [default: replication].
+    #[arg(long, value_name = "ENGINE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// Number of read replicas (1-20); with `--engine galera`, the number of nodes (3-20).
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<u8>,
@@ -178,7 +183,7 @@ pub struct SettingsArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<u32>,
     /// Semi-synchronous replication: how long the manager waits for a worker to have a commit
-    /// before it acknowledges it anyway (asynchronously); 0: asynchronous.
+    /// before it acknowledges it anyway (asynchronously); 0: asynchronous. Replication only.
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub semi_sync_timeout_ms: Option<u32>,

@@ -23,6 +23,10 @@ pub fn write_config(d: &Deployment, host: &Host) -> Result<()> {
         .position(|h| h.name == host.name)
         .with_context(|| format!("{} is no database host", host.name))? as u32
         + 1;
+    let nodes: Vec<&str> = d
+        .hosts_with_role(Role::Node)
+        .map(|h| h.address.as_str())
+        .collect();
     let config = ServerConfig {
         role: host.role,
         server_id,
@@ -30,6 +34,11 @@ pub fn write_config(d: &Deployment, host: &Host) -> Result<()> {
         bind_address: &host.address,
         port: d.settings.db_port,
         semi_sync_timeout_ms: d.settings.semi_sync_timeout_ms,
+        galera: (host.role == Role::Node).then(|| Galera {
+            cluster_name: &d.id,
+            node_name: &host.name,
+            nodes: nodes.clone(),
+        }),
     }
     .render();
     transport::put_file(host, "my.cnf", config.as_bytes(), false)
@@ -125,7 +134,20 @@ pub struct ServerConfig<'a> {
     pub port: u16,
     /// 0: asynchronous replication.
     pub semi_sync_timeout_ms: u32,
+    /// A Galera node's cluster.
+    pub galera: Option<Galera<'a>>,
 }
+
+/// What a Galera node's config needs of its cluster.
+pub struct Galera<'a> {
+    pub cluster_name: &'a str,
+    pub node_name: &'a str,
+    /// Every node's address, its own included.
+    pub nodes: Vec<&'a str>,
+}
+
+/// Where Debian's galera-4 puts the provider.
+pub const GALERA_PROVIDER: &str = "/usr/lib/galera/libgalera_smm.so";
 
 impl ServerConfig<'_> {
     pub fn render(&self) -> String {
@@ -188,6 +210,33 @@ impl ServerConfig<'_> {
             Role::Worker if semi_sync > 0 => cnf.push_str("rpl_semi_sync_slave_enabled=ON\n"),
             _ => {}
         }
+        if let Some(g) = &self.galera {
+            let cluster: Vec<String> = g.nodes.iter().map(|a| format!("{a}:4567")).collect();
+            cnf.push_str(&format!(
+                "# A Galera node: every write is certified by all nodes before it commits. Each of\n\
+                 # its ports is bound to its own address (group communication 4567, incremental\n\
+                 # transfers 4568, full transfers 4444), never to every address.\n\
+                 wsrep_on=ON\n\
+                 wsrep_provider={GALERA_PROVIDER}\n\
+                 wsrep_cluster_name={name}\n\
+                 wsrep_cluster_address=gcomm://{cluster}\n\
+                 wsrep_node_name={node}\n\
+                 wsrep_node_address={bind_address}\n\
+                 wsrep_provider_options=\"gmcast.listen_addr=tcp://{bind_address}:4567;ist.recv_addr={bind_address}:4568\"\n\
+                 wsrep_sst_receive_address={bind_address}:4444\n\
+                 wsrep_sst_method=rsync\n\
+                 binlog_format=ROW\n\
+                 innodb_autoinc_lock_mode=2\n\
+                 # A binary log gives each write a GTID, which clients pass back to read it.\n\
+                 log-bin=mariadb-bin\n\
+                 log_slave_updates=ON\n\
+                 # How this node starts next (bootstrap, or the position it recovered to).\n\
+                 !include {dir}/galera-start.cnf\n",
+                name = g.cluster_name,
+                cluster = cluster.join(","),
+                node = g.node_name,
+            ));
+        }
         // Last, as it opens a group of its own: the OS account the server runs as, which
         // db-start chooses on the host (the mysql account where it has root).
         cnf.push_str(&format!("!include {dir}/user.cnf\n"));
@@ -208,6 +257,7 @@ mod tests {
             bind_address: "127.0.1.3",
             port: 3306,
             semi_sync_timeout_ms: 1000,
+            galera: None,
         };
         let manager = config(Role::Manager).render();
         assert!(manager.contains("log-bin=mariadb-bin"));
@@ -236,5 +286,37 @@ mod tests {
         let standalone = config(Role::Standalone).render();
         assert!(!standalone.contains("log-bin") && !standalone.contains("read_only"));
         assert!(!standalone.contains("semi_sync"));
+        assert!(!manager.contains("wsrep") && !standalone.contains("wsrep"));
+    }
+
+    #[test]
+    fn a_galera_node_binds_every_port_to_its_address() {
+        let node = ServerConfig {
+            role: Role::Node,
+            server_id: 2,
+            dir: "/srv/n2",
+            bind_address: "127.0.1.4",
+            port: 3306,
+            semi_sync_timeout_ms: 1000,
+            galera: Some(Galera {
+                cluster_name: "dbc-x",
+                node_name: "node-2",
+                nodes: vec!["127.0.1.3", "127.0.1.4", "127.0.1.5"],
+            }),
+        }
+        .render();
+        assert!(node.contains(
+            "wsrep_cluster_address=gcomm://127.0.1.3:4567,127.0.1.4:4567,127.0.1.5:4567\n"
+        ));
+        assert!(node.contains(
+            "wsrep_provider_options=\"gmcast.listen_addr=tcp://127.0.1.4:4567;ist.recv_addr=127.0.1.4:4568\"\n"
+        ));
+        assert!(node.contains("wsrep_sst_receive_address=127.0.1.4:4444\n"));
+        assert!(node.contains("wsrep_node_address=127.0.1.4\n"));
+        assert!(node.contains("innodb_autoinc_lock_mode=2\n"));
+        // Multi-primary: no node starts read-only, none replicates asynchronously.
+        assert!(!node.contains("read_only") && !node.contains("semi_sync"), "{node}");
+        assert!(node.contains("!include /srv/n2/galera-start.cnf\n"));
+        assert!(node.ends_with("!include /srv/n2/user.cnf\n"), "{node}");
     }
 }

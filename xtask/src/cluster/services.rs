@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use contract::config::{Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
 
 use super::process;
-use crate::state::{Deployment, Host, Role, Session};
+use crate::state::{Deployment, Engine, Host, Role, Session};
 use crate::transport::{self, script::Script};
 
 const SERVICE_START: &str = include_str!("../../scripts/service-start.sh");
@@ -96,13 +96,24 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
         address: h.address.clone(),
         port: d.settings.db_port,
     };
+    // Galera: the first node is where writes go until the proxy has probed every node.
+    let (first, others) = match d.engine() {
+        Engine::Replication => (Role::Manager, Role::Worker),
+        Engine::Galera => (Role::Node, Role::Node),
+    };
+    let first = d.host(first)?;
     let json = match role {
         Role::Proxy => serde_json::to_vec_pretty(&ProxyConfig {
             listen: listen(proxy)?,
             allowed_peers: vec![ip(trusted)?],
             token: d.secrets.trusted_host_token.clone(),
-            manager: backend(d.host(Role::Manager)?),
-            workers: d.hosts_with_role(Role::Worker).map(backend).collect(),
+            engine: d.engine(),
+            manager: backend(first),
+            workers: d
+                .hosts_with_role(others)
+                .filter(|h| h.name != first.name)
+                .map(backend)
+                .collect(),
             database: "filmdb".into(),
             reader: Account {
                 user: READ_ACCOUNT.into(),

@@ -10,7 +10,7 @@ use super::Provider;
 use crate::cluster::{limits, server, services, services::Supervisor};
 use crate::progress::Progress;
 use crate::state::{
-    Deployment, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role, Session,
+    Deployment, Engine, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role, Session,
     Settings,
 };
 use crate::transport::{self, script::Script};
@@ -19,19 +19,24 @@ const HOST_REMOVE: &str = include_str!("../../scripts/host-remove.sh");
 
 pub struct Local;
 
-/// The hosts of a deployment: standalone, manager, the workers, then the three services,
-/// on consecutive addresses from `<prefix>.2`.
+/// The hosts of a deployment: standalone, manager, the workers (Galera: the nodes), then the
+/// three services, on consecutive addresses from `<prefix>.2`.
 pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
     let prefix = match &settings.provider {
         ProviderSettings::Local(local) => local.loopback_prefix.as_str(),
         // Another provider's hosts take these names and folders, and their own addresses.
         ProviderSettings::Aws(_) => "",
     };
-    let mut roles = vec![
-        (Role::Standalone, "standalone".to_string()),
-        (Role::Manager, "manager".to_string()),
-    ];
-    roles.extend((1..=settings.workers).map(|i| (Role::Worker, format!("worker-{i}"))));
+    let mut roles = vec![(Role::Standalone, "standalone".to_string())];
+    match settings.engine {
+        Engine::Replication => {
+            roles.push((Role::Manager, "manager".to_string()));
+            roles.extend((1..=settings.workers).map(|i| (Role::Worker, format!("worker-{i}"))));
+        }
+        Engine::Galera => {
+            roles.extend((1..=settings.workers).map(|i| (Role::Node, format!("node-{i}"))));
+        }
+    }
     roles.push((Role::Proxy, "proxy".to_string()));
     roles.push((Role::TrustedHost, "trusted-host".to_string()));
     roles.push((Role::Gatekeeper, "gatekeeper".to_string()));

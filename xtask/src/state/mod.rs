@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub use limits::{HostClass, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{
-    AwsSettings, BenchSettings, HostKeys, LocalSettings, ProviderKind, ProviderSettings, Settings,
+    AwsSettings, BenchSettings, Engine, HostKeys, LocalSettings, ProviderKind, ProviderSettings,
+    Settings,
 };
 pub use store::{atomic_write, Paths, FORMAT_VERSION};
 
@@ -125,6 +126,8 @@ pub enum Role {
     Standalone,
     Manager,
     Worker,
+    /// A node of a Galera cluster: takes writes and reads alike.
+    Node,
     Proxy,
     TrustedHost,
     Gatekeeper,
@@ -132,7 +135,15 @@ pub enum Role {
 
 impl Role {
     pub fn runs_database(self) -> bool {
-        matches!(self, Role::Standalone | Role::Manager | Role::Worker)
+        matches!(
+            self,
+            Role::Standalone | Role::Manager | Role::Worker | Role::Node
+        )
+    }
+
+    /// A server of the cluster (not the standalone baseline).
+    pub fn in_cluster(self) -> bool {
+        matches!(self, Role::Manager | Role::Worker | Role::Node)
     }
 }
 
@@ -331,6 +342,15 @@ impl Deployment {
 
     pub fn database_hosts(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|h| h.role.runs_database())
+    }
+
+    /// The cluster's servers: the manager and the workers, or the Galera nodes.
+    pub fn cluster_hosts(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.role.in_cluster())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.settings.engine
     }
 
     /// The host the benchmarks run on: the proxy's, in a `bench` folder of its own. The proxy's

@@ -8,10 +8,14 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::limits::{HostCpus, HostMemory};
+pub use contract::galera::Engine;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Read replicas of the manager.
+    /// How the cluster keeps its copies (deployments from before it: replication).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Replication: read replicas of the manager. Galera: the cluster's nodes.
     pub workers: u8,
     pub db_port: u16,
     pub service_port: u16,
@@ -135,6 +139,7 @@ impl Settings {
             ),
         };
         Settings {
+            engine: Engine::Replication,
             workers: 3,
             db_port: 3306,
             service_port: 8080,
@@ -170,6 +175,13 @@ impl Settings {
         }
         if !(1..=20).contains(&self.workers) {
             bail!("--workers must be between 1 and 20, got {}", self.workers);
+        }
+        if self.engine == Engine::Galera && self.workers < 3 {
+            bail!(
+                "--engine galera needs --workers 3 or more (the cluster's nodes, an odd number \
+                 keeps a quorum when one fails), got {}",
+                self.workers
+            );
         }
         if !(1..=1000).contains(&self.scale) {
             bail!("--scale must be between 1 and 1000, got {}", self.scale);

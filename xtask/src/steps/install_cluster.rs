@@ -1,9 +1,10 @@
-//! install-cluster: MariaDB on every database host, the manager's replicas, the accounts and
-//! the dataset, then a check that every worker replicates and holds the same rows.
+//! install-cluster: MariaDB on every database host, the manager's replicas (or the Galera
+//! nodes), the accounts and the dataset, then a check that every worker replicates (every node
+//! is Synced) and holds the same rows.
 //!
 //! Every action finds what an earlier attempt left and continues from it: a running server is
 //! adopted, accounts are created-if-missing, a complete dataset is kept, replicas resume from
-//! their GTID position.
+//! their GTID position, Galera nodes start by the plan that fits what they hold.
 
 use std::time::Duration;
 
@@ -11,10 +12,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::dataset::{self, Dataset};
 use crate::cluster::sql::{self as db, fill, sql_string};
-use crate::cluster::{packages, server, services, topology};
+use crate::cluster::{galera, packages, server, services, topology};
 use crate::progress::Progress;
 use crate::providers;
-use crate::state::{Host, Role, Session};
+use crate::state::{Deployment, Engine, Host, Role, Session};
 use crate::transport;
 
 const ACCOUNTS: &str = include_str!("../../../sql/accounts.sql");
@@ -24,6 +25,9 @@ const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.s
 const CATCH_UP: Duration = Duration::from_secs(300);
 
 pub fn run(session: &mut Session) -> Result<()> {
+    if session.deployment.engine() == Engine::Galera {
+        return install_galera(session);
+    }
     let d = &session.deployment;
     let provider = providers::of(d.provider());
     let db_hosts: Vec<Host> = d.database_hosts().cloned().collect();
@@ -50,31 +54,7 @@ pub fn run(session: &mut Session) -> Result<()> {
 
     progress.task("creating accounts on the standalone server and the manager");
     let d = &session.deployment;
-    let proxy = d.host(Role::Proxy)?;
-    let accounts = fill(
-        ACCOUNTS,
-        &[
-            ("APP_CLIENT_HOST", provider.client_address(proxy)),
-            ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
-            (
-                "APP_READ_PASSWORD",
-                sql_string(&d.secrets.app_read_password),
-            ),
-            // The proxy's pool, its probe and room for a restarted proxy's new connections
-            // while the old ones close.
-            (
-                "APP_MAX_CONNECTIONS",
-                (2 * services::PROXY_CONNECTIONS_PER_BACKEND + 1).to_string(),
-            ),
-            (
-                "APP_STATEMENT_SECONDS",
-                services::STATEMENT_TIME_LIMIT_SECONDS.to_string(),
-            ),
-            // The bench client is the proxy's host (see bench).
-            ("BENCH_CLIENT_HOST", provider.client_address(proxy)),
-            ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
-        ],
-    )?;
+    let accounts = accounts(d)?;
     db::sql(&standalone, &accounts)?;
     db::sql(&manager, &accounts)?;
     // Every server of the cluster may replicate from any other after a failover: the
@@ -99,21 +79,8 @@ pub fn run(session: &mut Session) -> Result<()> {
         db::sql(&manager, &replication)?;
     }
 
-    let dataset = dataset::generate(scale);
     for host in [&standalone, &manager] {
-        progress.task(format!(
-            "loading the dataset (scale {scale}) on {}",
-            host.name
-        ));
-        if load_dataset(host, scale, &dataset)? {
-            // It may have changed since (writes through the services): it is kept as it is.
-            progress.note(format!(
-                "{} already holds the dataset of scale {scale}",
-                host.name
-            ));
-        } else {
-            compare_counts(host, &row_counts(host)?, &dataset.counts, "the generator")?;
-        }
+        load_with_progress(&progress, host, scale)?;
     }
 
     for worker in &workers {
@@ -136,6 +103,119 @@ pub fn run(session: &mut Session) -> Result<()> {
         on_manager.iter().map(|(_, n)| n).sum::<u64>()
     ));
     Ok(())
+}
+
+/// The Galera engine: the standalone server, then the nodes started together by the plan that
+/// fits what they hold (galera::start_cluster), the accounts and the dataset written once on a
+/// node (every node certifies and applies them), and a check that every node is Synced with
+/// the same rows.
+fn install_galera(session: &mut Session) -> Result<()> {
+    let d = &session.deployment;
+    let standalone = d.host(Role::Standalone)?.clone();
+    let nodes: Vec<Host> = d.hosts_with_role(Role::Node).cloned().collect();
+    let scale = d.settings.scale;
+    let progress = Progress::new("install-cluster", 8);
+
+    progress.task("checking for MariaDB, Galera and sysbench");
+    for host in one_per_machine(&[standalone.clone()]) {
+        packages::ensure(host, &packages::DATABASE)?;
+    }
+    for host in one_per_machine(&nodes) {
+        packages::ensure(host, &packages::GALERA)?;
+    }
+    progress.task(format!(
+        "starting standalone on {}:{}",
+        standalone.address, d.settings.db_port
+    ));
+    server::start(session, &standalone)?;
+
+    progress.task(format!(
+        "starting the Galera cluster of {} nodes ({})",
+        nodes.len(),
+        nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    galera::start_cluster(session, &nodes, &|note| progress.note(note))?;
+
+    progress.task("creating accounts on the standalone server and the cluster");
+    let d = &session.deployment;
+    let accounts = accounts(d)?;
+    let first = galera::writer(&nodes)?;
+    db::sql(&standalone, &accounts)?;
+    db::sql(&first, &accounts)?;
+
+    for host in [&standalone, &first] {
+        load_with_progress(&progress, host, scale)?;
+    }
+
+    progress.task("checking that every node is Synced and holds the same rows");
+    galera::wait_synced(&nodes, CATCH_UP)?;
+    // Counted after each node has applied everything certified before (a causal read):
+    // Synced nodes may still be applying the load.
+    let causal_counts = |node: &Host| {
+        db::parse_counts(&db::sql(
+            node,
+            &format!("SET SESSION wsrep_sync_wait = 1; {}", dataset::count_query()),
+        )?)
+    };
+    let on_first = causal_counts(&first)?;
+    for node in &nodes {
+        compare_counts(node, &causal_counts(node)?, &on_first, &first.name)?;
+    }
+    progress.note(format!(
+        "standalone and a Galera cluster of {} Synced nodes are up; every node holds all {} rows",
+        nodes.len(),
+        on_first.iter().map(|(_, n)| n).sum::<u64>()
+    ));
+    Ok(())
+}
+
+/// Loads the dataset on a host (unless it holds it) and checks its row counts.
+fn load_with_progress(progress: &Progress, host: &Host, scale: u32) -> Result<()> {
+    progress.task(format!(
+        "loading the dataset (scale {scale}) on {}",
+        host.name
+    ));
+    let dataset = dataset::generate(scale);
+    if load_dataset(host, scale, &dataset)? {
+        // It may have changed since (writes through the services): it is kept as it is.
+        progress.note(format!(
+            "{} already holds the dataset of scale {scale}",
+            host.name
+        ));
+        Ok(())
+    } else {
+        compare_counts(host, &row_counts(host)?, &dataset.counts, "the generator")
+    }
+}
+
+/// The accounts of a server that holds the dataset, rendered for this deployment.
+fn accounts(d: &Deployment) -> Result<String> {
+    let provider = providers::of(d.provider());
+    let proxy = d.host(Role::Proxy)?;
+    fill(
+        ACCOUNTS,
+        &[
+            ("APP_CLIENT_HOST", provider.client_address(proxy)),
+            ("APP_PASSWORD", sql_string(&d.secrets.app_password)),
+            (
+                "APP_READ_PASSWORD",
+                sql_string(&d.secrets.app_read_password),
+            ),
+            // The proxy's pool, its probe and room for a restarted proxy's new connections
+            // while the old ones close.
+            (
+                "APP_MAX_CONNECTIONS",
+                (2 * services::PROXY_CONNECTIONS_PER_BACKEND + 1).to_string(),
+            ),
+            (
+                "APP_STATEMENT_SECONDS",
+                services::STATEMENT_TIME_LIMIT_SECONDS.to_string(),
+            ),
+            // The bench client is the proxy's host (see bench).
+            ("BENCH_CLIENT_HOST", provider.client_address(proxy)),
+            ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
+        ],
+    )
 }
 
 /// The database hosts with one per machine: the local provider's hosts share this one.

@@ -128,7 +128,7 @@ pub fn group_of(role: Role) -> &'static str {
         Role::Gatekeeper => "gatekeeper",
         Role::TrustedHost => "trusted-host",
         Role::Proxy => "proxy",
-        Role::Standalone | Role::Manager | Role::Worker => "database",
+        Role::Standalone | Role::Manager | Role::Worker | Role::Node => "database",
     }
 }
 

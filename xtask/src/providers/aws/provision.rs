@@ -22,7 +22,9 @@ use super::{
     require, tags_for, waiter_gave_up,
 };
 use crate::progress::Progress;
-use crate::state::{AwsResources, AwsSettings, Host, HostKeys, ProviderSettings, Role, Session};
+use crate::state::{
+    AwsResources, AwsSettings, Engine, Host, HostKeys, ProviderSettings, Role, Session,
+};
 
 /// Canonical, the publisher of the official Ubuntu images.
 const CANONICAL: &str = "099720109477";
@@ -325,7 +327,7 @@ async fn authorize_rules(
             .build()
     };
     let (web, db) = (settings.service_port, settings.db_port);
-    let rules = [
+    let mut rules = vec![
         (
             "gatekeeper",
             from_cidr(web, &aws.http_cidr, "the public web pages and API"),
@@ -351,6 +353,17 @@ async fn authorize_rules(
             from_group(db, "database", "replication within the cluster"),
         ),
     ];
+    if settings.engine == Engine::Galera {
+        // Group communication, incremental and full state transfers: between the database
+        // hosts only.
+        for (port, why) in [
+            (4567, "Galera group communication"),
+            (4568, "Galera incremental state transfer"),
+            (4444, "Galera full state transfer"),
+        ] {
+            rules.push(("database", from_group(port, "database", why)));
+        }
+    }
     let ssh = GROUPS.iter().map(|group| {
         (
             *group,
