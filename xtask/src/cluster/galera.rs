@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::{process, server, sql};
-use crate::state::{Host, Role, Session};
+use crate::state::{Host, Session};
 use crate::transport::{self, script::Script};
 use contract::galera::NodeState;
 
@@ -313,15 +313,6 @@ pub fn writer(nodes: &[Host]) -> Result<Host> {
     let index = contract::galera::choose_writer(usize::MAX, &states)
         .context("no Galera node is Synced in the primary component; run `cargo xtask repair`")?;
     Ok(nodes[index].clone())
-}
-
-/// The nodes of a deployment.
-pub fn nodes(session: &Session) -> Vec<Host> {
-    session
-        .deployment
-        .hosts_with_role(Role::Node)
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,17 +2,18 @@
 //! server and role service of the deployment answers (a dead one is started again on its
 //! recorded config); every worker replicates from the current manager; the manager is
 //! writable with semi-sync on; a manager fenced by a failover becomes a worker of the new one
-//! when it holds nothing the new one lacks, and is reported otherwise. Prints what it found
-//! and what it did.
+//! when it holds nothing the new one lacks, and is reported otherwise. Galera: every node is
+//! Synced in one primary component (a stopped node joins from its recovered position; with
+//! none running, the cluster is started by its plan). Prints what it found and what it did.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use contract::gtid::GtidPosition;
 
-use crate::cluster::{server, services, sql, topology};
+use crate::cluster::{galera, server, services, sql, topology};
 use crate::providers;
-use crate::state::{Host, Lock, Paths, Role, Session, Step, StepStatus};
+use crate::state::{Engine, Host, Lock, Paths, Role, Session, Step, StepStatus};
 
 /// How long a restarted worker gets to catch up before repair says it is still behind.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -24,7 +25,65 @@ pub fn run(paths: &Paths) -> Result<()> {
         bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
     }
     let mut did = Vec::new();
+    let healthy = match session.deployment.engine() {
+        Engine::Replication => repair_replication(&mut session, &mut did)?,
+        Engine::Galera => repair_galera(&mut session, &mut did)?,
+    };
+    repair_services(&mut session, &mut did)?;
 
+    if did.is_empty() {
+        println!(
+            "repair: nothing drifted: every server and service answers, {healthy} ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        for line in &did {
+            println!("repair: {line}");
+        }
+        println!("repair: done in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Galera: the standalone server answers, and every node is Synced in one primary component:
+/// the nodes that do not run join it from their recovered position (or, when none runs, the
+/// cluster is started by the plan that fits what they hold). Returns what is healthy.
+fn repair_galera(session: &mut Session, did: &mut Vec<String>) -> Result<String> {
+    let standalone = session.deployment.host(Role::Standalone)?.clone();
+    if sql::sql(&standalone, "SELECT 1;").is_err() {
+        println!("repair: {} does not answer; starting it", standalone.name);
+        server::start(session, &standalone)?;
+        did.push(format!("started {}", standalone.name));
+    }
+    let nodes: Vec<Host> = session
+        .deployment
+        .hosts_with_role(Role::Node)
+        .cloned()
+        .collect();
+    if galera::wait_synced(&nodes, Duration::ZERO).is_ok() {
+        return Ok(format!("all {} Galera nodes are Synced", nodes.len()));
+    }
+    let before: Vec<bool> = nodes
+        .iter()
+        .map(|n| galera::report(n).map(|r| r.running))
+        .collect::<Result<_>>()?;
+    galera::start_cluster(session, &nodes, &|note| println!("repair: {note}"))?;
+    for (node, was_running) in nodes.iter().zip(before) {
+        if !was_running {
+            did.push(format!("started {}; it is Synced", node.name));
+        }
+    }
+    if did.is_empty() {
+        did.push(format!("all {} Galera nodes are Synced again", nodes.len()));
+    }
+    Ok(format!("all {} Galera nodes are Synced", nodes.len()))
+}
+
+/// Replication: every server answers, the manager is writable with semi-sync, a fenced former
+/// manager rejoins (or is rebuilt), every worker replicates from the manager. Returns what is
+/// healthy.
+fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<String> {
+    let did_before = did.len();
     // Servers: each answers, or is started on its config for its role now.
     let db_hosts: Vec<Host> = session.deployment.database_hosts().cloned().collect();
     for host in &db_hosts {
@@ -32,7 +91,7 @@ pub fn run(paths: &Paths) -> Result<()> {
             continue;
         }
         println!("repair: {} does not answer; starting it", host.name);
-        server::start(&mut session, host)?;
+        server::start(session, host)?;
         did.push(format!("started {}", host.name));
     }
 
@@ -74,7 +133,7 @@ pub fn run(paths: &Paths) -> Result<()> {
                  promoted ({promoted_at}); rebuilding it from {}'s data",
                 manager.name, manager.name
             );
-            let aside = topology::rebuild_from(&mut session, &host, &manager)?;
+            let aside = topology::rebuild_from(session, &host, &manager)?;
             did.push(format!(
                 "{name} diverged and was rebuilt from {}'s data; it replicates from {}; its \
                  own data is kept in {aside}",
@@ -124,44 +183,32 @@ pub fn run(paths: &Paths) -> Result<()> {
         .filter(|w| !d.fenced.contains(&w.name))
         .cloned()
         .collect();
-    if !did.is_empty() {
+    if did.len() > did_before {
         server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
     }
+    Ok(format!("every worker replicates from {}", manager.name))
+}
 
-    // Services: each answers its /health, or is started again.
-    if session.deployment.step(Step::DeployServices).status == StepStatus::Done {
-        let supervisor = providers::of(session.deployment.provider()).supervisor();
-        for role in services::ORDER {
-            let host = session.deployment.host(role)?.clone();
-            if services::check_health(&session.deployment, &host, supervisor, Duration::ZERO)
-                .is_ok()
-            {
-                continue;
-            }
-            println!("repair: {} does not answer; starting it", host.name);
-            services::start(&mut session, &host, supervisor)?;
-            services::check_health(
-                &session.deployment,
-                &host,
-                supervisor,
-                Duration::from_secs(30),
-            )?;
-            did.push(format!("started {}", host.name));
-        }
+/// Services: each answers its /health, or is started again.
+fn repair_services(session: &mut Session, did: &mut Vec<String>) -> Result<()> {
+    if session.deployment.step(Step::DeployServices).status != StepStatus::Done {
+        return Ok(());
     }
-
-    if did.is_empty() {
-        println!(
-            "repair: nothing drifted: every server and service answers, every worker replicates \
-             from {} ({:.1} s)",
-            manager.name,
-            started.elapsed().as_secs_f64()
-        );
-    } else {
-        for line in &did {
-            println!("repair: {line}");
+    let supervisor = providers::of(session.deployment.provider()).supervisor();
+    for role in services::ORDER {
+        let host = session.deployment.host(role)?.clone();
+        if services::check_health(&session.deployment, &host, supervisor, Duration::ZERO).is_ok() {
+            continue;
         }
-        println!("repair: done in {:.1} s", started.elapsed().as_secs_f64());
+        println!("repair: {} does not answer; starting it", host.name);
+        services::start(session, &host, supervisor)?;
+        services::check_health(
+            &session.deployment,
+            &host,
+            supervisor,
+            Duration::from_secs(30),
+        )?;
+        did.push(format!("started {}", host.name));
     }
     Ok(())
 }

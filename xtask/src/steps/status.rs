@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
-use crate::cluster::{limits, server, services, sql};
+use crate::cluster::{galera, limits, server, services, sql};
 use crate::providers;
 use crate::state::{Deployment, Host, HostMemory, Paths, Role, Step};
 use crate::transport;
@@ -224,6 +224,9 @@ fn health(d: &Deployment, host: &Host) -> String {
             Err(e) => format!("up, semi-sync unknown: {}", first_line(&format!("{e:#}"))),
         };
     }
+    if host.role == Role::Node {
+        return node_health(d, host);
+    }
     if host.role != Role::Worker {
         return "up".to_string();
     }
@@ -244,6 +247,35 @@ fn health(d: &Deployment, host: &Host) -> String {
             first_line(&format!("{e:#}"))
         ),
     }
+}
+
+/// A Galera node: its wsrep state, its component's size, flow control, and whether the proxy
+/// sends it the writes.
+fn node_health(d: &Deployment, host: &Host) -> String {
+    let state = match galera::node_state(host) {
+        Ok(state) => state,
+        Err(e) => return format!("up, wsrep state unknown: {}", first_line(&format!("{e:#}"))),
+    };
+    let verdict = match state.may_serve() {
+        Ok(()) => state.state.clone(),
+        Err(why) => format!("NOT SERVING: {why}"),
+    };
+    let writer = d
+        .host(Role::Proxy)
+        .ok()
+        .and_then(|proxy| services::get(d, proxy, "/health").ok())
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|health| Some(health.get("writer")?.as_str()? == host.name));
+    format!(
+        "up, {verdict}, cluster size {}, flow control paused {:.1} %, receive queue {}{}",
+        state.cluster_size,
+        state.flow_control_paused * 100.0,
+        state.recv_queue,
+        match writer {
+            Some(true) => ", WRITER (the proxy sends it the writes)",
+            _ => "",
+        }
+    )
 }
 
 fn service_health(d: &Deployment, host: &Host) -> String {
