@@ -1,11 +1,11 @@
 //! What no longer matches what the done steps promised: a server or service that does not
-//! answer, a former manager still fenced. `all` reports it; `repair` fixes it.
+//! answer, a former manager still fenced, a Galera node that is not Synced. `all` reports it; `repair` fixes it.
 
 use std::time::Duration;
 
 use super::services::{self, Supervisor};
-use super::sql;
-use crate::state::{Deployment, Step, StepStatus};
+use super::{galera, sql};
+use crate::state::{Deployment, Role, Step, StepStatus};
 
 pub fn drift(d: &Deployment, supervisor: Supervisor) -> Vec<String> {
     let mut found = Vec::new();
@@ -15,6 +15,12 @@ pub fn drift(d: &Deployment, supervisor: Supervisor) -> Vec<String> {
                 found.push(format!("{}'s server does not answer", host.name));
             } else if d.fenced.contains(&host.name) {
                 found.push(format!("{} is a fenced former manager", host.name));
+            } else if host.role == Role::Node {
+                if let Err(why) = galera::node_state(host).and_then(|s| {
+                    s.may_serve().map_err(anyhow::Error::msg)
+                }) {
+                    found.push(format!("{} does not serve: {why:#}", host.name));
+                }
             }
         }
     }

@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::{server, sql, topology};
 use crate::progress::Progress;
-use crate::state::{now, FailoverRecord, Host, Lock, Paths, Role, Session, Step, StepStatus};
+use crate::state::{
+    now, Engine, FailoverRecord, Host, Lock, Paths, Role, Session, Step, StepStatus,
+};
 
 /// How long a worker gets to apply what it received before the choice.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -21,6 +23,14 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
     let started = Instant::now();
     let mut session = Session::open_live(paths, Lock::acquire(paths)?)?;
     let d = &session.deployment;
+    if d.engine() == Engine::Galera {
+        bail!(
+            "a Galera cluster has no manager to fail over: every node holds every write, and \
+             the proxy moves the writes to the next Synced node by itself when the writer \
+             fails; `cargo xtask status` shows which node writes, `cargo xtask repair` brings \
+             a stopped node back"
+        );
+    }
     if d.step(Step::InstallCluster).status != StepStatus::Done {
         bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
     }
