@@ -67,7 +67,8 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
                 stats,
             });
         }
-        // The cluster rows: writes are the manager's, reads all workers' together.
+        // The cluster rows: writes are the manager's (Galera: the writer's), reads all workers'
+        // (all nodes') together.
         let mut cluster = Vec::new();
         let keys: std::collections::BTreeSet<(String, u32)> = sysbench
             .iter()
@@ -79,9 +80,9 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
                 .filter(|r| r.workload == workload && r.run == run)
                 .filter(|r| {
                     if workload == "oltp_read_write" {
-                        r.target == "manager"
+                        r.target == "manager" || r.target == layout::WRITER
                     } else {
-                        r.target.starts_with("worker-")
+                        r.target.starts_with("worker-") || r.target.starts_with("node-")
                     }
                 })
                 .map(|r| &r.stats)
@@ -91,6 +92,35 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
                     meta: meta.clone(),
                     target: "cluster".into(),
                     workload,
+                    run,
+                    stats,
+                });
+            }
+        }
+        // Galera's write-scaling runs: writes on every node at once, added up.
+        let scaling = files(&dir.join("scaling"), "txt")
+            .into_iter()
+            .filter_map(|(path, stem)| Some((path, layout::split_sysbench(&stem)?)))
+            .map(|(path, (target, workload, run))| {
+                let text = fs::read_to_string(&path)?;
+                let stats = parse_sysbench(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok((target, workload, run, stats))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let runs_of_scaling: std::collections::BTreeSet<u32> =
+            scaling.iter().map(|(_, _, run, _)| *run).collect();
+        for run in runs_of_scaling {
+            let parts: Vec<&SysbenchStats> = scaling
+                .iter()
+                .filter(|(_, _, r, _)| *r == run)
+                .map(|(_, _, _, s)| s)
+                .collect();
+            if let Some(stats) = combine(&parts) {
+                cluster.push(SysbenchRow {
+                    meta: meta.clone(),
+                    target: layout::EVERY_NODE_WRITES.into(),
+                    workload: "oltp_read_write".into(),
                     run,
                     stats,
                 });

@@ -13,6 +13,8 @@ pub struct SysbenchCsvRow {
     pub run_id: String,
     pub timestamp: String,
     pub provider: String,
+    /// `replication` or `galera`.
+    pub engine: String,
     pub target: String,
     pub workload: String,
     pub run: u32,
@@ -42,6 +44,8 @@ pub struct PatternsCsvRow {
     pub run_id: String,
     pub timestamp: String,
     pub provider: String,
+    /// `replication` or `galera`.
+    pub engine: String,
     pub mode: String,
     /// "normal", or "degraded: worker-3 at 0.05 CPU, ...".
     pub scenario: String,
@@ -91,6 +95,7 @@ pub fn sysbench_csv(rows: &[SysbenchRow]) -> Result<Vec<u8>> {
             run_id: r.meta.run_id.clone(),
             timestamp: r.meta.started_at.clone(),
             provider: r.meta.provider.clone(),
+            engine: r.meta.engine.clone(),
             target: r.target.clone(),
             workload: r.workload.clone(),
             run: r.run,
@@ -124,6 +129,7 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
             run_id: r.meta.run_id.clone(),
             timestamp: r.meta.started_at.clone(),
             provider: r.meta.provider.clone(),
+            engine: r.meta.engine.clone(),
             mode: r.mode.clone(),
             scenario: r.scenario(),
             run: r.run,
@@ -142,8 +148,8 @@ pub fn patterns_csv(rows: &[PatternRow]) -> Result<Vec<u8>> {
             errors_by_kind: joined(rep.errors.iter().map(|(k, n)| format!("{k}={n}"))),
             backend_shares: shares(&rep.served_by),
             cpu_us_per_request_services: cpu(r, is_service),
-            cpu_us_per_request_manager: cpu(r, |h| h == "manager"),
-            cpu_us_per_request_workers: cpu(r, |h| h.starts_with("worker-")),
+            cpu_us_per_request_manager: cpu(r, |h| r.meta.is_writer(h)),
+            cpu_us_per_request_workers: cpu(r, |h| r.meta.is_reader(h)),
             cpu_us_per_request_by_host: r.cpu.as_ref().map_or(String::new(), |c| {
                 joined(c.cpu_seconds.keys().map(|host| {
                     format!("{host}={:.1}", c.per_request(rep.requests, |h| h == host))

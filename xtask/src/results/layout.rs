@@ -7,6 +7,19 @@ use contract::wire::Mode;
 /// The sysbench workloads, in the order they run.
 pub const WORKLOADS: [&str; 3] = ["oltp_read_write", "oltp_read_only", "oltp_point_select"];
 
+/// Galera: the target of sysbench's read-write runs on the cluster, the node that takes the
+/// writes (which one is in run.json).
+pub const WRITER: &str = "writer";
+
+/// Galera: the cluster row of the write-scaling runs, read-write on every node at once.
+pub const EVERY_NODE_WRITES: &str = "cluster-every-node-writes";
+
+/// `scaling/<node>-oltp_read_write-run<n>.txt`: Galera's write-scaling run, one report per node,
+/// all writing at the same time.
+pub fn scaling_out(node: &str, n: u32) -> String {
+    format!("scaling/{node}-oltp_read_write-run{n}.txt")
+}
+
 /// The run's description, beside its outputs.
 pub const METADATA: &str = "run.json";
 

@@ -34,6 +34,12 @@ pub struct RunMeta {
     pub instance_type: String,
     pub ran_on: String,
     pub workers: u8,
+    /// `replication` or `galera` (runs from before engines: replication).
+    #[serde(default = "replication")]
+    pub engine: String,
+    /// Galera: the node that took the writes when the run started.
+    #[serde(default)]
+    pub writer: Option<String>,
     pub dataset_scale: u32,
     pub settings: BenchSettings,
     pub cluster_reads: String,
@@ -53,6 +59,23 @@ pub struct Degraded {
     pub cpus: f64,
     /// The other workers' quota (and its own otherwise).
     pub others_cpus: f64,
+}
+
+fn replication() -> String {
+    "replication".to_string()
+}
+
+impl RunMeta {
+    /// The server that takes the cluster's writes: the manager, or the run's Galera writer.
+    pub fn is_writer(&self, host: &str) -> bool {
+        host == self.writer.as_deref().unwrap_or("manager")
+    }
+
+    /// A server of the cluster that serves reads only: a worker, or a Galera node that is not
+    /// the writer.
+    pub fn is_reader(&self, host: &str) -> bool {
+        host.starts_with("worker-") || (host.starts_with("node-") && !self.is_writer(host))
+    }
 }
 
 impl Degraded {
@@ -268,7 +291,8 @@ pub struct PatternMeans {
     pub p99: f64,
     pub p999: f64,
     pub errors: std::collections::BTreeMap<String, u64>,
-    /// CPU µs per request: the three services together, the manager, the workers together.
+    /// CPU µs per request: the three services together, the manager (Galera: the writer), the
+    /// workers (the other nodes) together.
     pub cpu_services: f64,
     pub cpu_manager: f64,
     pub cpu_workers: f64,
@@ -283,11 +307,11 @@ impl PatternMeans {
 pub fn pattern_means(rows: &[PatternRow], mode: &str) -> PatternMeans {
     let of = || rows.iter().filter(|r| r.mode == mode);
     let reports = || of().map(|r| &r.report);
-    let cpu = |which: fn(&str) -> bool| {
+    let cpu = |which: fn(&RunMeta, &str) -> bool| {
         mean(of().filter_map(|r| {
             r.cpu
                 .as_ref()
-                .map(|c| c.per_request(r.report.requests, which))
+                .map(|c| c.per_request(r.report.requests, |h| which(&r.meta, h)))
         }))
     };
     let mut errors = std::collections::BTreeMap::new();
@@ -301,9 +325,9 @@ pub fn pattern_means(rows: &[PatternRow], mode: &str) -> PatternMeans {
         p99: mean(reports().map(|r| r.latency_ms.p99)),
         p999: mean(reports().map(|r| r.latency_ms.p999)),
         errors,
-        cpu_services: cpu(is_service),
-        cpu_manager: cpu(|h| h == "manager"),
-        cpu_workers: cpu(|h| h.starts_with("worker-")),
+        cpu_services: cpu(|_, h| is_service(h)),
+        cpu_manager: cpu(RunMeta::is_writer),
+        cpu_workers: cpu(RunMeta::is_reader),
     }
 }
 

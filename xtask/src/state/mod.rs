@@ -140,11 +140,6 @@ impl Role {
             Role::Standalone | Role::Manager | Role::Worker | Role::Node
         )
     }
-
-    /// A server of the cluster (not the standalone baseline).
-    pub fn in_cluster(self) -> bool {
-        matches!(self, Role::Manager | Role::Worker | Role::Node)
-    }
 }
 
 /// Displays as data.json spells it (`install-cluster`, `trusted-host`, `done`).
@@ -342,11 +337,6 @@ impl Deployment {
 
     pub fn database_hosts(&self) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(|h| h.role.runs_database())
-    }
-
-    /// The cluster's servers: the manager and the workers, or the Galera nodes.
-    pub fn cluster_hosts(&self) -> impl Iterator<Item = &Host> {
-        self.hosts.iter().filter(|h| h.role.in_cluster())
     }
 
     pub fn engine(&self) -> Engine {

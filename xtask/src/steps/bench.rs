@@ -13,13 +13,14 @@ use anyhow::{bail, Context, Result};
 use contract::report::{Workload, DIRECT_DB};
 use contract::wire::Mode;
 
-use crate::cluster::{build, limits, packages, process, server, services};
+use crate::cluster::{build, galera, limits, packages, process, server, services, sql};
 use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout::{self, WORKLOADS};
 use crate::results::{CpuUse, Degraded, RunMeta};
 use crate::state::{
-    project_root, BenchRun, BenchSettings, Deployment, Host, HostLimit, Millicpus, Role, Session,
+    project_root, BenchRun, BenchSettings, Deployment, Engine, Host, HostLimit, Millicpus, Role,
+    Session,
 };
 use crate::transport::{self, script::Script};
 
@@ -167,16 +168,37 @@ pub fn run(session: &mut Session) -> Result<()> {
     // slowed down or every quota lifted: every host gets its own quota back before anything is
     // measured.
     limits::set_all_cpus(d, false)?;
-    let degraded = degraded_plan(d, s);
+
+    let standalone = d.host(Role::Standalone)?.clone();
+    // The cluster's writes go to one server, its reads to the others: the manager and the
+    // workers, or the Galera node that writes (the proxy's choice) and the other nodes.
+    let (writer, writer_target, readers, nodes) = match d.engine() {
+        Engine::Replication => (
+            d.host(Role::Manager)?.clone(),
+            "manager",
+            d.hosts_with_role(Role::Worker).cloned().collect::<Vec<Host>>(),
+            Vec::new(),
+        ),
+        Engine::Galera => {
+            let nodes: Vec<Host> = d.hosts_with_role(Role::Node).cloned().collect();
+            let writer = galera_writer(d, &nodes)?;
+            let others = nodes.iter().filter(|n| n.name != writer.name).cloned().collect();
+            (writer, layout::WRITER, others, nodes)
+        }
+    };
+    // sysbench's reads run on every worker, or on every Galera node.
+    let read_targets: Vec<Host> = if nodes.is_empty() {
+        readers.clone()
+    } else {
+        nodes.clone()
+    };
+    let degraded = degraded_plan(d, s, &readers);
     // A resumed run keeps the metadata it started with.
     if !bench.has(layout::METADATA) {
-        write_metadata(&bench.client, d, &run, degraded.as_ref())?;
+        write_metadata(&bench.client, d, &run, degraded.as_ref(), &writer)?;
     }
     write_client_files(&bench.client, d)?;
 
-    let standalone = d.host(Role::Standalone)?.clone();
-    let manager = d.host(Role::Manager)?.clone();
-    let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
     let config = |host: &Host| format!("{}.sysbench.cfg", host.name);
 
     // Every measurement, to count what is left for the progress line.
@@ -185,11 +207,14 @@ pub fn run(session: &mut Session) -> Result<()> {
         for workload in WORKLOADS {
             pending += u32::from(!bench.has(&layout::sysbench_out("standalone", workload, n)));
             let cluster_host = if workload == "oltp_read_write" {
-                "manager"
+                writer_target
             } else {
-                "worker-1"
+                read_targets[0].name.as_str()
             };
             pending += u32::from(!bench.has(&layout::sysbench_out(cluster_host, workload, n)));
+        }
+        if let Some(first) = nodes.first() {
+            pending += u32::from(!bench.has(&layout::scaling_out(&first.name, n)));
         }
         for mode in layout::modes() {
             pending += u32::from(!bench.has(&layout::patterns_cpu_out(mode, n)));
@@ -240,26 +265,36 @@ pub fn run(session: &mut Session) -> Result<()> {
         }
     }
 
-    // sysbench on the cluster: writes on the manager, reads on every worker at once.
+    // sysbench on the cluster: writes on the writer, reads on every worker (node) at once;
+    // Galera also writes on every node at once.
+    let (writer_is, readers_are) = match d.engine() {
+        Engine::Replication => ("the manager".to_string(), "workers"),
+        Engine::Galera => (format!("the writer ({})", writer.name), "nodes"),
+    };
     let cluster_left = (1..=s.runs).any(|n| {
-        !bench.has(&layout::sysbench_out("manager", "oltp_read_write", n))
-            || workers.iter().any(|w| {
+        !bench.has(&layout::sysbench_out(writer_target, "oltp_read_write", n))
+            || read_targets.iter().any(|w| {
                 WORKLOADS[1..]
                     .iter()
                     .any(|wl| !bench.has(&layout::sysbench_out(&w.name, wl, n)))
             })
+            || nodes
+                .iter()
+                .any(|node| !bench.has(&layout::scaling_out(&node.name, n)))
     });
     if cluster_left {
-        progress.task("sysbench prepare on the manager, replicated to the workers");
+        progress.task(format!(
+            "sysbench prepare on {writer_is}, copied to the {readers_are}"
+        ));
         for command in ["cleanup", "prepare"] {
-            bench.sysbench(command, "oltp_read_write", s, &[(config(&manager), None)])?;
+            bench.sysbench(command, "oltp_read_write", s, &[(config(&writer), None)])?;
         }
     }
     for n in 1..=s.runs {
-        let out = layout::sysbench_out("manager", "oltp_read_write", n);
+        let out = layout::sysbench_out(writer_target, "oltp_read_write", n);
         if !bench.has(&out) {
             progress.task(format!(
-                "sysbench oltp_read_write on the manager, run {n}/{}, {}",
+                "sysbench oltp_read_write on {writer_is}, run {n}/{}, {}",
                 s.runs,
                 left(pending)
             ));
@@ -267,12 +302,12 @@ pub fn run(session: &mut Session) -> Result<()> {
                 "run",
                 "oltp_read_write",
                 s,
-                &[(config(&manager), Some(out))],
+                &[(config(&writer), Some(out))],
             )?;
             pending -= 1;
         }
         for workload in &WORKLOADS[1..] {
-            let targets: Vec<(String, Option<String>)> = workers
+            let targets: Vec<(String, Option<String>)> = read_targets
                 .iter()
                 .map(|w| (config(w), Some(layout::sysbench_out(&w.name, workload, n))))
                 .collect();
@@ -282,33 +317,57 @@ pub fn run(session: &mut Session) -> Result<()> {
             {
                 continue;
             }
-            // The replicas read what the manager wrote: they catch up first.
-            server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
+            // The readers read what the writer wrote: they catch up first.
+            catch_up(d, &writer, &readers)?;
             progress.task(format!(
-                "sysbench {workload} on all {} workers at once, run {n}/{}, {}",
-                workers.len(),
+                "sysbench {workload} on all {} {readers_are} at once, run {n}/{}, {}",
+                read_targets.len(),
                 s.runs,
                 left(pending)
             ));
             bench.sysbench("run", workload, s, &targets)?;
             pending -= 1;
         }
+        // What multi-primary costs: read-write on every node at once, where concurrent
+        // writes to the same rows fail certification (counted by sysbench as ignored errors,
+        // and retried).
+        let targets: Vec<(String, Option<String>)> = nodes
+            .iter()
+            .map(|node| (config(node), Some(layout::scaling_out(&node.name, n))))
+            .collect();
+        if !targets.is_empty()
+            && !targets
+                .iter()
+                .all(|(_, out)| bench.has(out.as_deref().unwrap_or_default()))
+        {
+            progress.task(format!(
+                "sysbench oltp_read_write on all {} nodes at once (every node writes), run {n}/{}, {}",
+                nodes.len(),
+                s.runs,
+                left(pending)
+            ));
+            bench.sysbench("run", "oltp_read_write", s, &targets)?;
+            pending -= 1;
+        }
     }
-    progress.task("sysbench cleanup on the standalone server and the manager");
+    progress.task(format!(
+        "sysbench cleanup on the standalone server and {writer_is}"
+    ));
     bench.sysbench(
         "cleanup",
         "oltp_read_write",
         s,
         &[(config(&standalone), None)],
     )?;
-    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&manager), None)])?;
+    bench.sysbench("cleanup", "oltp_read_write", s, &[(config(&writer), None)])?;
 
     // The patterns load test: every mode under load, each with the CPU the servers and
     // services spent on it.
     let load = LoadTest {
         gatekeeper_url: d.gatekeeper_url()?,
         films: 100 * d.settings.scale,
-        manager: format!("{}:{}", manager.address, d.settings.db_port),
+        manager: format!("{}:{}", writer.address, d.settings.db_port),
+        manager_name: writer.name.clone(),
         from: bench.client.address.clone(),
         seconds: s.seconds,
     };
@@ -430,10 +489,9 @@ impl DegradedPlan {
     }
 }
 
-/// The scenario, when the run asks for it and the deployment can have it: two workers or more,
-/// with CPU quotas.
-fn degraded_plan(d: &Deployment, s: &BenchSettings) -> Option<DegradedPlan> {
-    let workers: Vec<&Host> = d.hosts_with_role(Role::Worker).collect();
+/// The scenario, when the run asks for it and the deployment can have it: two workers (Galera:
+/// nodes besides the writer) or more, with CPU quotas.
+fn degraded_plan(d: &Deployment, s: &BenchSettings, workers: &[Host]) -> Option<DegradedPlan> {
     if s.degraded_worker_percent == 0 || workers.len() < 2 {
         return None;
     }
@@ -441,7 +499,7 @@ fn degraded_plan(d: &Deployment, s: &BenchSettings) -> Option<DegradedPlan> {
     let limit = limits::of(d, &worker.name)?;
     let normal = limit.cpus?;
     Some(DegradedPlan {
-        worker: (*worker).clone(),
+        worker: worker.clone(),
         limit: limit.clone(),
         normal,
         degraded: normal.percent(s.degraded_worker_percent),
@@ -454,6 +512,7 @@ fn write_metadata(
     d: &Deployment,
     run: &BenchRun,
     degraded: Option<&DegradedPlan>,
+    writer: &Host,
 ) -> Result<()> {
     let revision = duct::cmd!("git", "rev-parse", "--short", "HEAD")
         .dir(project_root())
@@ -470,11 +529,19 @@ fn write_metadata(
         instance_type,
         ran_on,
         workers: d.settings.workers,
+        engine: d.engine().to_string(),
+        writer: (d.engine() == Engine::Galera).then(|| writer.name.clone()),
         dataset_scale: d.settings.scale,
         settings: run.settings.clone(),
-        cluster_reads:
-            "one sysbench per worker, all at the same time; the cluster row adds them up"
-                .to_string(),
+        cluster_reads: match d.engine() {
+            Engine::Replication => {
+                "one sysbench per worker, all at the same time; the cluster row adds them up"
+            }
+            Engine::Galera => {
+                "one sysbench per node, all at the same time; the cluster row adds them up"
+            }
+        }
+        .to_string(),
         host_limits: d.limits.describe(),
         degraded: degraded.map(|plan| Degraded {
             worker: plan.worker.name.clone(),
@@ -491,12 +558,46 @@ fn write_metadata(
     )
 }
 
+/// Galera: the node the proxy sends the writes to (its /health says), else the one it would
+/// choose.
+fn galera_writer(d: &Deployment, nodes: &[Host]) -> Result<Host> {
+    let named = services::get(d, d.host(Role::Proxy)?, "/health")
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|health| Some(health.get("writer")?.as_str()?.to_string()));
+    match named.and_then(|name| nodes.iter().find(|n| n.name == name)) {
+        Some(node) => Ok(node.clone()),
+        None => galera::writer(nodes),
+    }
+}
+
+/// Waits until the readers hold everything the writer has: the workers apply the manager's
+/// binary log; a Galera node answers a causal read (wsrep_sync_wait) once it has applied every
+/// write certified before it.
+fn catch_up(d: &Deployment, writer: &Host, readers: &[Host]) -> Result<()> {
+    match d.engine() {
+        Engine::Replication => server::wait_for_replicas(writer, readers, CATCH_UP),
+        Engine::Galera => {
+            galera::wait_synced(
+                &d.hosts_with_role(Role::Node).cloned().collect::<Vec<_>>(),
+                CATCH_UP,
+            )?;
+            for node in readers {
+                sql::sql(node, "SET SESSION wsrep_sync_wait = 1; SELECT 1;")?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What every load test of a run shares.
 struct LoadTest {
     gatekeeper_url: String,
     films: u32,
-    /// The manager's ADDRESS:PORT, for `direct-db`.
+    /// The manager's (Galera: the writer's) ADDRESS:PORT, for `direct-db`.
     manager: String,
+    /// Its host name, which direct-db's report names as the server that served.
+    manager_name: String,
     /// The bench client's address: the load leaves from it, which the gatekeeper does not
     /// rate-limit.
     from: String,
@@ -525,7 +626,7 @@ impl LoadTest {
                 "--user",
                 "bench",
                 "--name",
-                "manager",
+                &self.manager_name,
             ]
         } else {
             [
