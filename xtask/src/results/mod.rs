@@ -206,7 +206,7 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     )?;
     atomic_write(
         &results.join("summary.md"),
-        summary::summary(latest, runs.len()).as_bytes(),
+        summary::summary(&runs).as_bytes(),
         0o644,
     )?;
     charts::sysbench_tps(&results.join("sysbench-tps.svg"), &latest.sysbench)?;

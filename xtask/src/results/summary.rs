@@ -7,20 +7,42 @@ use contract::wire::Mode;
 
 use super::{layout, pattern_means, share_served_by, sysbench_spread, PatternMeans, Run, Spread};
 
-pub fn summary(run: &Run, total_runs: usize) -> String {
+/// The summary of the latest run (the last of `runs`), with the engines compared when the
+/// runs hold both.
+pub fn summary(runs: &[Run]) -> String {
+    let Some(run) = runs.last() else {
+        return String::new();
+    };
     let m = &run.meta;
     let s = &m.settings;
+    let galera = m.engine == "galera";
+    let (cluster, writer, readers) = if galera {
+        (
+            format!("a Galera cluster of {} nodes", m.workers),
+            format!(
+                "the writer ({})",
+                m.writer.as_deref().unwrap_or("unknown")
+            ),
+            "every node",
+        )
+    } else {
+        (
+            format!("GTID replication, {} workers", m.workers),
+            "the manager".to_string(),
+            "every worker",
+        )
+    };
     let mut out = format!(
-        "# Benchmark summary\n\nRun `{}` (started {}, provider {}, revision {}), {} workers, dataset \
+        "# Benchmark summary\n\nRun `{}` (started {}, provider {}, revision {}), {cluster}, dataset \
          scale {}; repetitions per measurement: {}. Benchmarks ran on {}. {} run(s) in all are in the CSVs.\n\n\
          Host limits: {}.\n\n",
-        run.id, m.started_at, m.provider, m.git_revision, m.workers, m.dataset_scale, s.runs, m.ran_on,
-        total_runs, if m.host_limits.is_empty() { "not recorded (a run from before they existed)" } else { &m.host_limits }
+        run.id, m.started_at, m.provider, m.git_revision, m.dataset_scale, s.runs, m.ran_on,
+        runs.len(), if m.host_limits.is_empty() { "not recorded (a run from before they existed)" } else { &m.host_limits }
     );
     writeln!(
         out,
         "## sysbench: standalone server vs cluster\n\n{} threads per server, {} s per run, {} table(s) of {} rows. \
-         The cluster's writes run on the manager; its reads run on every worker at once and are added up. \
+         The cluster's writes run on {writer}; its reads run on {readers} at once and are added up. \
          Each figure is the median of the {} run(s), with the smallest and largest in brackets.\n",
         s.threads, s.seconds, s.tables, s.table_size, s.runs
     )
@@ -40,19 +62,28 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
         )
         .unwrap();
     }
+    out.push_str(&every_node_writes(run));
+    out.push_str(&engines_compared(runs));
     writeln!(
         out,
         "\n## The patterns: every strategy vs the database directly\n\n{} clients for {} s per run through the \
          gatekeeper (reads: 4 point reads for every range read; write: updates by key); `direct-db` sends the \
-         same reads straight to the manager.\n",
+         same reads straight to {writer}.\n",
         s.concurrency, s.seconds
     )
     .unwrap();
-    out.push_str(
+    let (writer_cpu, readers_cpu) = if galera {
+        ("writer", "other nodes")
+    } else {
+        ("manager", "workers")
+    };
+    writeln!(
+        out,
         "| mode | requests/s | vs direct-db | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | \
-         services CPU µs/req | manager CPU µs/req | workers CPU µs/req |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
+         services CPU µs/req | {writer_cpu} CPU µs/req | {readers_cpu} CPU µs/req |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    )
+    .unwrap();
     let direct = pattern_means(&run.patterns, DIRECT_DB);
     let mut failed = Vec::new();
     for mode in layout::modes() {
@@ -107,6 +138,62 @@ pub fn summary(run: &Run, total_runs: usize) -> String {
     out.push_str(&chain_cost(run));
     out.push_str(&slow_worker(run));
     out.push_str("\nCharts: `sysbench-tps.svg`, `patterns.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
+    out
+}
+
+/// Galera's write-scaling runs: every node writing at once, against the writer alone, with
+/// the share of transactions that failed certification.
+fn every_node_writes(run: &Run) -> String {
+    let (all, _) = sysbench_spread(&run.sysbench, layout::EVERY_NODE_WRITES, "oltp_read_write");
+    if all.median.is_nan() {
+        return String::new();
+    }
+    let (one, _) = sysbench_spread(&run.sysbench, "cluster", "oltp_read_write");
+    let (mut conflicts, mut attempts) = (0u64, 0u64);
+    for r in run
+        .sysbench
+        .iter()
+        .filter(|r| r.target == layout::EVERY_NODE_WRITES)
+    {
+        conflicts += r.stats.errors;
+        attempts += r.stats.transactions + r.stats.errors;
+    }
+    format!(
+        "\nEvery node writing at once (one sysbench per node, multi-primary): {} tx/s, {:.2}x the \
+         writer alone; {:.1} % of the attempted transactions failed certification ({conflicts} \
+         conflicts, reported to the client as deadlocks and retried by sysbench). That is what \
+         the proxy avoids by sending every write to one node.\n",
+        spread(all, 1),
+        all.median / one.median,
+        100.0 * conflicts as f64 / attempts.max(1) as f64,
+    )
+}
+
+/// The engines side by side, from the latest run of each, when the runs hold both.
+fn engines_compared(runs: &[Run]) -> String {
+    let latest = |engine: &str| runs.iter().rev().find(|r| r.meta.engine == engine);
+    let (Some(replication), Some(galera)) = (latest("replication"), latest("galera")) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n### Standalone vs replication vs Galera\n\nThe latest run of each engine: replication \
+         `{}` ({} workers), Galera `{}` ({} nodes). Transactions/s (median); the cluster's \
+         read-write runs on one server (the manager, the writer), its reads on all.\n\n\
+         | workload | standalone | replication | galera | galera / replication |\n\
+         |---|---:|---:|---:|---:|\n",
+        replication.id, replication.meta.workers, galera.id, galera.meta.workers
+    );
+    for workload in layout::WORKLOADS {
+        let tps = |run: &Run, target: &str| sysbench_spread(&run.sysbench, target, workload).0.median;
+        let (r, g) = (tps(replication, "cluster"), tps(galera, "cluster"));
+        writeln!(
+            out,
+            "| {workload} | {:.1} | {r:.1} | {g:.1} | {:.2}x |",
+            tps(galera, "standalone"),
+            g / r
+        )
+        .unwrap();
+    }
     out
 }
 
@@ -276,6 +363,8 @@ mod tests {
                 instance_type: "i".into(),
                 ran_on: "this machine".into(),
                 workers: 2,
+                engine: "replication".into(),
+                writer: None,
                 dataset_scale: 1,
                 settings: BenchSettings::defaults(true),
                 cluster_reads: String::new(),
@@ -330,17 +419,94 @@ mod tests {
             degraded: Vec::new(),
             chain: rows(Scenario::QuotasLifted, chain_errors),
         };
-        assert!(summary(&run(0, 0), 1).contains("No request failed."));
-        let text = summary(&run(7, 0), 1);
+        assert!(summary(&[run(0, 0)]).contains("No request failed."));
+        let text = summary(&[run(7, 0)]);
         assert!(!text.contains("No request failed."), "{text}");
         assert!(
             text.contains("`direct-hit` with every CPU quota lifted, under load: http-503 7"),
             "{text}"
         );
-        let text = summary(&run(0, 2), 1);
+        let text = summary(&[run(0, 2)]);
         assert!(
             text.contains("`direct-hit` with every CPU quota lifted, from one client: http-503 2"),
             "{text}"
         );
+    }
+
+    fn stats(tps: f64, transactions: u64, errors: u64) -> crate::results::sysbench::SysbenchStats {
+        crate::results::sysbench::SysbenchStats {
+            threads: 2,
+            reads: 0,
+            writes: 0,
+            other: 0,
+            transactions,
+            tps,
+            qps: tps,
+            errors,
+            reconnects: 0,
+            seconds: 3.0,
+            latency_min: 1.0,
+            latency_avg: 2.0,
+            latency_p95: 3.0,
+            latency_max: 4.0,
+        }
+    }
+
+    #[test]
+    fn the_engines_are_compared_when_both_have_runs() {
+        let run = |engine: &str, cluster_tps: f64| {
+            let mut meta = row(DIRECT_DB, Scenario::Normal, 0).meta;
+            meta.engine = engine.into();
+            meta.run_id = engine.into();
+            if engine == "galera" {
+                meta.writer = Some("node-2".into());
+                meta.workers = 3;
+            }
+            let mut sysbench = Vec::new();
+            for workload in layout::WORKLOADS {
+                for (target, tps) in [("standalone", 100.0), ("cluster", cluster_tps)] {
+                    sysbench.push(crate::results::SysbenchRow {
+                        meta: meta.clone(),
+                        target: target.into(),
+                        workload: workload.into(),
+                        run: 1,
+                        stats: stats(tps, 300, 0),
+                    });
+                }
+            }
+            if engine == "galera" {
+                sysbench.push(crate::results::SysbenchRow {
+                    meta: meta.clone(),
+                    target: layout::EVERY_NODE_WRITES.into(),
+                    workload: "oltp_read_write".into(),
+                    run: 1,
+                    stats: stats(90.0, 270, 30),
+                });
+            }
+            Run {
+                id: engine.into(),
+                meta,
+                sysbench,
+                patterns: Vec::new(),
+                latency: Vec::new(),
+                degraded: Vec::new(),
+                chain: Vec::new(),
+            }
+        };
+        let only_galera = summary(&[run("galera", 200.0)]);
+        assert!(!only_galera.contains("Standalone vs replication vs Galera"));
+        assert!(only_galera.contains("a Galera cluster of 3 nodes"), "{only_galera}");
+        assert!(only_galera.contains("writes run on the writer (node-2)"), "{only_galera}");
+        assert!(
+            only_galera.contains("90.0 tx/s, 0.45x the writer alone; 10.0 % of the attempted"),
+            "{only_galera}"
+        );
+        let both = summary(&[run("replication", 400.0), run("galera", 200.0)]);
+        assert!(both.contains("replication `replication` (2 workers), Galera `galera` (3 nodes)"), "{both}");
+        assert!(both.contains("| oltp_read_only | 100.0 | 400.0 | 200.0 | 0.50x |"), "{both}");
+        // The replication run alone has no write-scaling line.
+        let replication = summary(&[run("replication", 400.0)]);
+        assert!(!replication.contains("Every node writing"), "{replication}");
+        assert!(replication.contains("GTID replication, 2 workers"), "{replication}");
     }
 }
