@@ -238,6 +238,19 @@ impl Proxy {
                         self.follow_galera();
                     }
                 }
+                // Galera: a read of the writer is served by the new one (a write is never
+                // repeated).
+                let next = Arc::clone(self.manager());
+                if self.engine == Engine::Galera && mode.is_read() && !Arc::ptr_eq(&next, &served_by)
+                {
+                    tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying on the new writer");
+                    note = Some(format!(
+                        "{} failed ({problem}); retried on {}, the writer now",
+                        served_by.name, next.name
+                    ));
+                    result = next.execute(access, &request.template, &request.params).await;
+                    served_by = next;
+                }
             } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);

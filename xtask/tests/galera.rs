@@ -1,0 +1,334 @@
+//! The Galera engine end to end on a real local cluster of three nodes (real MariaDB with
+//! galera-4, the real services): a write readable on every node at once, the writer SIGKILLed
+//! under load, a node SIGKILLed and brought back by an incremental transfer, every node
+//! SIGKILLed and the cluster re-formed, and install-cluster SIGKILLed midway and resumed.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, wait_for, Deployment};
+use serde_json::{json, Value};
+
+const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+
+fn kill(d: &Deployment, host: &str) {
+    let pid = d.state()["processes"][format!("{host}/mariadbd")]["pid"]
+        .as_u64()
+        .unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the killed server to be gone", Duration::from_secs(10), || {
+        !d.servers().iter().any(|(h, _)| h == host)
+    });
+}
+
+fn proxy_health(d: &Deployment) -> Value {
+    let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
+/// A read on a node that first applies every write the cluster certified before it.
+fn causal(d: &Deployment, node: &str, sql: &str) -> String {
+    d.root_sql(node, &format!("SET SESSION wsrep_sync_wait = 1; {sql}"))
+}
+
+fn every_node_synced(d: &Deployment) -> bool {
+    NODES.iter().all(|n| {
+        let status = d.root_sql(
+            n,
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME IN ('WSREP_LOCAL_STATE_COMMENT', 'WSREP_CLUSTER_SIZE') \
+             ORDER BY VARIABLE_NAME",
+        );
+        status.split_whitespace().collect::<Vec<_>>() == ["3", "Synced"]
+    })
+}
+
+#[test]
+fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
+    let d = Deployment::new("galera", "127.0.41");
+    d.provision(&["--engine", "galera", "--host-cpus", "unlimited"]);
+    let state = d.state();
+    assert_eq!(state["settings"]["engine"], "galera");
+    let names: Vec<&str> = state["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "node")
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, NODES);
+    d.ok(&["install-cluster"]);
+    d.ok(&["deploy-services"]);
+    assert!(every_node_synced(&d));
+    // Each node's Galera ports are bound to its own address, none to every address.
+    for node in NODES {
+        let address = d.address(node);
+        let listening = Command::new("ss").args(["-ltnH"]).output().unwrap();
+        let listening = String::from_utf8_lossy(&listening.stdout).to_string();
+        assert!(
+            listening.contains(&format!("{address}:4567")),
+            "{node}: {listening}"
+        );
+        assert!(!listening.contains("0.0.0.0:4567") && !listening.contains("*:4567"));
+    }
+    let status = d.ok(&["status"]);
+    assert_eq!(status.matches("up, Synced, cluster size 3").count(), 3, "{status}");
+    assert_eq!(status.matches("WRITER").count(), 1, "{status}");
+    d.fails(&["failover"], "has no manager to fail over");
+
+    // A write through the gatekeeper, then read on every node straight away: each applies it
+    // before it answers (a causal read), with no waiting on the client's side.
+    let (code, body) = d.api(
+        "INSERT INTO actor (first_name, last_name) VALUES ('ga', 'everywhere')",
+        "write",
+    );
+    assert_eq!(code, 200, "{body}");
+    let writer = body["served_by"].as_str().unwrap().to_string();
+    assert_eq!(proxy_health(&d)["writer"], writer.as_str());
+    for node in NODES {
+        assert_eq!(
+            causal(
+                &d,
+                node,
+                "SELECT COUNT(*) FROM filmdb.actor WHERE last_name = 'everywhere'"
+            )
+            .trim(),
+            "1",
+            "{node}"
+        );
+    }
+    // Through the chain, a read after the write (its GTID passed back) sees it on any node.
+    let gtid = body["last_gtid"].as_str().unwrap().to_string();
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (code, body) = d.api_request(json!({
+            "query": "SELECT COUNT(*) AS n FROM actor WHERE last_name = 'everywhere'",
+            "mode": "random",
+            "after_gtid": gtid,
+        }));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["rows"], json!([[1]]), "{body}");
+        served.insert(body["served_by"].as_str().unwrap().to_string());
+    }
+    assert!(!served.contains(&writer), "random reads go to the other nodes: {served:?}");
+    assert_eq!(served.len(), 2, "{served:?}");
+
+    // Load: readers in both strategies, and a writer whose acknowledged markers are kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let gatekeeper = d.service("gatekeeper");
+    let post = move |gatekeeper: &str, body: &Value| {
+        http(
+            None,
+            gatekeeper,
+            "POST",
+            "/api/query",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let readers: Vec<_> = ["random", "customized", "direct-hit"]
+        .into_iter()
+        .map(|mode| {
+            let (stop, killed_at, gatekeeper) = (
+                Arc::clone(&stop),
+                Arc::clone(&killed_at),
+                gatekeeper.clone(),
+            );
+            std::thread::spawn(move || {
+                let body = json!({"query": "SELECT COUNT(*) AS n FROM film", "mode": mode});
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = post(&gatekeeper, &body);
+                    let since = killed_at.lock().unwrap().map(|k| k.elapsed());
+                    seen.push((mode, since, r.status, r.body));
+                }
+                seen
+            })
+        })
+        .collect();
+    let writes = {
+        let (stop, gatekeeper) = (Arc::clone(&stop), gatekeeper.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let marker = format!("g{i}");
+                let body = json!({
+                    "query": format!("INSERT INTO actor (first_name, last_name) VALUES ('gw', '{marker}')"),
+                    "mode": "write",
+                });
+                let r = post(&gatekeeper, &body);
+                if r.status == 200 {
+                    acknowledged.push(marker);
+                }
+                answers.push((Instant::now(), r.status, r.body));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (acknowledged, answers)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    kill(&d, &writer);
+    *killed_at.lock().unwrap() = Some(killed);
+    std::thread::sleep(Duration::from_secs(12));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<_> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let (acknowledged, answers) = writes.join().unwrap();
+
+    // No read failed, the writer's (direct-hit) included: a read the dead writer could not
+    // serve was served by the next one.
+    let failed: Vec<_> = seen.iter().filter(|(_, _, status, _)| *status != 200).collect();
+    let reads = seen.len();
+    let after_kill = seen.iter().filter(|(_, since, ..)| since.is_some()).count();
+    assert!(after_kill > 100, "{after_kill} reads after the kill");
+    assert!(
+        failed.is_empty(),
+        "{} of {reads} reads failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    // Writes resume on the next node with no command.
+    let new_writer = proxy_health(&d)["writer"].as_str().unwrap().to_string();
+    assert_ne!(new_writer, writer);
+    let back = answers
+        .iter()
+        .find(|(at, status, _)| *at > killed && *status == 200)
+        .map(|(at, _, _)| at.duration_since(killed))
+        .expect("no write succeeded after the writer was killed");
+    // Galera's own wait before it declares a member gone (evs.suspect_timeout, 5 s) holds
+    // commits for that long; the proxy moves the writes at the first failure.
+    assert!(back < Duration::from_secs(10), "writes back after {back:?}");
+    let failed_writes = answers
+        .iter()
+        .filter(|(at, status, _)| *at > killed && *status != 200)
+        .count();
+    let last_failure = answers
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .map(|(_, _, body)| body.clone())
+        .last();
+    // No acknowledged write is lost: every marker is on both surviving nodes.
+    assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
+    for node in NODES.iter().filter(|n| **n != writer) {
+        let held = causal(
+            &d,
+            node,
+            "SELECT last_name FROM filmdb.actor WHERE first_name = 'gw'",
+        );
+        let held: Vec<&str> = held.lines().collect();
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .filter(|m| !held.contains(&m.as_str()))
+            .collect();
+        assert!(lost.is_empty(), "{node} lost {lost:?}");
+    }
+    eprintln!(
+        "writer {writer} killed: {reads} reads ({after_kill} after the kill), 0 failed; writes back on \
+         {new_writer} after {back:?} ({failed_writes} failed meanwhile, last: {last_failure:?}); \
+         {} acknowledged, 0 lost",
+        acknowledged.len()
+    );
+
+    // repair: the killed node joins again by an incremental transfer.
+    let log = d.host_dir(&writer).join("mariadbd.err");
+    let ist_before = std::fs::read_to_string(&log).unwrap().matches("IST received").count();
+    let started = Instant::now();
+    let out = d.ok(&["repair"]);
+    eprintln!("repair of {writer} took {:?}: {out}", started.elapsed());
+    assert!(out.contains(&format!("started {writer}; it is Synced")), "{out}");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log_text.matches("IST received").count(),
+        ist_before + 1,
+        "{writer} rejoined without an incremental transfer"
+    );
+    assert!(every_node_synced(&d));
+    // The writer stays where it moved: nothing moves while all is well.
+    wait_for("every node healthy in the proxy", Duration::from_secs(10), || {
+        proxy_health(&d)["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["healthy"] == true))
+    });
+    assert_eq!(proxy_health(&d)["writer"], new_writer.as_str());
+    let out = d.ok(&["repair"]);
+    assert!(out.contains("nothing drifted"), "{out}");
+
+    // Every node killed: repair re-forms the cluster from the nodes' saved view.
+    for node in NODES {
+        kill(&d, node);
+    }
+    let started = Instant::now();
+    let out = d.ok(&["repair"]);
+    eprintln!("repair after every node was killed took {:?}", started.elapsed());
+    assert!(out.contains("start together and re-form it"), "{out}");
+    assert!(every_node_synced(&d));
+    let held = causal(
+        &d,
+        "node-1",
+        "SELECT COUNT(*) FROM filmdb.actor WHERE first_name = 'gw'",
+    );
+    assert_eq!(held.trim(), acknowledged.len().to_string());
+    wait_for("a write through the chain", Duration::from_secs(20), || {
+        d.api(
+            "INSERT INTO actor (first_name, last_name) VALUES ('ga', 'reformed')",
+            "write",
+        )
+        .0 == 200
+    });
+}
+
+#[test]
+fn galera_install_killed_midway_resumes_with_one_cluster() {
+    let d = Deployment::new("galera-crash", "127.0.42");
+    d.provision(&["--engine", "galera", "--host-cpus", "unlimited"]);
+    let mut child = d
+        .command(&["install-cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first node runs and a second is starting.
+    wait_for("two nodes started", Duration::from_secs(120), || {
+        d.servers().iter().filter(|(h, _)| h.starts_with("node-")).count() >= 2
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let started = d.servers();
+
+    let out = d.ok(&["install-cluster"]);
+    assert!(out.contains("interrupted; resuming"), "{out}");
+    let servers = d.servers();
+    let hosts: Vec<&str> = servers.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(hosts, ["node-1", "node-2", "node-3", "standalone"]);
+    for server in &started {
+        assert!(servers.contains(server), "{server:?} was replaced: {servers:?}");
+    }
+    assert!(every_node_synced(&d));
+    // One cluster: every node has the same cluster UUID.
+    let uuids: std::collections::BTreeSet<String> = NODES
+        .iter()
+        .map(|n| {
+            d.root_sql(n, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_STATE_UUID'")
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(uuids.len(), 1, "{uuids:?}");
+    d.ok(&["teardown"]);
+    assert_eq!(d.servers(), []);
+}
