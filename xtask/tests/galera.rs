@@ -24,9 +24,11 @@ fn kill(d: &Deployment, host: &str) {
         .status()
         .unwrap();
     assert!(killed.success());
-    wait_for("the killed server to be gone", Duration::from_secs(10), || {
-        !d.servers().iter().any(|(h, _)| h == host)
-    });
+    wait_for(
+        "the killed server to be gone",
+        Duration::from_secs(10),
+        || !d.servers().iter().any(|(h, _)| h == host),
+    );
 }
 
 fn proxy_health(d: &Deployment) -> Value {
@@ -80,7 +82,11 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         assert!(!listening.contains("0.0.0.0:4567") && !listening.contains("*:4567"));
     }
     let status = d.ok(&["status"]);
-    assert_eq!(status.matches("up, Synced, cluster size 3").count(), 3, "{status}");
+    assert_eq!(
+        status.matches("up, Synced, cluster size 3").count(),
+        3,
+        "{status}"
+    );
     assert_eq!(status.matches("WRITER").count(), 1, "{status}");
     d.fails(&["failover"], "has no manager to fail over");
 
@@ -118,7 +124,10 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         assert_eq!(body["rows"], json!([[1]]), "{body}");
         served.insert(body["served_by"].as_str().unwrap().to_string());
     }
-    assert!(!served.contains(&writer), "random reads go to the other nodes: {served:?}");
+    assert!(
+        !served.contains(&writer),
+        "random reads go to the other nodes: {served:?}"
+    );
     assert_eq!(served.len(), 2, "{served:?}");
 
     // Load: readers in both strategies, and a writer whose acknowledged markers are kept.
@@ -192,7 +201,10 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
 
     // No read failed, the writer's (direct-hit) included: a read the dead writer could not
     // serve was served by the next one.
-    let failed: Vec<_> = seen.iter().filter(|(_, _, status, _)| *status != 200).collect();
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|(_, _, status, _)| *status != 200)
+        .collect();
     let reads = seen.len();
     let after_kill = seen.iter().filter(|(_, since, ..)| since.is_some()).count();
     assert!(after_kill > 100, "{after_kill} reads after the kill");
@@ -219,9 +231,9 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         .count();
     let last_failure = answers
         .iter()
-        .filter(|(_, status, _)| *status != 200)
-        .map(|(_, _, body)| body.clone())
-        .last();
+        .rev()
+        .find(|(_, status, _)| *status != 200)
+        .map(|(_, _, body)| body.clone());
     // No acknowledged write is lost: every marker is on both surviving nodes.
     assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
     for node in NODES.iter().filter(|n| **n != writer) {
@@ -246,11 +258,17 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
 
     // repair: the killed node joins again by an incremental transfer.
     let log = d.host_dir(&writer).join("mariadbd.err");
-    let ist_before = std::fs::read_to_string(&log).unwrap().matches("IST received").count();
+    let ist_before = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("IST received")
+        .count();
     let started = Instant::now();
     let out = d.ok(&["repair"]);
     eprintln!("repair of {writer} took {:?}: {out}", started.elapsed());
-    assert!(out.contains(&format!("started {writer}; it is Synced")), "{out}");
+    assert!(
+        out.contains(&format!("started {writer}; it is Synced")),
+        "{out}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         log_text.matches("IST received").count(),
@@ -259,11 +277,15 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
     );
     assert!(every_node_synced(&d));
     // The writer stays where it moved: nothing moves while all is well.
-    wait_for("every node healthy in the proxy", Duration::from_secs(10), || {
-        proxy_health(&d)["backends"]
-            .as_array()
-            .is_some_and(|b| b.iter().all(|b| b["healthy"] == true))
-    });
+    wait_for(
+        "every node healthy in the proxy",
+        Duration::from_secs(10),
+        || {
+            proxy_health(&d)["backends"]
+                .as_array()
+                .is_some_and(|b| b.iter().all(|b| b["healthy"] == true))
+        },
+    );
     assert_eq!(proxy_health(&d)["writer"], new_writer.as_str());
     let out = d.ok(&["repair"]);
     assert!(out.contains("nothing drifted"), "{out}");
@@ -274,7 +296,10 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
     }
     let started = Instant::now();
     let out = d.ok(&["repair"]);
-    eprintln!("repair after every node was killed took {:?}", started.elapsed());
+    eprintln!(
+        "repair after every node was killed took {:?}",
+        started.elapsed()
+    );
     assert!(out.contains("start together and re-form it"), "{out}");
     assert!(every_node_synced(&d));
     let held = causal(
@@ -304,7 +329,11 @@ fn galera_install_killed_midway_resumes_with_one_cluster() {
         .unwrap();
     // Killed once the first node runs and a second is starting.
     wait_for("two nodes started", Duration::from_secs(120), || {
-        d.servers().iter().filter(|(h, _)| h.starts_with("node-")).count() >= 2
+        d.servers()
+            .iter()
+            .filter(|(h, _)| h.starts_with("node-"))
+            .count()
+            >= 2
     });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -316,7 +345,10 @@ fn galera_install_killed_midway_resumes_with_one_cluster() {
     let hosts: Vec<&str> = servers.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(hosts, ["node-1", "node-2", "node-3", "standalone"]);
     for server in &started {
-        assert!(servers.contains(server), "{server:?} was replaced: {servers:?}");
+        assert!(
+            servers.contains(server),
+            "{server:?} was replaced: {servers:?}"
+        );
     }
     assert!(every_node_synced(&d));
     // One cluster: every node has the same cluster UUID.

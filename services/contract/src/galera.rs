@@ -55,7 +55,9 @@ pub const STATUS_VARIABLES: [&str; 7] = [
 impl NodeState {
     /// From (name, value) pairs of information_schema.GLOBAL_STATUS; None when the server has
     /// no wsrep status at all (Galera is not loaded).
-    pub fn from_status<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<NodeState> {
+    pub fn from_status<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<NodeState> {
         let mut state = NodeState {
             state: String::new(),
             local_index: None,
@@ -128,7 +130,12 @@ pub fn choose_writer(current: usize, nodes: &[Option<NodeState>]) -> Option<usiz
         .iter()
         .enumerate()
         .filter(|(_, n)| serves(n))
-        .min_by_key(|(i, n)| (n.as_ref().and_then(|s| s.local_index).unwrap_or(u32::MAX), *i))
+        .min_by_key(|(i, n)| {
+            (
+                n.as_ref().and_then(|s| s.local_index).unwrap_or(u32::MAX),
+                *i,
+            )
+        })
         .map(|(i, _)| i)
 }
 
@@ -157,7 +164,10 @@ mod tests {
         }
         let mut cut_off = node("Synced", 0).unwrap();
         cut_off.cluster_status = "non-Primary".to_string();
-        assert!(cut_off.may_serve().unwrap_err().contains("primary component"));
+        assert!(cut_off
+            .may_serve()
+            .unwrap_err()
+            .contains("primary component"));
         let mut not_ready = node("Synced", 0).unwrap();
         not_ready.ready = false;
         assert!(not_ready.may_serve().unwrap_err().contains("not ready"));

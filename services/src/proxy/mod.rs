@@ -241,14 +241,18 @@ impl Proxy {
                 // Galera: a read of the writer is served by the new one (a write is never
                 // repeated).
                 let next = Arc::clone(self.manager());
-                if self.engine == Engine::Galera && mode.is_read() && !Arc::ptr_eq(&next, &served_by)
+                if self.engine == Engine::Galera
+                    && mode.is_read()
+                    && !Arc::ptr_eq(&next, &served_by)
                 {
                     tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying on the new writer");
                     note = Some(format!(
                         "{} failed ({problem}); retried on {}, the writer now",
                         served_by.name, next.name
                     ));
-                    result = next.execute(access, &request.template, &request.params).await;
+                    result = next
+                        .execute(access, &request.template, &request.params)
+                        .await;
                     served_by = next;
                 }
             } else if mode.is_read() {
@@ -329,19 +333,23 @@ impl Proxy {
                     format!("the query could not be sent: {problem}"),
                 )),
             ),
-            Err(QueryError::Unavailable(problem)) if self.engine == Engine::Galera && !mode.is_read() => (
-                "unavailable",
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "writer-unavailable",
-                    format!(
+            Err(QueryError::Unavailable(problem))
+                if self.engine == Engine::Galera && !mode.is_read() =>
+            {
+                (
+                    "unavailable",
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "writer-unavailable",
+                        format!(
                         "the writer ({}) is {problem}; the write was not repeated (it may have \
                          been applied); writes go to {} now",
                         served_by.name,
                         self.manager().name
                     ),
-                )),
-            ),
+                    )),
+                )
+            }
             Err(QueryError::Unavailable(problem)) if self.is_manager(&served_by) => (
                 "unavailable",
                 Err(ApiError::new(

@@ -16,9 +16,9 @@ pub fn drift(d: &Deployment, supervisor: Supervisor) -> Vec<String> {
             } else if d.fenced.contains(&host.name) {
                 found.push(format!("{} is a fenced former manager", host.name));
             } else if host.role == Role::Node {
-                if let Err(why) = galera::node_state(host).and_then(|s| {
-                    s.may_serve().map_err(anyhow::Error::msg)
-                }) {
+                if let Err(why) =
+                    galera::node_state(host).and_then(|s| s.may_serve().map_err(anyhow::Error::msg))
+                {
                     found.push(format!("{} does not serve: {why:#}", host.name));
                 }
             }

@@ -127,7 +127,8 @@ pub fn plan(nodes: &[NodeReport]) -> StartPlan {
         .iter()
         .position(|n| n.initialized && n.safe_to_bootstrap)
         .unwrap_or_else(|| {
-            let initialized: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].initialized).collect();
+            let initialized: Vec<usize> =
+                (0..nodes.len()).filter(|&i| nodes[i].initialized).collect();
             if initialized.is_empty() {
                 0
             } else {
@@ -164,7 +165,13 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                     nodes[i].name,
                     joins_from(&reports[i])
                 ));
-                launch(session, &nodes[i], false, reports[i].recovered.as_deref(), true)?;
+                launch(
+                    session,
+                    &nodes[i],
+                    false,
+                    reports[i].recovered.as_deref(),
+                    true,
+                )?;
             }
         }
         StartPlan::Reform(all) => {
@@ -173,7 +180,13 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                 all.iter().map(name).collect::<Vec<_>>().join(", ")
             ));
             for &i in &all {
-                launch(session, &nodes[i], false, reports[i].recovered.as_deref(), false)?;
+                launch(
+                    session,
+                    &nodes[i],
+                    false,
+                    reports[i].recovered.as_deref(),
+                    false,
+                )?;
             }
             for node in nodes {
                 launch(session, node, false, None, true)?;
@@ -192,14 +205,26 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                     String::new()
                 }
             ));
-            launch(session, &nodes[first], true, reports[first].recovered.as_deref(), true)?;
+            launch(
+                session,
+                &nodes[first],
+                true,
+                reports[first].recovered.as_deref(),
+                true,
+            )?;
             for i in then {
                 note(format!(
                     "{} joins the cluster{}",
                     nodes[i].name,
                     joins_from(&reports[i])
                 ));
-                launch(session, &nodes[i], false, reports[i].recovered.as_deref(), true)?;
+                launch(
+                    session,
+                    &nodes[i],
+                    false,
+                    reports[i].recovered.as_deref(),
+                    true,
+                )?;
             }
         }
         StartPlan::PromoteRunning { first, then } => {
@@ -212,7 +237,13 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                 "SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES';",
             )?;
             for i in then {
-                launch(session, &nodes[i], false, reports[i].recovered.as_deref(), true)?;
+                launch(
+                    session,
+                    &nodes[i],
+                    false,
+                    reports[i].recovered.as_deref(),
+                    true,
+                )?;
             }
         }
     }
@@ -221,7 +252,9 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
 
 fn joins_from(report: &NodeReport) -> String {
     match &report.recovered {
-        Some(position) => format!(" from {position} (an incremental transfer if a donor still has the writes since)"),
+        Some(position) => format!(
+            " from {position} (an incremental transfer if a donor still has the writes since)"
+        ),
         None => " (a full state transfer)".to_string(),
     }
 }
@@ -265,8 +298,12 @@ pub fn node_state(node: &Host) -> Result<NodeState> {
         "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
          WHERE VARIABLE_NAME LIKE 'WSREP%';",
     )?;
-    NodeState::from_status(out.lines().filter_map(|l| l.split_once('\t')))
-        .with_context(|| format!("{} reports no wsrep status: Galera is not running there", node.name))
+    NodeState::from_status(out.lines().filter_map(|l| l.split_once('\t'))).with_context(|| {
+        format!(
+            "{} reports no wsrep status: Galera is not running there",
+            node.name
+        )
+    })
 }
 
 /// Waits until every node is Synced in one primary component of all of them.
@@ -447,7 +484,11 @@ mod tests {
         // Killed all together, one of them already started again by an interrupted run: the
         // others start and all re-form.
         assert_eq!(
-            plan(&[waiting, stopped(true, 3, false, true), stopped(true, 3, false, true)]),
+            plan(&[
+                waiting,
+                stopped(true, 3, false, true),
+                stopped(true, 3, false, true)
+            ]),
             StartPlan::Reform(vec![1, 2])
         );
         assert_eq!(running.seqno, 7);

@@ -315,7 +315,10 @@ mod tests {
         assert!(node.contains("wsrep_node_address=127.0.1.4\n"));
         assert!(node.contains("innodb_autoinc_lock_mode=2\n"));
         // Multi-primary: no node starts read-only, none replicates asynchronously.
-        assert!(!node.contains("read_only") && !node.contains("semi_sync"), "{node}");
+        assert!(
+            !node.contains("read_only") && !node.contains("semi_sync"),
+            "{node}"
+        );
         assert!(node.contains("!include /srv/n2/galera-start.cnf\n"));
         assert!(node.ends_with("!include /srv/n2/user.cnf\n"), "{node}");
     }

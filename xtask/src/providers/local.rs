@@ -10,8 +10,8 @@ use super::Provider;
 use crate::cluster::{limits, server, services, services::Supervisor};
 use crate::progress::Progress;
 use crate::state::{
-    Deployment, Engine, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role, Session,
-    Settings,
+    Deployment, Engine, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role,
+    Session, Settings,
 };
 use crate::transport::{self, script::Script};
 

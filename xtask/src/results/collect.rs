@@ -103,8 +103,8 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
             .filter_map(|(path, stem)| Some((path, layout::split_sysbench(&stem)?)))
             .map(|(path, (target, workload, run))| {
                 let text = fs::read_to_string(&path)?;
-                let stats = parse_sysbench(&text)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let stats =
+                    parse_sysbench(&text).with_context(|| format!("reading {}", path.display()))?;
                 Ok((target, workload, run, stats))
             })
             .collect::<Result<Vec<_>>>()?;

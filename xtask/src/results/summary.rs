@@ -19,10 +19,7 @@ pub fn summary(runs: &[Run]) -> String {
     let (cluster, writer, readers) = if galera {
         (
             format!("a Galera cluster of {} nodes", m.workers),
-            format!(
-                "the writer ({})",
-                m.writer.as_deref().unwrap_or("unknown")
-            ),
+            format!("the writer ({})", m.writer.as_deref().unwrap_or("unknown")),
             "every node",
         )
     } else {
@@ -184,7 +181,8 @@ fn engines_compared(runs: &[Run]) -> String {
         replication.id, replication.meta.workers, galera.id, galera.meta.workers
     );
     for workload in layout::WORKLOADS {
-        let tps = |run: &Run, target: &str| sysbench_spread(&run.sysbench, target, workload).0.median;
+        let tps =
+            |run: &Run, target: &str| sysbench_spread(&run.sysbench, target, workload).0.median;
         let (r, g) = (tps(replication, "cluster"), tps(galera, "cluster"));
         writeln!(
             out,
@@ -495,18 +493,33 @@ mod tests {
         };
         let only_galera = summary(&[run("galera", 200.0)]);
         assert!(!only_galera.contains("Standalone vs replication vs Galera"));
-        assert!(only_galera.contains("a Galera cluster of 3 nodes"), "{only_galera}");
-        assert!(only_galera.contains("writes run on the writer (node-2)"), "{only_galera}");
+        assert!(
+            only_galera.contains("a Galera cluster of 3 nodes"),
+            "{only_galera}"
+        );
+        assert!(
+            only_galera.contains("writes run on the writer (node-2)"),
+            "{only_galera}"
+        );
         assert!(
             only_galera.contains("90.0 tx/s, 0.45x the writer alone; 10.0 % of the attempted"),
             "{only_galera}"
         );
         let both = summary(&[run("replication", 400.0), run("galera", 200.0)]);
-        assert!(both.contains("replication `replication` (2 workers), Galera `galera` (3 nodes)"), "{both}");
-        assert!(both.contains("| oltp_read_only | 100.0 | 400.0 | 200.0 | 0.50x |"), "{both}");
+        assert!(
+            both.contains("replication `replication` (2 workers), Galera `galera` (3 nodes)"),
+            "{both}"
+        );
+        assert!(
+            both.contains("| oltp_read_only | 100.0 | 400.0 | 200.0 | 0.50x |"),
+            "{both}"
+        );
         // The replication run alone has no write-scaling line.
         let replication = summary(&[run("replication", 400.0)]);
         assert!(!replication.contains("Every node writing"), "{replication}");
-        assert!(replication.contains("GTID replication, 2 workers"), "{replication}");
+        assert!(
+            replication.contains("GTID replication, 2 workers"),
+            "{replication}"
+        );
     }
 }

@@ -176,13 +176,19 @@ pub fn run(session: &mut Session) -> Result<()> {
         Engine::Replication => (
             d.host(Role::Manager)?.clone(),
             "manager",
-            d.hosts_with_role(Role::Worker).cloned().collect::<Vec<Host>>(),
+            d.hosts_with_role(Role::Worker)
+                .cloned()
+                .collect::<Vec<Host>>(),
             Vec::new(),
         ),
         Engine::Galera => {
             let nodes: Vec<Host> = d.hosts_with_role(Role::Node).cloned().collect();
             let writer = galera_writer(d, &nodes)?;
-            let others = nodes.iter().filter(|n| n.name != writer.name).cloned().collect();
+            let others = nodes
+                .iter()
+                .filter(|n| n.name != writer.name)
+                .cloned()
+                .collect();
             (writer, layout::WRITER, others, nodes)
         }
     };
@@ -298,12 +304,7 @@ pub fn run(session: &mut Session) -> Result<()> {
                 s.runs,
                 left(pending)
             ));
-            bench.sysbench(
-                "run",
-                "oltp_read_write",
-                s,
-                &[(config(&writer), Some(out))],
-            )?;
+            bench.sysbench("run", "oltp_read_write", s, &[(config(&writer), Some(out))])?;
             pending -= 1;
         }
         for workload in &WORKLOADS[1..] {

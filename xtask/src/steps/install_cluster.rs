@@ -117,9 +117,7 @@ fn install_galera(session: &mut Session) -> Result<()> {
     let progress = Progress::new("install-cluster", 8);
 
     progress.task("checking for MariaDB, Galera and sysbench");
-    for host in one_per_machine(&[standalone.clone()]) {
-        packages::ensure(host, &packages::DATABASE)?;
-    }
+    packages::ensure(&standalone, &packages::DATABASE)?;
     for host in one_per_machine(&nodes) {
         packages::ensure(host, &packages::GALERA)?;
     }
@@ -132,7 +130,11 @@ fn install_galera(session: &mut Session) -> Result<()> {
     progress.task(format!(
         "starting the Galera cluster of {} nodes ({})",
         nodes.len(),
-        nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+        nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     galera::start_cluster(session, &nodes, &|note| progress.note(note))?;
 
@@ -154,7 +156,10 @@ fn install_galera(session: &mut Session) -> Result<()> {
     let causal_counts = |node: &Host| {
         db::parse_counts(&db::sql(
             node,
-            &format!("SET SESSION wsrep_sync_wait = 1; {}", dataset::count_query()),
+            &format!(
+                "SET SESSION wsrep_sync_wait = 1; {}",
+                dataset::count_query()
+            ),
         )?)
     };
     let on_first = causal_counts(&first)?;
