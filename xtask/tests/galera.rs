@@ -315,6 +315,41 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         )
         .0 == 200
     });
+
+    // The benchmarks on the engine: sysbench's writes on the writer, reads on every node, a
+    // write-scaling run on every node at once; every row says which engine.
+    d.ok(&["bench", "--quick"]);
+    d.ok(&["fetch-results"]);
+    let results = d.dir.join("results");
+    let csv = std::fs::read_to_string(results.join("sysbench.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.iter().all(|r| r[at("engine")] == "galera"), "{csv}");
+    let mut targets: Vec<&str> = rows.iter().map(|r| r[at("target")]).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(
+        targets,
+        [
+            "cluster",
+            "cluster-every-node-writes",
+            "node-1",
+            "node-2",
+            "node-3",
+            "standalone",
+            "writer"
+        ]
+    );
+    let summary = std::fs::read_to_string(results.join("summary.md")).unwrap();
+    assert!(summary.contains("a Galera cluster of 3 nodes"), "{summary}");
+    assert!(summary.contains("Every node writing at once"), "{summary}");
+    let patterns = std::fs::read_to_string(results.join("patterns.csv")).unwrap();
+    assert!(
+        patterns.lines().skip(1).all(|l| l.contains(",galera,")),
+        "{patterns}"
+    );
 }
 
 #[test]
