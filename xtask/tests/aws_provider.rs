@@ -414,3 +414,50 @@ fn a_lost_data_json_leaks_nothing() {
     assert!(out.contains("terminated 6 instances"), "{out}");
     assert_nothing_left(&moto, &d, &id);
 }
+
+#[test]
+fn galera_nodes_open_their_ports_to_the_database_hosts_only() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-galera", &moto);
+    let mut args = provision_args(&moto, "3");
+    args.extend(["--engine", "galera"]);
+    d.ok(&args);
+    let id = d.state()["id"].as_str().unwrap().to_string();
+    let resources = moto.resources(&id);
+    let hosts: Vec<String> = live_instances(&resources).into_keys().collect();
+    assert_eq!(
+        hosts,
+        [
+            "gatekeeper",
+            "node-1",
+            "node-2",
+            "node-3",
+            "proxy",
+            "standalone",
+            "trusted-host"
+        ]
+    );
+    let g = |role: &str| format!("group:{role}");
+    assert_eq!(
+        rules(&resources, &id, "database"),
+        [
+            (22, OPERATOR.to_string()),
+            (3306, g("database")),
+            (3306, g("proxy")),
+            (4444, g("database")),
+            (4567, g("database")),
+            (4568, g("database")),
+        ]
+    );
+    // The services' groups get none of them.
+    for role in ["gatekeeper", "trusted-host", "proxy"] {
+        assert!(
+            rules(&resources, &id, role)
+                .iter()
+                .all(|(port, _)| ![4444, 4567, 4568].contains(port)),
+            "{role}"
+        );
+    }
+    d.ok(&["teardown"]);
+    assert_nothing_left(&moto, &d, &id);
+}

@@ -160,18 +160,7 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
     match plan(&reports) {
         StartPlan::Join(stopped) => {
             for i in stopped {
-                note(format!(
-                    "{} joins the cluster{}",
-                    nodes[i].name,
-                    joins_from(&reports[i])
-                ));
-                launch(
-                    session,
-                    &nodes[i],
-                    false,
-                    reports[i].recovered.as_deref(),
-                    true,
-                )?;
+                join(session, &nodes[i], &reports[i], note)?;
             }
         }
         StartPlan::Reform(all) => {
@@ -213,18 +202,7 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                 true,
             )?;
             for i in then {
-                note(format!(
-                    "{} joins the cluster{}",
-                    nodes[i].name,
-                    joins_from(&reports[i])
-                ));
-                launch(
-                    session,
-                    &nodes[i],
-                    false,
-                    reports[i].recovered.as_deref(),
-                    true,
-                )?;
+                join(session, &nodes[i], &reports[i], note)?;
             }
         }
         StartPlan::PromoteRunning { first, then } => {
@@ -237,26 +215,31 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
                 "SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES';",
             )?;
             for i in then {
-                launch(
-                    session,
-                    &nodes[i],
-                    false,
-                    reports[i].recovered.as_deref(),
-                    true,
-                )?;
+                join(session, &nodes[i], &reports[i], note)?;
             }
         }
     }
     wait_synced(nodes, SYNC_TIMEOUT)
 }
 
-fn joins_from(report: &NodeReport) -> String {
-    match &report.recovered {
-        Some(position) => format!(
-            " from {position} (an incremental transfer if a donor still has the writes since)"
-        ),
-        None => " (a full state transfer)".to_string(),
-    }
+/// Starts a stopped node joining the primary component, from where its data recovers to.
+fn join(
+    session: &mut Session,
+    node: &Host,
+    report: &NodeReport,
+    note: &dyn Fn(String),
+) -> Result<()> {
+    note(format!(
+        "{} joins the cluster{}",
+        node.name,
+        match &report.recovered {
+            Some(position) => format!(
+                " from {position} (an incremental transfer if a donor still has the writes since)"
+            ),
+            None => " (a full state transfer)".to_string(),
+        }
+    ));
+    launch(session, node, false, report.recovered.as_deref(), true)
 }
 
 /// What the node's host holds now.
