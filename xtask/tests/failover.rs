@@ -5,10 +5,9 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::load::{Load, Seen};
 use common::{http, wait_for, Deployment};
 use serde_json::{json, Value};
 
@@ -58,100 +57,40 @@ fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
     );
 
     // Load: readers in both strategies, and a writer whose every acknowledged marker is kept.
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let gatekeeper = d.service("gatekeeper");
-    let post = move |gatekeeper: &str, body: &Value| {
-        http(
-            None,
-            gatekeeper,
-            "POST",
-            "/api/query",
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        )
-    };
-    let readers: Vec<_> = ["random", "customized"]
-        .into_iter()
-        .map(|mode| {
-            let (stop, killed_at, gatekeeper) = (
-                Arc::clone(&stop),
-                Arc::clone(&killed_at),
-                gatekeeper.clone(),
-            );
-            std::thread::spawn(move || {
-                let body = json!({"query": "SELECT COUNT(*) AS n FROM film", "mode": mode});
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let r = post(&gatekeeper, &body);
-                    let since = killed_at.lock().unwrap().map(|k| k.elapsed());
-                    seen.push((since, r.status, r.body));
-                }
-                seen
-            })
-        })
-        .collect();
-    let writer = {
-        let (stop, gatekeeper) = (Arc::clone(&stop), gatekeeper.clone());
-        std::thread::spawn(move || {
-            let mut acknowledged = Vec::new();
-            let mut answers = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let marker = format!("m{i}");
-                let body = json!({
-                    "query": format!("INSERT INTO actor (first_name, last_name) VALUES ('fo', '{marker}')"),
-                    "mode": "write",
-                });
-                let r = post(&gatekeeper, &body);
-                if r.status == 200 {
-                    acknowledged.push(marker);
-                }
-                answers.push((Instant::now(), r.status));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (acknowledged, answers)
-        })
-    };
-
+    let load = Load::start(&d, &["random", "customized"], "fo");
     std::thread::sleep(Duration::from_secs(2));
     kill(&d, "manager");
-    *killed_at.lock().unwrap() = Some(Instant::now());
+    load.failed_now();
     std::thread::sleep(Duration::from_millis(1500));
     let failover_started = Instant::now();
     let out = d.ok(&["failover"]);
     let failover_took = failover_started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    let seen: Vec<_> = readers
-        .into_iter()
-        .flat_map(|r| r.join().unwrap())
-        .collect();
-    let (acknowledged, answers) = writer.join().unwrap();
+    let Seen {
+        reads,
+        acknowledged,
+        writes,
+    } = load.finish();
 
     // Reads: none failed from a second after the kill to the end, failover included.
-    let after: Vec<_> = seen
+    let after: Vec<_> = reads
         .iter()
-        .filter(|(since, _, _)| since.is_some_and(|s| s > Duration::from_secs(1)))
+        .filter(|r| r.since_failure.is_some_and(|s| s > Duration::from_secs(1)))
         .collect();
-    let failed: Vec<_> = after
-        .iter()
-        .filter(|(_, status, _)| *status != 200)
-        .collect();
+    let failed: Vec<_> = after.iter().filter(|r| r.status != 200).collect();
     assert!(after.len() > 100, "{} reads", after.len());
     assert!(
         failed.is_empty(),
         "{} of {} reads failed, first: {:?}",
         failed.len(),
         after.len(),
-        failed.first()
+        failed.first().map(|r| &r.body)
     );
     // Writes: back within 10 s of the failover's start.
-    let back = answers
+    let back = writes
         .iter()
-        .find(|(at, status)| *at > failover_started && *status == 200)
-        .map(|(at, _)| at.duration_since(failover_started))
+        .find(|w| w.at > failover_started && w.status == 200)
+        .map(|w| w.at.duration_since(failover_started))
         .expect("no write succeeded after the failover");
     assert!(back < Duration::from_secs(10), "writes back after {back:?}");
 

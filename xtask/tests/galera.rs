@@ -6,10 +6,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::load::{Load, Seen};
 use common::{http, wait_for, Deployment};
 use serde_json::{json, Value};
 
@@ -130,110 +129,46 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
     );
     assert_eq!(served.len(), 2, "{served:?}");
 
-    // Load: readers in both strategies, and a writer whose acknowledged markers are kept.
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let gatekeeper = d.service("gatekeeper");
-    let post = move |gatekeeper: &str, body: &Value| {
-        http(
-            None,
-            gatekeeper,
-            "POST",
-            "/api/query",
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        )
-    };
-    let readers: Vec<_> = ["random", "customized", "direct-hit"]
-        .into_iter()
-        .map(|mode| {
-            let (stop, killed_at, gatekeeper) = (
-                Arc::clone(&stop),
-                Arc::clone(&killed_at),
-                gatekeeper.clone(),
-            );
-            std::thread::spawn(move || {
-                let body = json!({"query": "SELECT COUNT(*) AS n FROM film", "mode": mode});
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let r = post(&gatekeeper, &body);
-                    let since = killed_at.lock().unwrap().map(|k| k.elapsed());
-                    seen.push((mode, since, r.status, r.body));
-                }
-                seen
-            })
-        })
-        .collect();
-    let writes = {
-        let (stop, gatekeeper) = (Arc::clone(&stop), gatekeeper.clone());
-        std::thread::spawn(move || {
-            let mut acknowledged = Vec::new();
-            let mut answers = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let marker = format!("g{i}");
-                let body = json!({
-                    "query": format!("INSERT INTO actor (first_name, last_name) VALUES ('gw', '{marker}')"),
-                    "mode": "write",
-                });
-                let r = post(&gatekeeper, &body);
-                if r.status == 200 {
-                    acknowledged.push(marker);
-                }
-                answers.push((Instant::now(), r.status, r.body));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (acknowledged, answers)
-        })
-    };
+    // Load: readers in every strategy, and a writer whose acknowledged markers are kept.
+    let load = Load::start(&d, &["random", "customized", "direct-hit"], "gw");
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Instant::now();
     kill(&d, &writer);
-    *killed_at.lock().unwrap() = Some(killed);
+    let killed = load.failed_now();
     std::thread::sleep(Duration::from_secs(12));
-    stop.store(true, Ordering::Relaxed);
-    let seen: Vec<_> = readers
-        .into_iter()
-        .flat_map(|r| r.join().unwrap())
-        .collect();
-    let (acknowledged, answers) = writes.join().unwrap();
+    let Seen {
+        reads,
+        acknowledged,
+        writes,
+    } = load.finish();
 
     // No read failed, the writer's (direct-hit) included: a read the dead writer could not
     // serve was served by the next one.
-    let failed: Vec<_> = seen
-        .iter()
-        .filter(|(_, _, status, _)| *status != 200)
-        .collect();
-    let reads = seen.len();
-    let after_kill = seen.iter().filter(|(_, since, ..)| since.is_some()).count();
+    let failed: Vec<_> = reads.iter().filter(|r| r.status != 200).collect();
+    let after_kill = reads.iter().filter(|r| r.since_failure.is_some()).count();
     assert!(after_kill > 100, "{after_kill} reads after the kill");
     assert!(
         failed.is_empty(),
-        "{} of {reads} reads failed, first: {:?}",
+        "{} of {} reads failed, first: {:?}",
         failed.len(),
-        failed.first()
+        reads.len(),
+        failed.first().map(|r| (r.mode, &r.body))
     );
     // Writes resume on the next node with no command.
     let new_writer = proxy_health(&d)["writer"].as_str().unwrap().to_string();
     assert_ne!(new_writer, writer);
-    let back = answers
+    let back = writes
         .iter()
-        .find(|(at, status, _)| *at > killed && *status == 200)
-        .map(|(at, _, _)| at.duration_since(killed))
+        .find(|w| w.at > killed && w.status == 200)
+        .map(|w| w.at.duration_since(killed))
         .expect("no write succeeded after the writer was killed");
     // Galera's own wait before it declares a member gone (evs.suspect_timeout, 5 s) holds
     // commits for that long; the proxy moves the writes at the first failure.
     assert!(back < Duration::from_secs(10), "writes back after {back:?}");
-    let failed_writes = answers
+    let failed_writes: Vec<&str> = writes
         .iter()
-        .filter(|(at, status, _)| *at > killed && *status != 200)
-        .count();
-    let last_failure = answers
-        .iter()
-        .rev()
-        .find(|(_, status, _)| *status != 200)
-        .map(|(_, _, body)| body.clone());
+        .filter(|w| w.at > killed && w.status != 200)
+        .map(|w| w.body.as_str())
+        .collect();
     // No acknowledged write is lost: every marker is on both surviving nodes.
     assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
     for node in NODES.iter().filter(|n| **n != writer) {
@@ -250,9 +185,11 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         assert!(lost.is_empty(), "{node} lost {lost:?}");
     }
     eprintln!(
-        "writer {writer} killed: {reads} reads ({after_kill} after the kill), 0 failed; writes back on \
-         {new_writer} after {back:?} ({failed_writes} failed meanwhile, last: {last_failure:?}); \
-         {} acknowledged, 0 lost",
+        "writer {writer} killed: {} reads ({after_kill} after the kill), 0 failed; writes back \
+         on {new_writer} after {back:?} ({} failed meanwhile: {failed_writes:?}); {} \
+         acknowledged, 0 lost",
+        reads.len(),
+        failed_writes.len(),
         acknowledged.len()
     );
 
