@@ -11,17 +11,6 @@ use common::load::{Load, Seen};
 use common::{http, wait_for, Deployment};
 use serde_json::{json, Value};
 
-fn kill(d: &Deployment, host: &str) {
-    let pid = d.state()["processes"][format!("{host}/mariadbd")]["pid"]
-        .as_u64()
-        .unwrap();
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-}
-
 /// Starts a host's server by hand and waits until it answers.
 fn start_by_hand(d: &Deployment, host: &str) {
     d.start_server_by_hand(host);
@@ -59,7 +48,7 @@ fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
     // Load: readers in both strategies, and a writer whose every acknowledged marker is kept.
     let load = Load::start(&d, &["random", "customized"], "fo");
     std::thread::sleep(Duration::from_secs(2));
-    kill(&d, "manager");
+    d.kill_server("manager");
     load.failed_now();
     std::thread::sleep(Duration::from_millis(1500));
     let failover_started = Instant::now();
@@ -184,7 +173,7 @@ fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
     } else {
         "worker-1"
     };
-    kill(&d, victim);
+    d.kill_server(victim);
     let started = Instant::now();
     let out = d.ok(&["repair"]);
     eprintln!("repair of a dead worker took {:?}", started.elapsed());
@@ -235,7 +224,7 @@ fn a_diverged_old_manager_is_rebuilt_from_the_new_one() {
             .contains("up, semi-synchronous (2 workers acknowledging)")
     });
 
-    kill(&d, "manager");
+    d.kill_server("manager");
     d.ok(&["failover", "--to", "worker-2"]);
     start_by_hand(&d, "manager");
     // Root is not bound by read_only: a transaction only the old manager has.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::load::{Load, Seen};
@@ -13,22 +13,6 @@ use common::{http, wait_for, Deployment};
 use serde_json::{json, Value};
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
-
-fn kill(d: &Deployment, host: &str) {
-    let pid = d.state()["processes"][format!("{host}/mariadbd")]["pid"]
-        .as_u64()
-        .unwrap();
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_for(
-        "the killed server to be gone",
-        Duration::from_secs(10),
-        || !d.servers().iter().any(|(h, _)| h == host),
-    );
-}
 
 fn proxy_health(d: &Deployment) -> Value {
     let r = http(None, &d.service("proxy"), "GET", "/health", &[], b"");
@@ -132,7 +116,7 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
     // Load: readers in every strategy, and a writer whose acknowledged markers are kept.
     let load = Load::start(&d, &["random", "customized", "direct-hit"], "gw");
     std::thread::sleep(Duration::from_secs(2));
-    kill(&d, &writer);
+    d.kill_server(&writer);
     let killed = load.failed_now();
     std::thread::sleep(Duration::from_secs(12));
     let Seen {
@@ -229,7 +213,7 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
 
     // Every node killed: repair re-forms the cluster from the nodes' saved view.
     for node in NODES {
-        kill(&d, node);
+        d.kill_server(node);
     }
     let started = Instant::now();
     let out = d.ok(&["repair"]);
@@ -293,12 +277,7 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
 fn galera_install_killed_midway_resumes_with_one_cluster() {
     let d = Deployment::new("galera-crash", "127.0.42");
     d.provision(&["--engine", "galera", "--host-cpus", "unlimited"]);
-    let mut child = d
-        .command(&["install-cluster"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn_quiet(&["install-cluster"]);
     // Killed once the first node runs and a second is starting.
     wait_for("two nodes started", Duration::from_secs(120), || {
         d.servers()

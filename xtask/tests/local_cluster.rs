@@ -251,12 +251,7 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
 fn install_cluster_killed_midway_resumes_without_duplicates() {
     let d = Deployment::new("crash", "127.0.22");
     d.provision(&[]);
-    let mut child = d
-        .command(&["install-cluster"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn_quiet(&["install-cluster"]);
     // Let it get some servers up, checking that data.json parses at every moment.
     wait_for("two servers recorded", Duration::from_secs(60), || {
         d.state()["processes"].as_object().unwrap().len() >= 2

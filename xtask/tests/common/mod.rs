@@ -211,6 +211,33 @@ impl Deployment {
     }
 
     /// Live (non-zombie) mariadbd processes started with one of this deployment's configs.
+    /// SIGKILLs the host's database server (as data.json records it) and waits until it is
+    /// gone.
+    pub fn kill_server(&self, host: &str) {
+        let pid = self.state()["processes"][format!("{host}/mariadbd")]["pid"]
+            .as_u64()
+            .unwrap();
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        wait_for(
+            "the killed server to be gone",
+            Duration::from_secs(10),
+            || !self.servers().iter().any(|(h, _)| h == host),
+        );
+    }
+
+    /// Starts xtask in the background with its output discarded (to be killed midway).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn servers(&self) -> Vec<(String, u32)> {
         let state_dir = self.dir.join(".state");
         let mut found = Vec::new();
