@@ -80,6 +80,10 @@ pub fn public(status: StatusCode, detail: ErrorDetail, request_id: &str) -> Erro
         "manager-unavailable" => "the manager, which takes the writes and direct-hit reads, is \
                                   unreachable; random and customized reads are still served"
             .to_string(),
+        "writer-unavailable" => "the node taking the writes failed during this write, which \
+                                 may or may not have been applied; the next write goes to \
+                                 another node"
+            .to_string(),
         "upstream-timeout" => "a service behind the gatekeeper did not answer in time".to_string(),
         "upstream-unavailable" => {
             "a service behind the gatekeeper is unavailable; retry shortly".to_string()
@@ -144,6 +148,11 @@ mod tests {
                 "the query could not be sent: Statement takes 1 parameters but 0 was supplied",
             ),
             ("forbidden", "requests from this address are not accepted"),
+            (
+                "writer-unavailable",
+                "the writer (node-1) is Input/output error: Connection refused (os error 111); \
+                 the write was not repeated (it may have been applied); writes go to node-2 now",
+            ),
         ] {
             let said = public(StatusCode::BAD_GATEWAY, detail(code, message), "1");
             for internal in [
@@ -153,6 +162,7 @@ mod tests {
                 "os error",
                 "Statement",
                 "address",
+                "node-",
             ] {
                 assert!(!said.message.contains(internal), "{code}: {}", said.message);
             }
