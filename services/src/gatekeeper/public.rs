@@ -81,7 +81,7 @@ pub fn public(status: StatusCode, detail: ErrorDetail, request_id: &str) -> Erro
                                   unreachable; random and customized reads are still served"
             .to_string(),
         "writer-unavailable" => "the node taking the writes failed during this write, which \
-                                 may or may not have been applied; the next write goes to \
+                                 may or may not have taken effect; the next write goes to \
                                  another node"
             .to_string(),
         "upstream-timeout" => "a service behind the gatekeeper did not answer in time".to_string(),
