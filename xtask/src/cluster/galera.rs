@@ -185,7 +185,12 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
             note(format!(
                 "{} starts the cluster{}",
                 nodes[first].name,
-                if reports[first].initialized {
+                if reports[first].safe_to_bootstrap {
+                    format!(
+                        " (the last node to stop cleanly, marked safe to bootstrap; seqno {})",
+                        reports[first].seqno
+                    )
+                } else if reports[first].initialized {
                     format!(
                         " (no primary component runs; it holds the most recent write, seqno {})",
                         reports[first].seqno

@@ -80,8 +80,13 @@ impl RunMeta {
 
 impl Degraded {
     pub fn describe(&self) -> String {
+        let others = if self.worker.starts_with("node-") {
+            "the other reading nodes"
+        } else {
+            "the other workers"
+        };
         format!(
-            "{} at {} CPU, the other workers at {} CPU",
+            "{} at {} CPU, {others} at {} CPU",
             self.worker, self.cpus, self.others_cpus
         )
     }

@@ -266,9 +266,14 @@ fn cpu(value: f64) -> String {
 /// What the chain adds to the database alone: throughput and CPU under load, latency from one
 /// client, each against the project's target for it.
 fn chain_cost(run: &Run) -> String {
-    let mut out = String::from(
+    let server = if run.meta.engine == "galera" {
+        "the writer"
+    } else {
+        "the manager"
+    };
+    let mut out = format!(
         "\n## What the chain costs\n\n`direct-hit` sends the reads `direct-db` sends to the same \
-         server (the manager), through the gatekeeper, trusted host and proxy.",
+         server ({server}), through the gatekeeper, trusted host and proxy.",
     );
     // Runs from before the chain measurement took these figures under the hosts' quotas.
     let (direct, hit) = if run.chain.is_empty() {
@@ -328,7 +333,7 @@ fn chain_cost(run: &Run) -> String {
     );
     let manager = hit.cpu_manager / direct.cpu_manager;
     row(
-        "the manager's CPU per chain query / per direct query",
+        &format!("{server}'s CPU per chain query / per direct query"),
         format!(
             "{manager:.2}x ({} / {} µs)",
             cpu(hit.cpu_manager),
