@@ -269,3 +269,73 @@ fn sysbench_args(workload: &str, s: &BenchSettings) -> Vec<String> {
         "--mysql-ignore-errors=1213,1205,1020".to_string(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, role: Role) -> Host {
+        Host {
+            name: name.to_string(),
+            role,
+            address: "127.0.0.1".to_string(),
+            dir: name.into(),
+            ssh: None,
+        }
+    }
+
+    fn galera() -> Cluster {
+        let nodes: Vec<Host> = (1..=3)
+            .map(|i| host(&format!("node-{i}"), Role::Node))
+            .collect();
+        Cluster {
+            writer: nodes[1].clone(),
+            writer_target: layout::WRITER,
+            readers: vec![nodes[0].clone(), nodes[2].clone()],
+            nodes,
+        }
+    }
+
+    #[test]
+    fn a_measurement_is_pending_until_every_output_is_there() {
+        let replication = Cluster {
+            writer: host("manager", Role::Manager),
+            writer_target: "manager",
+            readers: vec![
+                host("worker-1", Role::Worker),
+                host("worker-2", Role::Worker),
+            ],
+            nodes: Vec::new(),
+        };
+        let mut done = BTreeSet::new();
+        // Per run: 3 workloads on the standalone server, read-write on the writer, the two
+        // read workloads on the readers, and with Galera every node writing.
+        assert_eq!(pending(&done, 2, &replication), 12);
+        assert_eq!(pending(&done, 2, &galera()), 14);
+
+        done.insert(layout::sysbench_out("standalone", "oltp_read_write", 1));
+        done.insert(layout::sysbench_out("writer", "oltp_read_write", 1));
+        done.insert(layout::sysbench_out("node-1", "oltp_read_only", 1));
+        done.insert(layout::sysbench_out("node-2", "oltp_read_only", 1));
+        assert_eq!(
+            pending(&done, 2, &galera()),
+            12,
+            "node-3's read-only is missing"
+        );
+        done.insert(layout::sysbench_out("node-3", "oltp_read_only", 1));
+        assert_eq!(pending(&done, 2, &galera()), 11);
+        for node in ["node-1", "node-2", "node-3"] {
+            done.insert(layout::scaling_out(node, 2));
+        }
+        assert_eq!(pending(&done, 2, &galera()), 10);
+    }
+
+    #[test]
+    fn galera_reads_run_on_every_node_and_its_writes_on_all_of_them_too() {
+        let runs = cluster_runs(&galera(), 1);
+        let outs: Vec<Vec<String>> = runs.iter().map(|run| run.outs().to_vec()).collect();
+        assert_eq!(outs[0], ["sysbench/writer-oltp_read_write-run1.txt"]);
+        assert_eq!(outs[1].len(), 3, "read-only on all three nodes: {outs:?}");
+        assert!(matches!(runs[3], ClusterRun::EveryNodeWrites(ref o) if o.len() == 3));
+    }
+}
