@@ -106,7 +106,7 @@ pub(super) fn pending(done: &BTreeSet<String>, runs: u32, cluster: &Cluster) -> 
 }
 
 impl Bench<'_> {
-    /// One sysbench command against several servers at once, each (config, output) a pair;
+    /// One sysbench command against several servers at once, each (server, output) a pair;
     /// an output of None discards the report.
     fn sysbench(
         &mut self,
