@@ -59,8 +59,8 @@ fn shared() -> MutexGuard<'static, Deployment> {
     deployment.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Tears the shared deployment down and checks that nothing of it is left; a failure makes
-/// the test binary fail.
+/// Tears the shared deployment down, checks that nothing of it is left (a failure makes the
+/// test binary fail) and removes its folder.
 extern "C" fn tear_down_shared() {
     let Some(deployment) = SHARED.get() else {
         return;
@@ -76,6 +76,9 @@ extern "C" fn tear_down_shared() {
         // SAFETY: ends the process at once, which is all that is left to do.
         unsafe { libc::_exit(1) };
     }
+    // Its folder goes too, as a test's own deployment's does when dropped: data.json there
+    // holds the deployment's secrets.
+    let _ = std::fs::remove_dir_all(&d.dir);
 }
 
 #[test]
