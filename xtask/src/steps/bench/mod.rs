@@ -181,7 +181,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     };
 
     sysbench::on_standalone(&mut bench, &standalone)?;
-    sysbench::on_cluster(&mut bench, d, &cluster)?;
+    sysbench::on_cluster(&mut bench, &cluster)?;
     bench.progress.task(format!(
         "sysbench cleanup on the standalone server and {}",
         sysbench::writer_is(&cluster)

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::{Bench, Cluster};
 use crate::cluster::{galera, limits, server, sql};
 use crate::results::layout::{self, WORKLOADS};
-use crate::state::{BenchSettings, Deployment, Engine, Host, Role};
+use crate::state::{BenchSettings, Host};
 use crate::transport::{self, script::Script};
 
 /// How long the readers may take to catch up with what sysbench prepared on the writer.
@@ -172,7 +172,7 @@ pub(super) fn on_standalone(bench: &mut Bench, standalone: &Host) -> Result<()> 
 
 /// Read-write on the writer, the reads on every worker (node) at once; Galera also writes on
 /// every node at once.
-pub(super) fn on_cluster(bench: &mut Bench, d: &Deployment, cluster: &Cluster) -> Result<()> {
+pub(super) fn on_cluster(bench: &mut Bench, cluster: &Cluster) -> Result<()> {
     let runs: Vec<(u32, ClusterRun)> = (1..=bench.run.settings.runs)
         .flat_map(|n| {
             cluster_runs(cluster, n)
@@ -197,7 +197,7 @@ pub(super) fn on_cluster(bench: &mut Bench, d: &Deployment, cluster: &Cluster) -
             }
             ClusterRun::Reads(workload, outs) => {
                 // The readers read what the writer wrote: they catch up first.
-                catch_up(d, &cluster.writer, &cluster.readers)?;
+                catch_up(cluster)?;
                 bench.measuring(
                     format!(
                         "sysbench {workload} on all {} {readers_are} at once",
@@ -241,20 +241,15 @@ pub(super) fn cleanup(bench: &mut Bench, hosts: &[&Host]) -> Result<()> {
 /// Waits until the readers hold everything the writer has: the workers apply the manager's
 /// binary log; a Galera node answers a causal read (wsrep_sync_wait) once it has applied every
 /// write certified before it.
-fn catch_up(d: &Deployment, writer: &Host, readers: &[Host]) -> Result<()> {
-    match d.engine() {
-        Engine::Replication => server::wait_for_replicas(writer, readers, CATCH_UP),
-        Engine::Galera => {
-            galera::wait_synced(
-                &d.hosts_with_role(Role::Node).cloned().collect::<Vec<_>>(),
-                CATCH_UP,
-            )?;
-            for node in readers {
-                sql::sql(node, "SET SESSION wsrep_sync_wait = 1; SELECT 1;")?;
-            }
-            Ok(())
-        }
+fn catch_up(cluster: &Cluster) -> Result<()> {
+    if cluster.nodes.is_empty() {
+        return server::wait_for_replicas(&cluster.writer, &cluster.readers, CATCH_UP);
     }
+    galera::wait_synced(&cluster.nodes, CATCH_UP)?;
+    for node in &cluster.readers {
+        sql::sql(node, "SET SESSION wsrep_sync_wait = 1; SELECT 1;")?;
+    }
+    Ok(())
 }
 
 fn sysbench_args(workload: &str, s: &BenchSettings) -> Vec<String> {
@@ -273,6 +268,7 @@ fn sysbench_args(workload: &str, s: &BenchSettings) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Role;
 
     fn host(name: &str, role: Role) -> Host {
         Host {
