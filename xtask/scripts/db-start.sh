@@ -1,6 +1,8 @@
-# Initializes a MariaDB data directory once, starts the server detached unless it already runs,
-# and waits until it answers. Prints the running server's identity (report_process).
-# Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too); optional:
+# Initializes a MariaDB data directory once, starts the server unless it already runs, and waits
+# until it answers. Prints the running server's identity (report_process).
+# Parameters: HOST_DIR (holds my.cnf; data, socket, pid and logs go there too), SUPERVISOR
+# ("detached": a process in a session of its own; "systemd": the unit UNIT_NAME, from the text
+# UNIT, enabled so the machine starts it at boot and restarts it when it fails); optional:
 # WAIT (0: return once the server runs, without waiting for it to answer: Galera nodes that
 # re-form a cluster together each wait for the others), START_TIMEOUT (seconds, default 60:
 # a joining Galera node answers only after its state transfer).
@@ -52,10 +54,27 @@ if ! find_server > /dev/null; then
     fi
     touch "$HOST_DIR/data.initialized"
   fi
-  # setsid: the server leaves this script's session and survives it; it stays in the host's
-  # cgroup, which this script entered.
-  enter_cgroup
-  setsid mariadbd --defaults-file="$config" < /dev/null >> "$HOST_DIR/mariadbd.out" 2>&1 &
+  if [ "$SUPERVISOR" = systemd ]; then
+    if ! grep -qx 'user=mysql' "$HOST_DIR/user.cnf"; then
+      echo "mariadbd's unit runs it as the mysql account, which cannot use $HOST_DIR" >&2
+      exit 1
+    fi
+    UNIT=${UNIT//@MARIADBD@/$(command -v mariadbd)}
+    install_unit
+    systemctl reset-failed "$UNIT_NAME" 2> /dev/null || true
+    # The unit is of type exec: this returns once the server runs, not once it answers.
+    systemctl start "$UNIT_NAME"
+  else
+    # setsid: the server leaves this script's session and survives it; it stays in the host's
+    # cgroup, which this script entered.
+    enter_cgroup
+    setsid mariadbd --defaults-file="$config" < /dev/null >> "$HOST_DIR/mariadbd.out" 2>&1 &
+  fi
+elif [ "$SUPERVISOR" = systemd ]; then
+  # A server that runs outside its unit (started by hand) is adopted; the unit is installed so
+  # that the next boot starts it.
+  UNIT=${UNIT//@MARIADBD@/$(command -v mariadbd)}
+  install_unit
 fi
 
 if [ "${WAIT:-1}" = 0 ]; then

@@ -1,6 +1,7 @@
 # Makes sure the programs a host needs are installed (a database host: MariaDB's server and
 # client, and sysbench; the bench client: sysbench).
-# As root, missing packages are installed with apt-get; otherwise the exact command is printed.
+# As root, missing packages are installed with apt-get, and `installed=<packages>` names the
+# ones that were not there before; otherwise the exact command is printed.
 # Parameters: PROGRAMS, PACKAGES, FILES (space-separated; FILES: paths that must exist).
 packages="$PACKAGES"
 missing=()
@@ -17,9 +18,23 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "missing programs: ${missing[*]}. Install them with: sudo apt-get install -y $packages" >&2
   exit 3
 fi
+new=()
+for package in $packages; do
+  if ! dpkg-query -W -f='${Status}\n' "$package" 2> /dev/null | grep -q '^install ok installed$'; then
+    new+=("$package")
+  fi
+done
 # A fresh cloud instance is still being set up by cloud-init, which holds apt's locks.
 if command -v cloud-init > /dev/null 2>&1; then
   cloud-init status --wait > /dev/null 2>&1 || true
+fi
+# The distribution's own server, which the package would start now, is not part of the
+# deployment (each host runs a server of its own config): no service a package brings starts
+# during the install (policy-rc.d, Debian's switch for that), and the server's is disabled after.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\n# Written by cargo xtask while it installs packages.\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 echo "installing $packages (missing: ${missing[*]})" >&2
 export DEBIAN_FRONTEND=noninteractive
@@ -31,8 +46,7 @@ for program in "${missing[@]}"; do
     exit 3
   fi
 done
-# The package's own server (started by systemd where it runs) is not part of the deployment,
-# which starts a server per host with its own config: it is stopped and kept from starting.
-if [ -d /run/systemd/system ] && [[ " $packages " == *" mariadb-server "* ]]; then
-  systemctl disable --now mariadb > /dev/null 2>&1 || true
+if [ -d /run/systemd/system ] && [[ " ${new[*]} " == *" mariadb-server "* ]]; then
+  systemctl disable --now --quiet mariadb 2> /dev/null || true
 fi
+echo "installed=${new[*]}"

@@ -66,3 +66,27 @@ enter_cgroup() {
     echo "$BASHPID" > "$dir/cgroup.procs"
   done <<< "${CGROUP_DIRS:-}"
 }
+
+# Installs the unit UNIT_NAME from the text UNIT (rendered by xtask) and enables it, so it starts
+# at every boot; only a changed text makes systemd read its units again.
+install_unit() {
+  local path="/etc/systemd/system/$UNIT_NAME" current
+  current=$(cat "$path" 2> /dev/null) || current=""
+  if [ "$current" != "$(printf '%s' "$UNIT")" ]; then
+    printf '%s\n' "$UNIT" > "$path.new"
+    mv -f "$path.new" "$path"
+    systemctl daemon-reload
+  fi
+  systemctl enable --quiet "$UNIT_NAME"
+}
+
+# Stops the unit UNIT_NAME (its stop timeout is the grace: SIGTERM, then SIGKILL), saying
+# "stopped pid=<pid>" when something ran; nothing to do when it is not there or not running.
+stop_unit() {
+  local pid
+  pid=$(systemctl show --property MainPID --value "$UNIT_NAME" 2> /dev/null) || pid=0
+  systemctl stop "$UNIT_NAME" 2> /dev/null || true
+  if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+    echo "stopped pid=$pid"
+  fi
+}

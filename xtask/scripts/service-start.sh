@@ -1,9 +1,9 @@
 # Starts a role service unless it already runs, and prints its identity (report_process).
 # The binary and its config.json are in the host's folder; the service logs to service.log.
 # Parameters: HOST_DIR, SERVICE (the binary's name), SUPERVISOR: "detached" (a process in a
-# session of its own, as the local provider runs it) or "systemd" (a unit that starts it at
-# boot and restarts it when it fails, as on a cloud instance), and with systemd UNIT: the
-# unit file's text (service.unit.in, rendered).
+# session of its own, on this machine) or "systemd" (a unit that starts it at boot and restarts
+# it when it fails, on a machine of its own), UNIT_NAME, and with systemd UNIT: the unit file's
+# text (service.unit.in, rendered).
 binary="$HOST_DIR/$SERVICE"
 config="$HOST_DIR/config.json"
 
@@ -20,12 +20,10 @@ if [ "$SUPERVISOR" = systemd ]; then
   chmod 750 "$HOST_DIR" "$binary"
   chown "$account:$account" "$config"
   chmod 600 "$config"
-  unit="dbcluster-$SERVICE.service"
-  printf '%s' "$UNIT" > "/etc/systemd/system/$unit"
-  systemctl daemon-reload
-  systemctl enable --quiet "$unit"
-  systemctl restart "$unit"
-  report_process "$(systemctl show --property MainPID --value "$unit")"
+  install_unit
+  # Restarted, not only started: a rerun has just replaced the binary or its config.
+  systemctl restart "$UNIT_NAME"
+  report_process "$(systemctl show --property MainPID --value "$UNIT_NAME")"
   exit 0
 fi
 

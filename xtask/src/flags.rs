@@ -30,7 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Allocate the hosts (local: loopback addresses and folders) and generate the secrets.
+    /// Allocate the hosts (local: loopback addresses and folders; aws: instances; ssh: the
+    /// inventory's machines, checked first) and generate the secrets.
     Provision(ProvisionArgs),
     /// Install MariaDB, start the standalone server, the manager and its replicas, load the dataset.
     InstallCluster(StepArgs),
@@ -157,7 +158,8 @@ pub struct BenchArgs {
 /// Each field is named as the `Settings` field it sets.
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct SettingsArgs {
-    /// Where the hosts are: loopback addresses of this machine, or EC2 instances [default: local].
+    /// Where the hosts are: loopback addresses of this machine, EC2 instances, or machines you
+    /// already have (an inventory, --hosts) [default: local].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
@@ -187,7 +189,8 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub semi_sync_timeout_ms: Option<u32>,
-    /// Rust target the services are built for (local provider: this machine's, unless given).
+    /// Rust target the services are built for (local and ssh providers: this machine's, unless
+    /// given).
     #[arg(long, value_name = "TRIPLE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -205,6 +208,11 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_memory: Option<String>,
+    /// ssh provider: the inventory of the machines (TOML: each one's address, login user and
+    /// key; see "The ssh provider" in the README).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<PathBuf>,
     /// AWS region [default: from AWS_REGION or ~/.aws/config].
     #[arg(long, value_name = "REGION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,9 +337,16 @@ pub fn command() -> clap::Command {
 }
 
 impl SettingsArgs {
-    /// The flags that were given, by field name.
+    /// The flags that were given, by field name; a path as an absolute one, so that the record
+    /// holds wherever the next command runs.
     fn given(&self) -> Map<String, Value> {
-        as_object(self)
+        let mut given = as_object(self);
+        if let Some(hosts) = &self.hosts {
+            if let Ok(path) = std::path::absolute(hosts) {
+                given.insert("hosts".into(), Value::String(path.display().to_string()));
+            }
+        }
+        given
     }
 
     pub fn provider(&self) -> ProviderKind {
@@ -475,6 +490,7 @@ mod tests {
         let mut names: Vec<String> = fields(&Settings::defaults(ProviderKind::Local))
             .into_iter()
             .chain(fields(&Settings::defaults(ProviderKind::Aws)))
+            .chain(fields(&Settings::defaults(ProviderKind::Ssh)))
             .map(|(k, _)| k)
             .collect();
         names.push("provider".into());
@@ -705,6 +721,41 @@ mod tests {
                 .contains("provisioned without --loopback-prefix"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_ssh_provider_needs_its_inventory() {
+        let err = args(|a| a.provider = Some(ProviderKind::Ssh))
+            .to_settings()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--provider ssh needs --hosts FILE"),
+            "{err}"
+        );
+        let err = args(|a| a.hosts = Some("machines.toml".into()))
+            .to_settings()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--hosts is not a setting of the local provider"),
+            "{err}"
+        );
+        let given = args(|a| {
+            a.provider = Some(ProviderKind::Ssh);
+            a.hosts = Some("machines.toml".into());
+        });
+        let settings = given.to_settings().unwrap();
+        let ProviderSettings::Ssh(ssh) = &settings.provider else {
+            panic!("{settings:?}")
+        };
+        // Recorded as an absolute path, which the same relative flag matches on a rerun.
+        assert_eq!(
+            ssh.hosts,
+            std::env::current_dir().unwrap().join("machines.toml")
+        );
+        assert_eq!(settings.target, None, "this machine's own");
+        given.check_matches(&settings).unwrap();
     }
 
     #[test]

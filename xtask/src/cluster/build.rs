@@ -49,6 +49,30 @@ pub fn build(target: Option<&str>) -> Result<PathBuf> {
     Ok(release_dir(target))
 }
 
+/// This machine's own target triple (what a build without --target makes).
+pub fn host_target() -> Result<String> {
+    let version = duct::cmd!("rustc", "-vV")
+        .read()
+        .context("running rustc -vV")?;
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV names no host target")
+}
+
+/// This machine's glibc version ("2.36"), which binaries built here for a `-gnu` target need
+/// at least.
+pub fn local_glibc() -> Result<String> {
+    let text = duct::cmd!("getconf", "GNU_LIBC_VERSION")
+        .read()
+        .context("running getconf GNU_LIBC_VERSION")?;
+    text.split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("getconf GNU_LIBC_VERSION said {text:?}"))
+}
+
 /// Fails, with the command that fixes it, when the Rust standard library of `target` is not
 /// installed.
 pub fn check_target(target: &str) -> Result<()> {
@@ -94,8 +118,8 @@ mod tests {
             "{err}"
         );
         // This machine's own target is always there.
-        let host = duct::cmd!("rustc", "-vV").read().unwrap();
-        let triple = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap();
-        check_target(triple).unwrap();
+        check_target(&host_target().unwrap()).unwrap();
+        let glibc = local_glibc().unwrap();
+        assert!(glibc.starts_with("2."), "{glibc}");
     }
 }

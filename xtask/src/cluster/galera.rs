@@ -17,7 +17,6 @@ use contract::galera::NodeState;
 
 const GALERA_STATE: &str = include_str!("../../scripts/galera-state.sh");
 const GALERA_PREPARE_START: &str = include_str!("../../scripts/galera-prepare-start.sh");
-const DB_START: &str = include_str!("../../scripts/db-start.sh");
 
 /// How long a node may take to answer once started: a joiner answers after its state transfer.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -224,7 +223,9 @@ pub fn start_cluster(session: &mut Session, nodes: &[Host], note: &dyn Fn(String
             }
         }
     }
-    wait_synced(nodes, SYNC_TIMEOUT)
+    wait_synced(nodes, SYNC_TIMEOUT)?;
+    // Nodes that re-formed the cluster together were started without waiting.
+    nodes.iter().try_for_each(forget_start)
 }
 
 /// Starts a stopped node joining the primary component, from where its data recovers to.
@@ -266,17 +267,33 @@ fn launch(
     wait: bool,
 ) -> Result<()> {
     server::write_config(&session.deployment, node)?;
+    prepare_start(node, bootstrap, position)?;
+    let start = server::start_script(node)?
+        .param("WAIT", if wait { "1" } else { "0" })
+        .param("START_TIMEOUT", JOIN_TIMEOUT.as_secs().to_string());
+    process::start_and_record(session, node, start, server::process_key(node), "mariadbd")
+        .with_context(|| format!("starting {}", node.name))?;
+    if wait {
+        forget_start(node)?;
+    }
+    Ok(())
+}
+
+/// Writes how the node's server starts next: bootstrapping a new cluster, or joining from
+/// `position` (none: from what its data says, a full transfer if it says nothing).
+fn prepare_start(node: &Host, bootstrap: bool, position: Option<&str>) -> Result<()> {
     let prepare = Script::new("galera-prepare-start", GALERA_PREPARE_START)
         .param("HOST_DIR", node.dir.display().to_string())
         .param("BOOTSTRAP", if bootstrap { "1" } else { "0" })
         .param("START_POSITION", position.unwrap_or_default());
-    transport::run_script(node, &prepare, b"")?;
-    let start = Script::new("db-start", DB_START)
-        .param("HOST_DIR", node.dir.display().to_string())
-        .param("WAIT", if wait { "1" } else { "0" })
-        .param("START_TIMEOUT", JOIN_TIMEOUT.as_secs().to_string());
-    process::start_and_record(session, node, start, server::process_key(node), "mariadbd")
-        .with_context(|| format!("starting {}", node.name))
+    transport::run_script(node, &prepare, b"").map(drop)
+}
+
+/// Once a node runs in the cluster, a start of its own (its supervisor restarting it after a
+/// crash, a reboot) must join whatever primary component runs: never start a new one, never
+/// claim a position its data has moved past.
+fn forget_start(node: &Host) -> Result<()> {
+    prepare_start(node, false, None)
 }
 
 /// A node's wsrep state, asked over its socket.

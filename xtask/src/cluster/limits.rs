@@ -237,6 +237,7 @@ mod tests {
             address: "127.0.0.1".into(),
             dir: dir.to_path_buf(),
             ssh: None,
+            connects_from: None,
         }
     }
 

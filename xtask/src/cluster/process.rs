@@ -11,6 +11,12 @@ use crate::transport::{self, script::Script};
 
 const CPU_SAMPLE: &str = include_str!("../../scripts/cpu-sample.sh");
 
+/// The systemd unit of what runs on a host (its server or its service), where systemd keeps
+/// it running.
+pub fn unit_name(host: &Host) -> String {
+    format!("dbcluster-{}.service", host.name)
+}
+
 /// The CPU time (user and system) the host's server or service (`program`: `mariadbd` or the
 /// service's binary) has used so far, in seconds.
 pub fn cpu_seconds(host: &Host, program: &str) -> Result<f64> {
@@ -104,6 +110,7 @@ mod tests {
             address: "127.0.0.1".into(),
             dir: dir.clone(),
             ssh: None,
+            connects_from: None,
         };
         // sleep adds up its arguments: this one's command line is the test's own.
         let marker = format!("0.{}", std::process::id());

@@ -8,10 +8,11 @@ use anyhow::{bail, Context, Result};
 use super::process;
 use super::sql::{self, sql_string};
 use crate::state::{Deployment, Host, Role, Session};
-use crate::transport::{self, script::Script};
+use crate::transport::{self, script::Script, Supervisor};
 
 const DB_START: &str = include_str!("../../scripts/db-start.sh");
 const DB_STOP: &str = include_str!("../../scripts/db-stop.sh");
+const DB_UNIT: &str = include_str!("../../scripts/db.unit.in");
 
 /// How long a server gets to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -47,13 +48,43 @@ pub fn write_config(d: &Deployment, host: &Host) -> Result<()> {
 /// Writes the server's config, starts it (or adopts the one running) and records its process.
 pub fn start(session: &mut Session, host: &Host) -> Result<()> {
     write_config(&session.deployment, host)?;
-    let script =
-        Script::new("db-start", DB_START).param("HOST_DIR", host.dir.display().to_string());
-    process::start_and_record(session, host, script, process_key(host), "mariadbd")?;
+    process::start_and_record(
+        session,
+        host,
+        start_script(host)?,
+        process_key(host),
+        "mariadbd",
+    )?;
     if host.role == Role::Manager {
         make_writable(host)?;
     }
     Ok(())
+}
+
+/// The script that starts the host's server (or adopts the one running) under the host's
+/// supervisor; it waits until the server answers unless given WAIT=0.
+pub fn start_script(host: &Host) -> Result<Script> {
+    let supervisor = transport::supervisor(host);
+    let mut script = Script::new("db-start", DB_START)
+        .param("HOST_DIR", host.dir.display().to_string())
+        .param("SUPERVISOR", supervisor.as_str())
+        .param("UNIT_NAME", process::unit_name(host));
+    if supervisor == Supervisor::Systemd {
+        script = script.param("UNIT", unit(host)?);
+    }
+    Ok(script)
+}
+
+/// The systemd unit of a host's server.
+fn unit(host: &Host) -> Result<String> {
+    sql::fill(
+        DB_UNIT,
+        &[
+            ("HOST", host.name.clone()),
+            ("CONFIG", host.dir.join("my.cnf").display().to_string()),
+            ("GRACE", STOP_GRACE.as_secs().to_string()),
+        ],
+    )
 }
 
 /// Opens the manager to writes (every server of the cluster starts read-only).
@@ -66,7 +97,9 @@ pub fn make_writable(manager: &Host) -> Result<()> {
 pub fn stop(session: &mut Session, host: &Host) -> Result<Option<u32>> {
     let script = Script::new("db-stop", DB_STOP)
         .param("HOST_DIR", host.dir.display().to_string())
-        .param("GRACE", STOP_GRACE.as_secs().to_string());
+        .param("GRACE", STOP_GRACE.as_secs().to_string())
+        .param("SUPERVISOR", transport::supervisor(host).as_str())
+        .param("UNIT_NAME", process::unit_name(host));
     process::stop_and_forget(session, host, &script, &process_key(host))
 }
 

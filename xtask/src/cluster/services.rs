@@ -1,6 +1,6 @@
 //! The role services on their hosts: each one's config (typed by `contract::config`), its
-//! binary and config placed on the host, started under the provider's supervisor, stopped
-//! gracefully and asked for its health.
+//! binary and config placed on the host, started under the host's supervisor (detached here, a
+//! systemd unit on a machine of its own), stopped gracefully and asked for its health.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use contract::config::{Account, BackendConfig, GatekeeperConfig, ProxyConfig, Tr
 
 use super::process;
 use crate::state::{Deployment, Engine, Host, Role, Session};
-use crate::transport::{self, script::Script};
+use crate::transport::{self, script::Script, Supervisor};
 
 const SERVICE_START: &str = include_str!("../../scripts/service-start.sh");
 const SERVICE_STOP: &str = include_str!("../../scripts/service-stop.sh");
@@ -39,24 +39,6 @@ const GRACE: Duration = Duration::from_secs(20);
 
 /// Started back to front, so each service finds the one it calls already up.
 pub const ORDER: [Role; 3] = [Role::Proxy, Role::TrustedHost, Role::Gatekeeper];
-
-/// How a host's services are kept running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Supervisor {
-    /// A process in a session of its own (this machine).
-    Detached,
-    /// A systemd unit that starts it at boot and restarts it when it fails (cloud instances).
-    Systemd,
-}
-
-impl Supervisor {
-    fn as_str(self) -> &'static str {
-        match self {
-            Supervisor::Detached => "detached",
-            Supervisor::Systemd => "systemd",
-        }
-    }
-}
 
 /// The binary (and service) name of a service role.
 pub fn binary_name(role: Role) -> Result<&'static str> {
@@ -174,12 +156,14 @@ pub fn install(host: &Host, binary: &Path, config: &[u8]) -> Result<()> {
 }
 
 /// Starts the host's service (or adopts the one running) and records its process.
-pub fn start(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<()> {
+pub fn start(session: &mut Session, host: &Host) -> Result<()> {
     let name = binary_name(host.role)?;
+    let supervisor = transport::supervisor(host);
     let mut script = Script::new("service-start", SERVICE_START)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", name)
-        .param("SUPERVISOR", supervisor.as_str());
+        .param("SUPERVISOR", supervisor.as_str())
+        .param("UNIT_NAME", process::unit_name(host));
     if supervisor == Supervisor::Systemd {
         script = script.param("UNIT", systemd_unit(&host.dir, name)?);
     }
@@ -188,11 +172,12 @@ pub fn start(session: &mut Session, host: &Host, supervisor: Supervisor) -> Resu
 
 /// Stops the host's service gracefully, recorded or not; nothing to do when none runs.
 /// Returns the pid stopped, if one ran (and was not under systemd).
-pub fn stop(session: &mut Session, host: &Host, supervisor: Supervisor) -> Result<Option<u32>> {
+pub fn stop(session: &mut Session, host: &Host) -> Result<Option<u32>> {
     let script = Script::new("service-stop", SERVICE_STOP)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", binary_name(host.role)?)
-        .param("SUPERVISOR", supervisor.as_str())
+        .param("SUPERVISOR", transport::supervisor(host).as_str())
+        .param("UNIT_NAME", process::unit_name(host))
         .param("GRACE", GRACE.as_secs().to_string());
     process::stop_and_forget(session, host, &script, &process_key(host))
 }
@@ -200,16 +185,11 @@ pub fn stop(session: &mut Session, host: &Host, supervisor: Supervisor) -> Resul
 /// Asks a service's /health once (`wait` zero) or until it answers; it is asked from its own
 /// host, where its port is open. A detached service that is not running fails at once, with
 /// the end of its log.
-pub fn check_health(
-    d: &Deployment,
-    host: &Host,
-    supervisor: Supervisor,
-    wait: Duration,
-) -> Result<()> {
+pub fn check_health(d: &Deployment, host: &Host, wait: Duration) -> Result<()> {
     let script = Script::new("service-health", SERVICE_HEALTH)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", binary_name(host.role)?)
-        .param("SUPERVISOR", supervisor.as_str())
+        .param("SUPERVISOR", transport::supervisor(host).as_str())
         .param("ADDRESS", host.address.clone())
         .param("PORT", d.settings.service_port.to_string())
         .param("TIMEOUT", wait.as_secs().to_string());

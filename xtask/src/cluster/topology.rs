@@ -186,6 +186,7 @@ mod tests {
             address: "127.0.0.1".into(),
             dir: "/x".into(),
             ssh: None,
+            connects_from: None,
         }
     }
 

@@ -56,7 +56,7 @@ impl Engine {
         }
         let d = &session.deployment;
         let provider = providers::of(d.provider());
-        let drifted = cluster::drift::drift(d, provider.supervisor());
+        let drifted = cluster::drift::drift(d);
         if !drifted.is_empty() {
             eprintln!(
                 "\nevery step is done, but the deployment drifted since: {}.\n  \

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::Provider;
-use crate::cluster::{limits, server, services, services::Supervisor};
+use crate::cluster::{limits, server, services};
 use crate::progress::Progress;
 use crate::state::{
     Deployment, Engine, Host, HostClass, Limits, LocalSettings, Paths, ProviderSettings, Role,
@@ -25,7 +25,7 @@ pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
     let prefix = match &settings.provider {
         ProviderSettings::Local(local) => local.loopback_prefix.as_str(),
         // Another provider's hosts take these names and folders, and their own addresses.
-        ProviderSettings::Aws(_) => "",
+        ProviderSettings::Aws(_) | ProviderSettings::Ssh(_) => "",
     };
     let mut roles = vec![(Role::Standalone, "standalone".to_string())];
     match settings.engine {
@@ -47,6 +47,7 @@ pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
             address: format!("{prefix}.{}", i + 2),
             dir: state_dir.join(&name),
             ssh: None,
+            connects_from: None,
             name,
             role,
         })
@@ -164,7 +165,7 @@ impl Provider for Local {
             let (stopped, key) = if host.role.runs_database() {
                 (server::stop(session, host)?, server::process_key(host))
             } else {
-                let stopped = services::stop(session, host, self.supervisor())?;
+                let stopped = services::stop(session, host)?;
                 (stopped, services::process_key(host))
             };
             if let Some(pid) = stopped {
@@ -182,10 +183,6 @@ impl Provider for Local {
         // The state folder goes too once it is empty; anything else in it is not ours.
         std::fs::remove_dir(session.paths.state_dir()).ok();
         Ok(())
-    }
-
-    fn supervisor(&self) -> Supervisor {
-        Supervisor::Detached
     }
 
     /// Linux routes 127.0.0.0/8 with `src 127.0.0.1`, so a connection to any loopback host
@@ -249,6 +246,7 @@ mod tests {
             address: "127.0.9.77".into(),
             dir: "/x".into(),
             ssh: None,
+            connects_from: None,
         };
         let err = format!("{:#}", check_free(&host, port).unwrap_err());
         assert!(

@@ -5,10 +5,11 @@
 
 pub mod aws;
 pub mod local;
+pub mod machines;
+pub mod ssh;
 
 use anyhow::Result;
 
-use crate::cluster::services::Supervisor;
 use crate::state::{Deployment, Host, Paths, ProviderKind, Session, Settings};
 
 pub trait Provider {
@@ -21,9 +22,6 @@ pub trait Provider {
 
     /// The work of `teardown`: everything the deployment created removed, nothing else.
     fn destroy(&self, session: &mut Session) -> Result<()>;
-
-    /// How the role services are kept running on its hosts.
-    fn supervisor(&self) -> Supervisor;
 
     /// The address a host's database connections come from, which accounts are bound to.
     fn client_address(&self, client: &Host) -> String;
@@ -40,5 +38,6 @@ pub fn of(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
         ProviderKind::Local => &local::Local,
         ProviderKind::Aws => &aws::Aws,
+        ProviderKind::Ssh => &ssh::Ssh,
     }
 }

@@ -56,6 +56,10 @@ pub struct Deployment {
     /// Every failover, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failovers: Vec<FailoverRecord>,
+    /// The packages the deployment installed, by the host whose machine got them; teardown
+    /// leaves them and says which.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub installed: BTreeMap<String, Vec<String>>,
 }
 
 /// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
@@ -174,6 +178,11 @@ pub struct Host {
     /// (and set by the provider that creates remote hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshEndpoint>,
+    /// The address this host's connections to the others come from, where it is not its own
+    /// address (read from the machine's routing table at provision); the database accounts
+    /// are bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connects_from: Option<String>,
 }
 
 /// One failover: who was promoted, from what position, and what became of the old manager.
@@ -324,6 +333,7 @@ impl Deployment {
             limits: Limits::default(),
             fenced: Vec::new(),
             failovers: Vec::new(),
+            installed: BTreeMap::new(),
         }
     }
 

@@ -4,6 +4,8 @@
 //! flags on top of them field by field (flags.rs), so every field name is also its flag's name
 //! (`db_port` is `--db-port`).
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,7 @@ pub struct Settings {
 pub enum ProviderSettings {
     Local(LocalSettings),
     Aws(AwsSettings),
+    Ssh(SshSettings),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -48,6 +51,8 @@ pub enum ProviderKind {
     Local,
     /// Every host is an EC2 instance, reached over SSH.
     Aws,
+    /// Every host is a machine the user already has, named in an inventory, reached over SSH.
+    Ssh,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +96,14 @@ pub struct AwsSettings {
     /// first key seen).
     #[serde(default = "first_use")]
     pub host_keys: HostKeys,
+}
+
+/// Machines the user already has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshSettings {
+    /// The inventory: each machine's address, login and key (README: "The ssh provider").
+    /// Read once, at provision; what it said is recorded with the hosts.
+    pub hosts: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -137,6 +150,13 @@ impl Settings {
                 }),
                 Some(AWS_DEFAULT_TARGET.to_string()),
             ),
+            // This machine's own target: provision checks that the machines can run it.
+            ProviderKind::Ssh => (
+                ProviderSettings::Ssh(SshSettings {
+                    hosts: PathBuf::new(),
+                }),
+                None,
+            ),
         };
         Settings {
             engine: Engine::Replication,
@@ -154,6 +174,7 @@ impl Settings {
         match self.provider {
             ProviderSettings::Local(_) => ProviderKind::Local,
             ProviderSettings::Aws(_) => ProviderKind::Aws,
+            ProviderSettings::Ssh(_) => ProviderKind::Ssh,
         }
     }
 
@@ -161,7 +182,7 @@ impl Settings {
     pub fn aws(&self) -> Result<&AwsSettings> {
         match &self.provider {
             ProviderSettings::Aws(aws) => Ok(aws),
-            ProviderSettings::Local(_) => bail!("this is not an aws deployment"),
+            _ => bail!("this is not an aws deployment"),
         }
     }
 
@@ -200,6 +221,7 @@ impl Settings {
         match &self.provider {
             ProviderSettings::Local(local) => local.validate(),
             ProviderSettings::Aws(aws) => aws.validate(),
+            ProviderSettings::Ssh(ssh) => ssh.validate(),
         }
     }
 }
@@ -246,6 +268,18 @@ impl AwsSettings {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("--aws-endpoint must be an http:// or https:// URL, got {url:?}");
             }
+        }
+        Ok(())
+    }
+}
+
+impl SshSettings {
+    fn validate(&self) -> Result<()> {
+        if self.hosts.as_os_str().is_empty() {
+            bail!(
+                "--provider ssh needs --hosts FILE: the inventory of the machines to deploy on \
+                 (each one's address, login user and key; see \"The ssh provider\" in the README)"
+            );
         }
         Ok(())
     }

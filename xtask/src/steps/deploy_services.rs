@@ -32,16 +32,11 @@ pub fn run(session: &mut Session) -> Result<()> {
         let name = services::binary_name(role)?;
         progress.task(format!("starting {name} on {}", host.address));
         transport::wait_ready(&host)?;
-        services::stop(session, &host, provider.supervisor())?;
+        services::stop(session, &host)?;
         let config = services::config_for(&session.deployment, role)?;
         services::install(&host, &bin_dir.join(name), &config)?;
-        services::start(session, &host, provider.supervisor())?;
-        services::check_health(
-            &session.deployment,
-            &host,
-            provider.supervisor(),
-            HEALTH_TIMEOUT,
-        )?;
+        services::start(session, &host)?;
+        services::check_health(&session.deployment, &host, HEALTH_TIMEOUT)?;
     }
     let base = provider.public_gatekeeper_url(&session.deployment)?;
     progress.note(format!(

@@ -16,7 +16,6 @@ use crate::cluster::{galera, packages, server, services, topology};
 use crate::progress::Progress;
 use crate::providers;
 use crate::state::{Deployment, Engine, Host, Role, Session};
-use crate::transport;
 
 const ACCOUNTS: &str = include_str!("../../../sql/accounts.sql");
 const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.sql");
@@ -39,10 +38,14 @@ pub fn run(session: &mut Session) -> Result<()> {
     let tasks = 1 + db_hosts.len() + 1 + 2 + workers.len() + 2;
     let progress = Progress::new("install-cluster", tasks as u64);
 
-    progress.task("checking for MariaDB and sysbench");
-    for host in one_per_machine(&db_hosts) {
-        packages::ensure(host, &packages::DATABASE)?;
-    }
+    progress.task("checking for MariaDB and sysbench on every machine");
+    let client = d.bench_client()?;
+    let needs: Vec<(&Host, &packages::Packages)> = db_hosts
+        .iter()
+        .map(|h| (h, &packages::DATABASE))
+        .chain([(&client, &packages::BENCH_CLIENT)])
+        .collect();
+    packages::ensure(session, &needs)?;
 
     for host in &db_hosts {
         progress.task(format!(
@@ -116,11 +119,15 @@ fn install_galera(session: &mut Session) -> Result<()> {
     let scale = d.settings.scale;
     let progress = Progress::new("install-cluster", 8);
 
-    progress.task("checking for MariaDB, Galera and sysbench");
-    packages::ensure(&standalone, &packages::DATABASE)?;
-    for host in one_per_machine(&nodes) {
-        packages::ensure(host, &packages::GALERA)?;
-    }
+    progress.task("checking for MariaDB, Galera and sysbench on every machine");
+    let client = d.bench_client()?;
+    let needs: Vec<(&Host, &packages::Packages)> = [(&standalone, &packages::DATABASE)]
+        .into_iter()
+        .chain(nodes.iter().map(|h| (h, &packages::GALERA)))
+        .chain([(&client, &packages::BENCH_CLIENT)])
+        .collect();
+    packages::ensure(session, &needs)?;
+    let d = &session.deployment;
     progress.task(format!(
         "starting standalone on {}:{}",
         standalone.address, d.settings.db_port
@@ -221,20 +228,6 @@ fn accounts(d: &Deployment) -> Result<String> {
             ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
         ],
     )
-}
-
-/// The database hosts with one per machine: the local provider's hosts share this one.
-fn one_per_machine(hosts: &[Host]) -> Vec<&Host> {
-    let mut seen = Vec::new();
-    hosts
-        .iter()
-        .filter(|h| {
-            let machine = transport::machine(h);
-            let new = !seen.contains(&machine);
-            seen.push(machine);
-            new
-        })
-        .collect()
 }
 
 /// Loads the dataset unless the host already holds a complete load of this scale and version.

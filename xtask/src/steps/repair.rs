@@ -4,7 +4,9 @@
 //! writable with semi-sync on; a manager fenced by a failover becomes a worker of the new one
 //! when it holds nothing the new one lacks, and is reported otherwise. Galera: every node is
 //! Synced in one primary component (a stopped node joins from its recovered position; with
-//! none running, the cluster is started by its plan). Prints what it found and what it did.
+//! none running, the cluster is started by its plan). Prints what it found and what it did. A
+//! server or service that cannot be started (its machine is gone) is reported and the rest is
+//! mended without it; the command then fails, naming what is still broken.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,6 @@ use anyhow::{bail, Result};
 use contract::gtid::GtidPosition;
 
 use crate::cluster::{galera, server, services, sql, topology};
-use crate::providers;
 use crate::state::{Engine, Host, Lock, Paths, Role, Session, Step, StepStatus};
 
 /// How long a restarted worker gets to catch up before repair says it is still behind.
@@ -25,12 +26,23 @@ pub fn run(paths: &Paths) -> Result<()> {
         bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
     }
     let mut did = Vec::new();
+    let mut stuck = Vec::new();
     let healthy = match session.deployment.engine() {
-        Engine::Replication => repair_replication(&mut session, &mut did)?,
-        Engine::Galera => repair_galera(&mut session, &mut did)?,
+        Engine::Replication => repair_replication(&mut session, &mut did, &mut stuck)?,
+        Engine::Galera => repair_galera(&mut session, &mut did, &mut stuck)?,
     };
-    repair_services(&mut session, &mut did)?;
+    repair_services(&mut session, &mut did, &mut stuck)?;
 
+    if !stuck.is_empty() {
+        for line in &did {
+            println!("repair: {line}");
+        }
+        bail!(
+            "repair mended what it could ({} s), but not: {}. Bring those machines back and run              `cargo xtask repair` again",
+            started.elapsed().as_secs(),
+            stuck.join("; ")
+        );
+    }
     if did.is_empty() {
         println!(
             "repair: nothing drifted: every server and service answers, {healthy} ({:.1} s)",
@@ -48,13 +60,13 @@ pub fn run(paths: &Paths) -> Result<()> {
 /// Galera: the standalone server answers, and every node is Synced in one primary component:
 /// the nodes that do not run join it from their recovered position (or, when none runs, the
 /// cluster is started by the plan that fits what they hold). Returns what is healthy.
-fn repair_galera(session: &mut Session, did: &mut Vec<String>) -> Result<String> {
+fn repair_galera(
+    session: &mut Session,
+    did: &mut Vec<String>,
+    stuck: &mut Vec<String>,
+) -> Result<String> {
     let standalone = session.deployment.host(Role::Standalone)?.clone();
-    if sql::sql(&standalone, "SELECT 1;").is_err() {
-        println!("repair: {} does not answer; starting it", standalone.name);
-        server::start(session, &standalone)?;
-        did.push(format!("started {}", standalone.name));
-    }
+    start_if_down(session, &standalone, did, stuck)?;
     let nodes: Vec<Host> = session
         .deployment
         .hosts_with_role(Role::Node)
@@ -82,21 +94,30 @@ fn repair_galera(session: &mut Session, did: &mut Vec<String>) -> Result<String>
 /// Replication: every server answers, the manager is writable with semi-sync, a fenced former
 /// manager rejoins (or is rebuilt), every worker replicates from the manager. Returns what is
 /// healthy.
-fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<String> {
+fn repair_replication(
+    session: &mut Session,
+    did: &mut Vec<String>,
+    stuck: &mut Vec<String>,
+) -> Result<String> {
     let did_before = did.len();
     // Servers: each answers, or is started on its config for its role now.
     let db_hosts: Vec<Host> = session.deployment.database_hosts().cloned().collect();
+    let mut down = Vec::new();
     for host in &db_hosts {
-        if sql::sql(host, "SELECT 1;").is_ok() {
-            continue;
+        if !start_if_down(session, host, did, stuck)? {
+            down.push(host.name.clone());
         }
-        println!("repair: {} does not answer; starting it", host.name);
-        server::start(session, host)?;
-        did.push(format!("started {}", host.name));
     }
 
     let d = &session.deployment;
     let manager = d.host(Role::Manager)?.clone();
+    if down.contains(&manager.name) {
+        bail!(
+            "the manager ({}) does not answer and could not be started: {}. Make a worker the              manager with `cargo xtask failover`, then run `cargo xtask repair` again",
+            manager.name,
+            stuck.join("; ")
+        );
+    }
     if sql::sql(&manager, "SELECT @@read_only;")?.trim() != "0" {
         server::make_writable(&manager)?;
         did.push(format!("made the manager ({}) writable", manager.name));
@@ -112,6 +133,10 @@ fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<St
         let Some(host) = d.hosts.iter().find(|h| h.name == name).cloned() else {
             continue;
         };
+        if down.contains(&name) {
+            // It stays fenced: it starts read-only whenever its machine comes back.
+            continue;
+        }
         let promoted_at: GtidPosition = d
             .failovers
             .iter()
@@ -148,7 +173,7 @@ fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<St
     let d = &session.deployment;
     for worker in d
         .hosts_with_role(Role::Worker)
-        .filter(|w| !d.fenced.contains(&w.name))
+        .filter(|w| !d.fenced.contains(&w.name) && !down.contains(&w.name))
     {
         let status = sql::replica_status(worker)?;
         if status
@@ -180,7 +205,7 @@ fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<St
     }
     let workers: Vec<Host> = d
         .hosts_with_role(Role::Worker)
-        .filter(|w| !d.fenced.contains(&w.name))
+        .filter(|w| !d.fenced.contains(&w.name) && !down.contains(&w.name))
         .cloned()
         .collect();
     if did.len() > did_before {
@@ -189,26 +214,62 @@ fn repair_replication(session: &mut Session, did: &mut Vec<String>) -> Result<St
     Ok(format!("every worker replicates from {}", manager.name))
 }
 
+/// Starts a database server that does not answer; returns whether it answers now. One whose
+/// machine cannot be reached is put in `stuck`.
+fn start_if_down(
+    session: &mut Session,
+    host: &Host,
+    did: &mut Vec<String>,
+    stuck: &mut Vec<String>,
+) -> Result<bool> {
+    if sql::sql(host, "SELECT 1;").is_ok() {
+        return Ok(true);
+    }
+    println!("repair: {} does not answer; starting it", host.name);
+    match server::start(session, host) {
+        Ok(()) => {
+            did.push(format!("started {}", host.name));
+            Ok(true)
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            println!("repair: {} could not be started: {why}", host.name);
+            stuck.push(format!(
+                "{}'s server ({})",
+                host.name,
+                why.lines().next().unwrap_or_default()
+            ));
+            Ok(false)
+        }
+    }
+}
+
 /// Services: each answers its /health, or is started again.
-fn repair_services(session: &mut Session, did: &mut Vec<String>) -> Result<()> {
+fn repair_services(
+    session: &mut Session,
+    did: &mut Vec<String>,
+    stuck: &mut Vec<String>,
+) -> Result<()> {
     if session.deployment.step(Step::DeployServices).status != StepStatus::Done {
         return Ok(());
     }
-    let supervisor = providers::of(session.deployment.provider()).supervisor();
     for role in services::ORDER {
         let host = session.deployment.host(role)?.clone();
-        if services::check_health(&session.deployment, &host, supervisor, Duration::ZERO).is_ok() {
+        if services::check_health(&session.deployment, &host, Duration::ZERO).is_ok() {
             continue;
         }
         println!("repair: {} does not answer; starting it", host.name);
-        services::start(session, &host, supervisor)?;
-        services::check_health(
-            &session.deployment,
-            &host,
-            supervisor,
-            Duration::from_secs(30),
-        )?;
-        did.push(format!("started {}", host.name));
+        let started = services::start(session, &host).and_then(|()| {
+            services::check_health(&session.deployment, &host, Duration::from_secs(30))
+        });
+        match started {
+            Ok(()) => did.push(format!("started {}", host.name)),
+            Err(e) => stuck.push(format!(
+                "{} ({})",
+                host.name,
+                format!("{e:#}").lines().next().unwrap_or_default()
+            )),
+        }
     }
     Ok(())
 }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
 use crate::cluster::{galera, limits, server, services, sql};
-use crate::providers;
 use crate::state::{Deployment, Host, HostMemory, Paths, Role, Step};
 use crate::transport;
 
@@ -67,7 +66,7 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         } else {
             "-".to_string()
         };
-        drifted |= ["DOWN", "STOPPED", "FENCED", "not a replica"]
+        drifted |= ["DOWN", "STOPPED", "FENCED", "READ-ONLY", "not a replica"]
             .iter()
             .any(|sign| health.contains(sign));
         println!(
@@ -213,6 +212,11 @@ fn health(d: &Deployment, host: &Host) -> String {
             .to_string();
     }
     if host.role == Role::Manager {
+        if sql::sql(host, "SELECT @@read_only;").is_ok_and(|r| r.trim() != "0") {
+            return "up, READ-ONLY: it started again on its own (a crash, a reboot) and takes no \
+                    write until `cargo xtask repair` opens it"
+                .to_string();
+        }
         return match sql::semi_sync(host) {
             Ok(sql::SemiSync::On { workers }) => {
                 format!("up, semi-synchronous ({workers} workers acknowledging)")
@@ -282,8 +286,7 @@ fn service_health(d: &Deployment, host: &Host) -> String {
     if !d.processes.contains_key(&services::process_key(host)) {
         return "not deployed (cargo xtask deploy-services)".to_string();
     }
-    let supervisor = providers::of(d.provider()).supervisor();
-    match services::check_health(d, host, supervisor, Duration::ZERO) {
+    match services::check_health(d, host, Duration::ZERO) {
         Ok(()) => "up, /health ok".to_string(),
         Err(e) => format!("DOWN ({})", first_line(&format!("{e:#}"))),
     }

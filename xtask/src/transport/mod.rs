@@ -51,6 +51,25 @@ pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> 
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Runs a script on the host's machine as the login user itself (no sudo, no host folder): what
+/// a check of the machine must see before it relies on anything there. Returns what it printed.
+pub fn probe(host: &Host, script: &Script) -> Result<String> {
+    let Some(ssh) = &host.ssh else {
+        return local::run_script(host, script, b"");
+    };
+    let output = ssh.run(&format!("bash -c {}", shell_quote(&script.text())), b"")?;
+    if output.status != 0 {
+        bail!(
+            "{} on {} failed (exit status {}): {}",
+            script.name(),
+            host.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Places a file in a host's folder (`name` may have folders in it), readable by its owner only
 /// (it may hold secrets), or executable by its owner. It is written beside and renamed over, so
 /// a running binary or a reader never sees half a file.
@@ -81,6 +100,36 @@ pub fn fetch_folders(host: &Host, local: &Path) -> Result<()> {
         b"",
     )
     .map(drop)
+}
+
+/// How a host's server or service is kept running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervisor {
+    /// A process in a session of its own (hosts that share this machine).
+    Detached,
+    /// A systemd unit the deployment installs, which starts it at boot and restarts it when
+    /// it fails (a machine of its own: an instance, or one from an inventory).
+    Systemd,
+}
+
+impl Supervisor {
+    /// As the scripts' SUPERVISOR parameter spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Supervisor::Detached => "detached",
+            Supervisor::Systemd => "systemd",
+        }
+    }
+}
+
+/// How what runs on the host is kept running: a remote host is a machine of its own, whose
+/// systemd brings its server or service back after a failure or a reboot; the hosts of this
+/// machine run detached.
+pub fn supervisor(host: &Host) -> Supervisor {
+    match host.ssh {
+        Some(_) => Supervisor::Systemd,
+        None => Supervisor::Detached,
+    }
 }
 
 /// Waits until a host can be reached (a new instance's sshd comes up late); this machine
@@ -120,9 +169,11 @@ mod tests {
             address: "127.0.0.1".into(),
             dir: dir.join("host"),
             ssh: Some(ssh::tests::endpoint(&sshd, &dir)),
+            connects_from: None,
         };
         let here = Host {
             ssh: None,
+            connects_from: None,
             dir: dir.join("here"),
             ..host.clone()
         };

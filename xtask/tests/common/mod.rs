@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fleet;
 pub mod load;
 pub mod moto;
 pub mod sshd;

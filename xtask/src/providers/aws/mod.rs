@@ -10,7 +10,7 @@ mod provision;
 mod teardown;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_config::BehaviorVersion;
@@ -18,14 +18,11 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use super::Provider;
-use crate::cluster::services::Supervisor;
+use super::{machines, Provider};
 use crate::state::{Deployment, Host, Paths, Role, Session, Settings, SshEndpoint};
 
 pub use teardown::teardown_lost;
 
-/// Where the instances keep each host's folder (scripts run there through sudo).
-const REMOTE_ROOT: &str = "/var/lib/dbcluster";
 /// The login user of Canonical's Ubuntu images.
 const SSH_USER: &str = "ubuntu";
 /// Tag naming what created a resource, for people browsing the console.
@@ -56,13 +53,8 @@ impl Provider for Aws {
         Ok(())
     }
 
-    fn supervisor(&self) -> Supervisor {
-        Supervisor::Systemd
-    }
-
-    /// Instances connect from their private addresses.
     fn client_address(&self, client: &Host) -> String {
-        client.address.clone()
+        machines::client_address(client)
     }
 
     /// The gatekeeper's public name (only it has one that people use).
@@ -95,10 +87,8 @@ impl Provider for Aws {
 fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Host> {
     super::local::plan_hosts(settings, &paths.state_dir())
         .into_iter()
-        .map(|host| Host {
-            address: String::new(),
-            dir: Path::new(REMOTE_ROOT).join(&host.name),
-            ssh: Some(SshEndpoint {
+        .map(|host| {
+            let ssh = SshEndpoint {
                 address: String::new(),
                 port: 22,
                 user: SSH_USER.to_string(),
@@ -111,8 +101,9 @@ fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Ho
                     .state_dir()
                     .join("logs")
                     .join(format!("{}.log", host.name)),
-            }),
-            ..host
+            };
+            // Its private address is known once it runs.
+            machines::place(host, String::new(), ssh)
         })
         .collect()
 }

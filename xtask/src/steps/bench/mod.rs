@@ -144,7 +144,8 @@ pub fn run(session: &mut Session) -> Result<()> {
             built_loadgen.display()
         );
     }
-    packages::ensure(&client, &packages::BENCH_CLIENT)?;
+    packages::ensure(session, &[(&client, &packages::BENCH_CLIENT)])?;
+    let d = &session.deployment;
     let bytes =
         fs::read(&built_loadgen).with_context(|| format!("reading {}", built_loadgen.display()))?;
     transport::put_file(&client, LOADGEN, &bytes, true)?;

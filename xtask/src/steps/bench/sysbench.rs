@@ -277,6 +277,7 @@ mod tests {
             address: "127.0.0.1".to_string(),
             dir: name.into(),
             ssh: None,
+            connects_from: None,
         }
     }
 
