@@ -39,11 +39,12 @@ pub fn run(session: &mut Session) -> Result<()> {
     let progress = Progress::new("install-cluster", tasks as u64);
 
     progress.task("checking for MariaDB and sysbench on every machine");
-    let client = d.bench_client()?;
+    // The bench client runs on the proxy's machine.
+    let proxy = d.host(Role::Proxy)?.clone();
     let needs: Vec<(&Host, &packages::Packages)> = db_hosts
         .iter()
         .map(|h| (h, &packages::DATABASE))
-        .chain([(&client, &packages::BENCH_CLIENT)])
+        .chain([(&proxy, &packages::BENCH_CLIENT)])
         .collect();
     packages::ensure(session, &needs)?;
 
@@ -120,11 +121,12 @@ fn install_galera(session: &mut Session) -> Result<()> {
     let progress = Progress::new("install-cluster", 8);
 
     progress.task("checking for MariaDB, Galera and sysbench on every machine");
-    let client = d.bench_client()?;
+    // The bench client runs on the proxy's machine.
+    let proxy = d.host(Role::Proxy)?.clone();
     let needs: Vec<(&Host, &packages::Packages)> = [(&standalone, &packages::DATABASE)]
         .into_iter()
         .chain(nodes.iter().map(|h| (h, &packages::GALERA)))
-        .chain([(&client, &packages::BENCH_CLIENT)])
+        .chain([(&proxy, &packages::BENCH_CLIENT)])
         .collect();
     packages::ensure(session, &needs)?;
     let d = &session.deployment;

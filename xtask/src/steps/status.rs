@@ -55,8 +55,14 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
     } else {
         BTreeMap::new()
     };
+    let width = d
+        .hosts
+        .iter()
+        .map(|h| address(h, &d).len())
+        .max()
+        .unwrap_or(0);
     println!(
-        "{:<14} {:<13} {:<31} {:<14} {:>7}  HEALTH",
+        "{:<14} {:<13} {:<width$} {:<14} {:>7}  HEALTH",
         "HOST", "ROLE", "ADDRESS", "LIMIT", "CPU NOW"
     );
     let mut drifted = false;
@@ -70,7 +76,7 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
             .iter()
             .any(|sign| health.contains(sign));
         println!(
-            "{:<14} {:<13} {:<31} {:<14} {:>7}  {health}{}",
+            "{:<14} {:<13} {:<width$} {:<14} {:>7}  {health}{}",
             host.name,
             host.role.to_string(),
             address(host, &d),
@@ -82,7 +88,7 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
     if let Ok(client) = d.bench_client() {
         if limits::of(&d, &client.name).is_some() {
             println!(
-                "{:<14} {:<13} {:<31} {:<14} {:>7}  runs sysbench and the load generator",
+                "{:<14} {:<13} {:<width$} {:<14} {:>7}  runs sysbench and the load generator",
                 client.name,
                 "",
                 "",

@@ -56,8 +56,14 @@ impl SshEndpoint {
             "ServerAliveInterval=15".to_string(),
             "ServerAliveCountMax=4".to_string(),
             "ControlMaster=auto".to_string(),
-            // %C is a hash of the connection's parameters: short enough for a socket path.
-            format!("ControlPath={}/%C", control_dir.display()),
+            // %C is a hash of the connection's parameters: short enough for a socket path. The
+            // known_hosts file is one of them to us: a master opened while checking a machine
+            // against another file must not carry logins whose host key this file never saw.
+            format!(
+                "ControlPath={}/{:016x}-%C",
+                control_dir.display(),
+                fingerprint(&self.known_hosts.display().to_string())
+            ),
             "ControlPersist=60".to_string(),
             "LogLevel=ERROR".to_string(),
         ]
@@ -212,6 +218,14 @@ impl SshEndpoint {
             eprintln!("warning: could not write {}: {e}", self.log_file.display());
         }
     }
+}
+
+/// A short name for a text, the same in every run of this xtask.
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Makes `dir` private to this user (0700), or checks that it already is: whoever can write

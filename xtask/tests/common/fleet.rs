@@ -54,11 +54,13 @@ fn recipe() -> Vec<String> {
     args
 }
 
-/// FNV-1a: a stable name for a recipe.
+/// A name for a recipe: the same text gives the same name (with this Rust's hasher; another
+/// Rust may build the image once more).
 fn fingerprint(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn run(what: &str, command: &mut Command) -> Output {
@@ -179,7 +181,7 @@ impl Fleet {
             machines: Vec::new(),
         };
         for _ in 0..count {
-            fleet.add(None);
+            fleet.launch(None);
         }
         let started = Instant::now();
         for i in 0..count {
@@ -191,6 +193,13 @@ impl Fleet {
     /// Boots one more machine (reporting `personality`'s architecture, if given) and returns
     /// its index once it accepts SSH logins.
     pub fn add(&mut self, personality: Option<&'static str>) -> usize {
+        let i = self.launch(personality);
+        self.wait_for_ssh(i, Instant::now());
+        i
+    }
+
+    /// Sets up and boots one more machine, without waiting for it.
+    fn launch(&mut self, personality: Option<&'static str>) -> usize {
         let i = self.machines.len();
         let name = format!(
             "{}-{}",

@@ -144,7 +144,9 @@ pub fn run(session: &mut Session) -> Result<()> {
             built_loadgen.display()
         );
     }
-    packages::ensure(session, &[(&client, &packages::BENCH_CLIENT)])?;
+    // Recorded under the proxy, whose machine the bench client is.
+    let proxy = d.host(Role::Proxy)?.clone();
+    packages::ensure(session, &[(&proxy, &packages::BENCH_CLIENT)])?;
     let d = &session.deployment;
     let bytes =
         fs::read(&built_loadgen).with_context(|| format!("reading {}", built_loadgen.display()))?;
