@@ -281,10 +281,14 @@ fn replication_on_machines_like_instances() {
     drop(_taken);
     fleet.root(2, "mv /usr/bin/apt-get.hidden /usr/bin/apt-get");
 
-    // The machines as a user would list them, two of them with the host they must take.
+    // The machines as a user would list them, two of them with the host they must take and one
+    // with its host key pinned (as ssh-keyscan or the machine's owner gives it).
+    let trusted_key = fleet.root(5, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    let trusted_key: Vec<&str> = trusted_key.split_whitespace().take(2).collect();
     fleet.inventory(&inventory, &[6, 1, 0, 2, 3, 4, 5], |i| match i {
         6 => "role = \"gatekeeper\"\n".to_string(),
         1 => "role = \"manager\"\n".to_string(),
+        5 => format!("host_key = \"{}\"\n", trusted_key.join(" ")),
         _ => String::new(),
     });
     let out = d.ok(&["all", "--quick"]
@@ -310,8 +314,13 @@ fn replication_on_machines_like_instances() {
     for (i, service) in REPLICATION.iter().enumerate().skip(4) {
         assert_service_hardened(&fleet, i, service);
     }
+    // Each machine's key, the pinned one as the inventory gave it.
     let known = fs::read_to_string(d.dir.join(".state/known_hosts")).unwrap();
     assert_eq!(known.lines().count(), 7, "{known}");
+    assert!(
+        known.contains(&format!("127.0.98.7 {}", trusted_key.join(" "))),
+        "{known}"
+    );
     let (code, body) = d.api("SELECT COUNT(*) AS n FROM film", "random");
     assert_eq!(code, 200, "{body}");
     assert!(

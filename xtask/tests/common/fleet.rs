@@ -112,6 +112,13 @@ fn image() -> PathBuf {
         Command::new("mmdebstrap").args(&recipe).arg(&building),
     );
     fs::rename(&building, &image).unwrap();
+    // Images of other recipes are stale: each is hundreds of MB.
+    for entry in fs::read_dir(root).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("image-") && entry.path() != image {
+            fs::remove_dir_all(entry.path()).ok();
+        }
+    }
     eprintln!(
         "fleet: built the image {} in {:.0} s",
         image.display(),
