@@ -396,12 +396,14 @@ pub fn left_behind(d: &Deployment) -> String {
     all.dedup();
     let server = match all.contains(&"mariadb-server") {
         true => {
-            ", with the mysql account mariadb-server made and its own mariadb.service, stopped              and disabled"
+            ", with the mysql account mariadb-server made and its own mariadb.service, stopped \
+             and disabled"
         }
         false => "",
     };
     format!(
-        "packages stay on the machines: the deployment installed {}{server}; `sudo apt-get          purge {}` on a machine removes them",
+        "packages stay on the machines: the deployment installed {}{server}; `sudo apt-get \
+         purge {}` on a machine removes them",
         each.join("; "),
         all.join(" ")
     )
@@ -528,6 +530,29 @@ mod tests {
             [3306, 4567, 4568, 4444]
         );
         assert_eq!(ports(&settings, &host(Role::Proxy)), [8080]);
+    }
+
+    #[test]
+    fn teardown_says_which_packages_stay_where() {
+        let settings = Settings::defaults(ProviderKind::Local);
+        let mut d = Deployment::new("dbc-t".into(), settings, vec![]);
+        assert!(left_behind(&d).starts_with("no package was installed"));
+        let server = vec![
+            "mariadb-client".to_string(),
+            "mariadb-server".to_string(),
+            "sysbench".to_string(),
+        ];
+        d.installed.insert("manager".into(), server.clone());
+        d.installed.insert("proxy".into(), vec!["sysbench".into()]);
+        d.installed.insert("worker-1".into(), server);
+        assert_eq!(
+            left_behind(&d),
+            "packages stay on the machines: the deployment installed mariadb-client \
+             mariadb-server sysbench on manager, worker-1; sysbench on proxy, with the mysql \
+             account mariadb-server made and its own mariadb.service, stopped and disabled; \
+             `sudo apt-get purge mariadb-client mariadb-server sysbench` on a machine removes \
+             them"
+        );
     }
 
     #[test]

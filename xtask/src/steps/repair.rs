@@ -38,7 +38,8 @@ pub fn run(paths: &Paths) -> Result<()> {
             println!("repair: {line}");
         }
         bail!(
-            "repair mended what it could ({} s), but not: {}. Bring those machines back and run              `cargo xtask repair` again",
+            "repair mended what it could ({} s), but not: {}. Bring those machines back and run \
+             `cargo xtask repair` again",
             started.elapsed().as_secs(),
             stuck.join("; ")
         );
@@ -113,7 +114,8 @@ fn repair_replication(
     let manager = d.host(Role::Manager)?.clone();
     if down.contains(&manager.name) {
         bail!(
-            "the manager ({}) does not answer and could not be started: {}. Make a worker the              manager with `cargo xtask failover`, then run `cargo xtask repair` again",
+            "the manager ({}) does not answer and could not be started: {}. Make a worker the \
+             manager with `cargo xtask failover`, then run `cargo xtask repair` again",
             manager.name,
             stuck.join("; ")
         );
