@@ -491,7 +491,7 @@ fn replication_on_machines_like_instances() {
 
 #[test]
 fn galera_on_machines_resumes_after_a_kill_and_leaves_nothing() {
-    let fleet = Fleet::boot("galera", "127.0.97", 7);
+    let mut fleet = Fleet::boot("galera", "127.0.97", 7);
     let d = Deployment::new("machines-galera", "127.0.97");
     let inventory = d.dir.join("machines.toml");
     fleet.inventory(&inventory, &[0, 1, 2, 3, 4, 5, 6], |_| String::new());
@@ -533,6 +533,23 @@ fn galera_on_machines_resumes_after_a_kill_and_leaves_nothing() {
     );
     let patterns = fs::read_to_string(d.dir.join("results/patterns.csv")).unwrap();
     assert!(patterns.contains(",galera,"), "{patterns}");
+
+    // The machine of the node that bootstrapped the cluster loses power and boots again: its
+    // server starts by itself and joins the running cluster, never starting one of its own.
+    let first = d.state()["processes"]["node-1/mariadbd"].clone();
+    assert!(first.is_object(), "{first}");
+    fleet.power_cut(1);
+    fleet.boot_again(1);
+    wait_for(
+        "node-1 to join the cluster again by itself",
+        Duration::from_secs(180),
+        || status_of(&d, "node-1").contains("up, Synced, cluster size 3"),
+    );
+    let (code, body) = d.api(
+        "INSERT INTO actor (first_name, last_name) VALUES ('Galera', 'after the reboot')",
+        "write",
+    );
+    assert_eq!(code, 200, "{body}");
 
     d.ok(&["teardown"]);
     for i in 0..7 {
