@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::state::{Deployment, Host, Role, Settings, SshEndpoint};
+use crate::state::{Deployment, Host, Paths, Role, Settings, SshEndpoint};
 use crate::transport::{self, script::Script};
 
 /// Where the deployment keeps each host's folder on its machine (scripts run there through
@@ -370,6 +370,19 @@ pub fn clean(d: &Deployment) -> Vec<(Host, Cleaned)> {
             })
             .collect()
     })
+}
+
+/// Removes what this machine kept of a deployment's machines: the logs of the commands run
+/// there and their pinned host keys (and the state folder once empty).
+pub fn forget(paths: &Paths) -> Result<()> {
+    let state = paths.state_dir();
+    let logs = state.join("logs");
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs).with_context(|| format!("removing {}", logs.display()))?;
+    }
+    std::fs::remove_file(state.join("known_hosts")).ok();
+    std::fs::remove_dir(&state).ok();
+    Ok(())
 }
 
 /// What teardown leaves on machines the deployment does not own: the packages it installed

@@ -39,6 +39,11 @@ pub fn run_script(host: &Host, script: &Script, stdin: &[u8]) -> Result<String> 
     let output = ssh
         .run(&format!("{sudo}bash -c {}", shell_quote(&body)), stdin)
         .with_context(|| format!("running {} on {}", script.name(), host.name))?;
+    printed(host, script, output)
+}
+
+/// What a remote script printed, or its failure with what it said on stderr.
+fn printed(host: &Host, script: &Script, output: ssh::Output) -> Result<String> {
     if output.status != 0 {
         bail!(
             "{} on {} failed (exit status {}): {}",
@@ -58,16 +63,7 @@ pub fn probe(host: &Host, script: &Script) -> Result<String> {
         return local::run_script(host, script, b"");
     };
     let output = ssh.run(&format!("bash -c {}", shell_quote(&script.text())), b"")?;
-    if output.status != 0 {
-        bail!(
-            "{} on {} failed (exit status {}): {}",
-            script.name(),
-            host.name,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    printed(host, script, output)
 }
 
 /// Places a file in a host's folder (`name` may have folders in it), readable by its owner only

@@ -41,16 +41,7 @@ impl Provider for Aws {
 
     fn destroy(&self, session: &mut Session) -> Result<()> {
         teardown::teardown(session)?;
-        // What this machine kept of the remote hosts: their logs and pinned host keys.
-        let state = session.paths.state_dir();
-        let logs = state.join("logs");
-        if logs.exists() {
-            std::fs::remove_dir_all(&logs)
-                .with_context(|| format!("removing {}", logs.display()))?;
-        }
-        std::fs::remove_file(state.join("known_hosts")).ok();
-        std::fs::remove_dir(&state).ok();
-        Ok(())
+        machines::forget(&session.paths)
     }
 
     fn client_address(&self, client: &Host) -> String {
