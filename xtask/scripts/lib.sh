@@ -60,7 +60,7 @@ enter_cgroup() {
   while read -r dir; do
     [ -n "$dir" ] || continue
     if [ ! -d "$dir" ]; then
-      echo "the host's cgroup $dir is gone (was the machine restarted?); run \`cargo xtask teardown\` and provision again" >&2
+      echo "the host's cgroup $dir is gone (was the machine restarted?); run \`$XTASK teardown\` and provision again" >&2
       return 1
     fi
     echo "$BASHPID" > "$dir/cgroup.procs"

@@ -257,16 +257,38 @@ pub struct SettingsArgs {
 pub fn parse() -> Cli {
     let matches = command().try_get_matches().unwrap_or_else(|e| {
         if let Some(flag) = misplaced_setting(&e) {
+            // The hint names the state file the command line gave, parsed or not.
+            crate::state::remember(&crate::state::Paths::new(given_data()));
             eprintln!(
                 "error: {flag} is a deployment setting: settings are chosen at provision and kept \
-                 in data.json for the deployment's life; to change one, run `cargo xtask teardown`, \
-                 then `cargo xtask provision {flag} …`"
+                 in data.json for the deployment's life; to change one, run `{}`, then `{}`",
+                crate::state::command("teardown"),
+                crate::state::command(&format!("provision {flag} …"))
             );
             std::process::exit(2);
         }
         e.exit()
     });
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The state file a command line names (`--data PATH`, `--data=PATH` or XTASK_DATA), read
+/// without clap for a command line it refused.
+fn given_data() -> PathBuf {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--data" {
+            if let Some(path) = args.next() {
+                return PathBuf::from(path);
+            }
+        } else if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--data=")) {
+            return PathBuf::from(path);
+        }
+    }
+    std::env::var_os("XTASK_DATA").map_or_else(
+        || crate::state::project_root().join("data.json"),
+        PathBuf::from,
+    )
 }
 
 fn misplaced_setting(e: &clap::Error) -> Option<String> {
@@ -392,9 +414,9 @@ impl SettingsArgs {
                     format!("with --{} {}", flag(&name), plain(recorded))
                 };
                 bail!(
-                    "this deployment was provisioned {was}, not {}; run `cargo xtask teardown` \
-                     first to change it",
-                    plain(&given)
+                    "this deployment was provisioned {was}, not {}; run `{}` first to change it",
+                    plain(&given),
+                    crate::state::command("teardown")
                 );
             }
         }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let paths = Paths::new(cli.data.unwrap_or_else(|| project_root().join("data.json")));
+    state::remember(&paths);
     let engine = Engine {
         paths,
         work: steps::work_of,

@@ -2,9 +2,21 @@
 //! indicatif draws nothing when stderr is not a terminal.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The bar on screen, if any: what is said while it runs goes above it, never through it.
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Says a line to the user: above the bar on screen, or plainly.
+pub fn say(line: impl AsRef<str>) {
+    match SHOWN.lock().ok().and_then(|shown| shown.clone()) {
+        Some(bar) => bar.println(line.as_ref()),
+        None => eprintln!("{}", line.as_ref()),
+    }
+}
 
 pub struct Progress {
     step: &'static str,
@@ -24,6 +36,9 @@ impl Progress {
                 .progress_chars("=> "),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
+            if let Ok(mut shown) = SHOWN.lock() {
+                *shown = Some(bar.clone());
+            }
             bar
         });
         Progress { step, bar }
@@ -43,6 +58,20 @@ impl Progress {
         }
     }
 
+    /// Whether a bar is on the screen (else every task is already a line of its own).
+    pub fn is_drawn(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Runs `f` with the bar off the screen, so what it prints (a compiler's output) is not
+    /// drawn over; the bar comes back after.
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
     /// A line that stays on screen above the bar.
     pub fn note(&self, message: impl AsRef<str>) {
         match &self.bar {
@@ -56,6 +85,9 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            if let Ok(mut shown) = SHOWN.lock() {
+                *shown = None;
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ pub fn build(target: Option<&str>) -> Result<PathBuf> {
         sh,
         "{cargo} build --release --package services --bins --quiet {target_args...}"
     )
+    // The step says what it builds; an echoed command line would be drawn through its bar.
+    .quiet()
     .run()
     .with_context(|| match target {
         Some(t) if t.contains("musl") => format!(

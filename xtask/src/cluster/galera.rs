@@ -352,8 +352,12 @@ pub fn wait_synced(nodes: &[Host], timeout: Duration) -> Result<()> {
 /// first choice is what it picks when it starts).
 pub fn writer(nodes: &[Host]) -> Result<Host> {
     let states: Vec<Option<NodeState>> = nodes.iter().map(|n| node_state(n).ok()).collect();
-    let index = contract::galera::choose_writer(usize::MAX, &states)
-        .context("no Galera node is Synced in the primary component; run `cargo xtask repair`")?;
+    let index = contract::galera::choose_writer(usize::MAX, &states).with_context(|| {
+        format!(
+            "no Galera node is Synced in the primary component; run `{}`",
+            crate::state::command("repair")
+        )
+    })?;
     Ok(nodes[index].clone())
 }
 

@@ -45,7 +45,7 @@ pub fn start_and_record(
     let out = transport::run_script(host, &script, b"")?;
     // What a start script says the operator should know (how the process runs).
     for note in out.lines().filter_map(|l| l.strip_prefix("note: ")) {
-        println!("{}: {note}", host.name);
+        crate::progress::say(format!("{}: {note}", host.name));
     }
     let record = parse_identity(&out, program).with_context(|| {
         format!(

@@ -51,7 +51,10 @@ impl Engine {
                 choose_bench_run(&mut session.deployment, bench, false)?;
             }
             self.run_in(&mut session, step, false).with_context(|| {
-                format!("resume with `cargo xtask {step}` once the cause is fixed")
+                format!(
+                    "resume with `{}` once the cause is fixed",
+                    state::command(&step.to_string())
+                )
             })?;
         }
         let d = &session.deployment;
@@ -60,16 +63,18 @@ impl Engine {
         if !drifted.is_empty() {
             eprintln!(
                 "\nevery step is done, but the deployment drifted since: {}.\n  \
-                 `cargo xtask repair` checks every server, service and replica and fixes what \
-                 drifted",
-                drifted.join("; ")
+                 `{}` checks every server, service and replica and fixes what drifted",
+                drifted.join("; "),
+                state::command("repair")
             );
         }
         let gatekeeper = provider.public_gatekeeper_url(d)?;
         eprintln!(
             "\nall steps are done.\n  results:    {}/summary.md (CSVs and charts beside it)\n  \
-             gatekeeper: {gatekeeper}/\n  status:     cargo xtask status\n  tear down:  cargo xtask teardown",
-            results::results_dir().display()
+             gatekeeper: {gatekeeper}/\n  status:     {}\n  tear down:  {}",
+            results::results_dir().display(),
+            state::command("status"),
+            state::command("teardown")
         );
         Ok(())
     }
@@ -78,7 +83,10 @@ impl Engine {
         let record = session.deployment.step(step);
         if let Some(needed) = step.needs() {
             if session.deployment.step(needed).status != StepStatus::Done {
-                bail!("`{step}` needs `{needed}` to be done first: run `cargo xtask {needed}`");
+                bail!(
+                    "`{step}` needs `{needed}` to be done first: run `{}`",
+                    state::command(&needed.to_string())
+                );
             }
         }
         match record.status {
@@ -171,10 +179,11 @@ fn choose_bench_run(d: &mut Deployment, args: &BenchArgs, force: bool) -> Result
         Some(run) if status != StepStatus::Done && !force => {
             if !args.is_empty() && run.settings != requested {
                 bail!(
-                    "bench run {} was interrupted with other settings ({:?}); run `cargo xtask \
-                     bench` without flags to finish it, or with --force to start a new run",
+                    "bench run {} was interrupted with other settings ({:?}); run `{}` without \
+                     flags to finish it, or with --force to start a new run",
                     run.id,
-                    run.settings
+                    run.settings,
+                    state::command("bench")
                 );
             }
         }

@@ -183,8 +183,9 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     let runs = collect::load_runs(raw)?;
     let Some(latest) = runs.last() else {
         bail!(
-            "no bench run in {}; run `cargo xtask bench` first",
-            raw.display()
+            "no bench run in {}; run `{}` first",
+            raw.display(),
+            crate::state::command("bench")
         );
     };
     let sysbench_rows: Vec<SysbenchRow> = runs.iter().flat_map(|r| r.sysbench.clone()).collect();

@@ -6,6 +6,7 @@
 //! at any moment leaves either the old or the new document, never half of one. A lock on a sidecar
 //! file keeps two runs from racing.
 
+mod command;
 mod limits;
 mod session;
 mod settings;
@@ -19,6 +20,7 @@ use anyhow::{Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
+pub use command::{command, remember};
 pub use limits::{HostClass, HostLimit, HostMemory, Limits, Millicpus};
 pub use session::{Lock, Session};
 pub use settings::{

@@ -29,13 +29,15 @@ impl Session {
         let deployment = match paths.load()? {
             Some(d) if d.is_live() => d,
             Some(d) => bail!(
-                "deployment {} was torn down at {}; run `cargo xtask provision` to create a new one",
+                "deployment {} was torn down at {}; run `{}` to create a new one",
                 d.id,
-                d.torn_down_at.unwrap_or_default()
+                d.torn_down_at.unwrap_or_default(),
+                super::command("provision")
             ),
             None => bail!(
-                "no deployment at {}; run `cargo xtask provision` first",
-                paths.data_json.display()
+                "no deployment at {}; run `{}` first",
+                paths.data_json.display(),
+                super::command("provision")
             ),
         };
         Ok(Session::new(paths, lock, deployment))

@@ -19,13 +19,21 @@ pub fn run(session: &mut Session) -> Result<()> {
     let progress = Progress::new("deploy-services", 4);
     let provider = providers::of(session.deployment.provider());
     let target = session.deployment.settings.target.clone();
-    progress.task(format!(
+    let building = format!(
         "building the services (cargo build --release -p services{})",
         target
             .as_deref()
             .map_or(String::new(), |t| format!(" --target {t}"))
-    ));
-    let bin_dir = build::build(target.as_deref())?;
+    );
+    progress.task(&building);
+    // The compiler's warnings and errors print as they come, under a line that says what is
+    // built, with the bar off the screen.
+    let bin_dir = progress.suspend(|| {
+        if progress.is_drawn() {
+            eprintln!("deploy-services: {building}");
+        }
+        build::build(target.as_deref())
+    })?;
 
     for role in services::ORDER {
         let host = session.deployment.host(role)?.clone();

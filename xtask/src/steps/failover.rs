@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::cluster::{server, sql, topology};
 use crate::progress::Progress;
 use crate::state::{
-    now, Engine, FailoverRecord, Host, Lock, Paths, Role, Session, Step, StepStatus,
+    self, now, Engine, FailoverRecord, Host, Lock, Paths, Role, Session, Step, StepStatus,
 };
 
 /// How long a worker gets to apply what it received before the choice.
@@ -27,12 +27,16 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
         bail!(
             "a Galera cluster has no manager to fail over: every node holds every write, and \
              the proxy moves the writes to the next Synced node by itself when the writer \
-             fails; `cargo xtask status` shows which node writes, `cargo xtask repair` brings \
-             a stopped node back"
+             fails; `{}` shows which node writes, `{}` brings a stopped node back",
+            state::command("status"),
+            state::command("repair")
         );
     }
     if d.step(Step::InstallCluster).status != StepStatus::Done {
-        bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
+        bail!(
+            "the cluster is not installed yet: run `{}` first",
+            state::command("install-cluster")
+        );
     }
     let old = d.host(Role::Manager)?.clone();
     let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
@@ -134,7 +138,7 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
     };
     progress.note(format!(
         "{} is the manager (it had applied {position}); {} replicate from it; {} is fenced \
-         until `cargo xtask repair`; semi-sync: {semi_sync}; took {:.1} s",
+         until `{}`; semi-sync: {semi_sync}; took {:.1} s",
         chosen.name,
         if others.is_empty() {
             "no other workers".to_string()
@@ -146,6 +150,7 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
                 .join(", ")
         },
         old.name,
+        state::command("repair"),
         started.elapsed().as_secs_f64()
     ));
     Ok(())

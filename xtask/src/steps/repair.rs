@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use contract::gtid::GtidPosition;
 
 use crate::cluster::{galera, server, services, sql, topology};
-use crate::state::{Engine, Host, Lock, Paths, Role, Session, Step, StepStatus};
+use crate::state::{self, Engine, Host, Lock, Paths, Role, Session, Step, StepStatus};
 
 /// How long a restarted worker gets to catch up before repair says it is still behind.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -23,7 +23,10 @@ pub fn run(paths: &Paths) -> Result<()> {
     let started = Instant::now();
     let mut session = Session::open_live(paths, Lock::acquire(paths)?)?;
     if session.deployment.step(Step::InstallCluster).status != StepStatus::Done {
-        bail!("the cluster is not installed yet: run `cargo xtask install-cluster` first");
+        bail!(
+            "the cluster is not installed yet: run `{}` first",
+            state::command("install-cluster")
+        );
     }
     let mut did = Vec::new();
     let mut stuck = Vec::new();
@@ -39,9 +42,10 @@ pub fn run(paths: &Paths) -> Result<()> {
         }
         bail!(
             "repair mended what it could ({} s), but not: {}. Bring those machines back and run \
-             `cargo xtask repair` again",
+             `{}` again",
             started.elapsed().as_secs(),
-            stuck.join("; ")
+            stuck.join("; "),
+            state::command("repair")
         );
     }
     if did.is_empty() {
@@ -115,9 +119,11 @@ fn repair_replication(
     if down.contains(&manager.name) {
         bail!(
             "the manager ({}) does not answer and could not be started: {}. Make a worker the \
-             manager with `cargo xtask failover`, then run `cargo xtask repair` again",
+             manager with `{}`, then run `{}` again",
             manager.name,
-            stuck.join("; ")
+            stuck.join("; "),
+            state::command("failover"),
+            state::command("repair")
         );
     }
     if sql::sql(&manager, "SELECT @@read_only;")?.trim() != "0" {

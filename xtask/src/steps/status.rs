@@ -7,15 +7,16 @@ use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
 use crate::cluster::{galera, limits, server, services, sql};
-use crate::state::{Deployment, Host, HostMemory, Paths, Role, Step};
+use crate::state::{self, Deployment, Host, HostMemory, Paths, Role, Step};
 use crate::transport;
 
 pub fn run(paths: &Paths, queries: bool) -> Result<()> {
     // No lock: status only reads, and a step that is running keeps data.json whole.
     let Some(d) = paths.load()? else {
         println!(
-            "no deployment at {}; `cargo xtask all` creates one",
-            paths.data_json.display()
+            "no deployment at {}; `{}` creates one",
+            paths.data_json.display(),
+            state::command("all")
         );
         return Ok(());
     };
@@ -26,7 +27,10 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         d.created_at
     );
     if let Some(at) = &d.torn_down_at {
-        println!("torn down at {at}; `cargo xtask provision` starts a new deployment");
+        println!(
+            "torn down at {at}; `{}` starts a new deployment",
+            state::command("provision")
+        );
     }
     println!("state file: {}", paths.data_json.display());
     println!();
@@ -100,8 +104,9 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
     if drifted {
         println!();
         println!(
-            "something is down or out of place: `cargo xtask repair` checks every server, \
-             service and replica and fixes what drifted"
+            "something is down or out of place: `{}` checks every server, service and replica \
+             and fixes what drifted",
+            state::command("repair")
         );
     }
     if queries && d.is_live() {
@@ -152,8 +157,9 @@ fn cpu_use(d: &Deployment) -> BTreeMap<String, (f64, Option<String>)> {
                     .map_or("none".to_string(), |q| format!("{q} CPU"));
                 format!(
                     "its quota is {now} now, not the {} recorded (an interrupted bench left it \
-                     slowed? `cargo xtask bench` restores it)",
-                    recorded.map_or("none".to_string(), |q| format!("{q} CPU"))
+                     slowed? `{}` restores it)",
+                    recorded.map_or("none".to_string(), |q| format!("{q} CPU")),
+                    state::command("bench")
                 )
             });
             Some((name, (cpus, drifted)))
@@ -213,15 +219,18 @@ fn health(d: &Deployment, host: &Host) -> String {
         return format!("DOWN (not answering: {})", first_line(&format!("{e:#}")));
     }
     if d.fenced.contains(&host.name) {
-        return "up, FENCED: a former manager, read-only until `cargo xtask repair` makes it a \
-                worker of the manager"
-            .to_string();
+        return format!(
+            "up, FENCED: a former manager, read-only until `{}` makes it a worker of the manager",
+            state::command("repair")
+        );
     }
     if host.role == Role::Manager {
         if sql::sql(host, "SELECT @@read_only;").is_ok_and(|r| r.trim() != "0") {
-            return "up, READ-ONLY: it started again on its own (a crash, a reboot) and takes no \
-                    write until `cargo xtask repair` opens it"
-                .to_string();
+            return format!(
+                "up, READ-ONLY: it started again on its own (a crash, a reboot) and takes no \
+                 write until `{}` opens it",
+                state::command("repair")
+            );
         }
         return match sql::semi_sync(host) {
             Ok(sql::SemiSync::On { workers }) => {
@@ -290,7 +299,7 @@ fn node_health(d: &Deployment, host: &Host) -> String {
 
 fn service_health(d: &Deployment, host: &Host) -> String {
     if !d.processes.contains_key(&services::process_key(host)) {
-        return "not deployed (cargo xtask deploy-services)".to_string();
+        return format!("not deployed (`{}`)", state::command("deploy-services"));
     }
     match services::check_health(d, host, Duration::ZERO) {
         Ok(()) => "up, /health ok".to_string(),

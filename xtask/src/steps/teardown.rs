@@ -21,8 +21,9 @@ pub fn command(engine: &Engine, args: &TeardownArgs) -> Result<()> {
             .is_some_and(|d| d.is_live() && d.id == *id)
         {
             bail!(
-                "{id} is the deployment of {}: run `cargo xtask teardown` without --aws-deployment",
-                paths.data_json.display()
+                "{id} is the deployment of {}: run `{}` without --aws-deployment",
+                paths.data_json.display(),
+                crate::state::command("teardown")
             );
         }
         return aws::teardown_lost(

@@ -32,13 +32,15 @@ impl Script {
         self.name
     }
 
-    /// The full text: strict mode, the parameters, the tool search path, the shared functions,
-    /// then the body.
+    /// The full text: strict mode, the parameters, how the tool is run, the tool search path,
+    /// the shared functions, then the body.
     pub fn text(&self) -> String {
         let mut text = String::from("set -euo pipefail\n");
         for (name, value) in &self.params {
             writeln!(text, "{name}={}", shell_quote(value)).unwrap();
         }
+        // How the user runs this tool, for the commands a script tells them to run.
+        writeln!(text, "XTASK={}", shell_quote(&crate::state::command(""))).unwrap();
         // MariaDB's server programs live in sbin, which is not on a normal user's PATH;
         // XTASK_TOOLS_PATH, when set, replaces where the database programs are looked for.
         text.push_str("TOOLS_PATH=\"${XTASK_TOOLS_PATH:-$PATH:/usr/sbin:/sbin}\"\n");

@@ -224,8 +224,9 @@ async fn ensure_key_pair(ec2: &Client, session: &Session) -> Result<String> {
             if !instances_of(ec2, id).await?.is_empty() {
                 bail!(
                     "key pair {id} exists but its private key {} is missing, and instances use \
-                     it: restore the file, or run `cargo xtask teardown` and provision again",
-                    path.display()
+                     it: restore the file, or run `{}` and provision again",
+                    path.display(),
+                    crate::state::command("teardown")
                 );
             }
             ec2.delete_key_pair()

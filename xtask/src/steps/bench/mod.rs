@@ -19,7 +19,9 @@ use crate::progress::Progress;
 use crate::providers;
 use crate::results::layout;
 use crate::results::{Degraded, RunMeta};
-use crate::state::{project_root, BenchRun, Deployment, Engine, Host, HostLimit, Role, Session};
+use crate::state::{
+    self, project_root, BenchRun, Deployment, Engine, Host, HostLimit, Role, Session,
+};
 use crate::transport::{self, script::Script};
 
 use load::{DegradedPlan, LoadTest};
@@ -140,8 +142,9 @@ pub fn run(session: &mut Session) -> Result<()> {
     let built_loadgen = build::release_dir(d.settings.target.as_deref()).join("loadgen");
     if !built_loadgen.exists() {
         bail!(
-            "{} is missing; run `cargo xtask deploy-services --force`, which builds it",
-            built_loadgen.display()
+            "{} is missing; run `{}`, which builds it",
+            built_loadgen.display(),
+            state::command("deploy-services --force")
         );
     }
     // Recorded under the proxy, whose machine the bench client is.
@@ -198,10 +201,12 @@ pub fn run(session: &mut Session) -> Result<()> {
         load::degraded(&mut bench, d, &load, plan)?;
     }
     bench.progress.note(format!(
-        "run {} is complete in {} ({}); `cargo xtask fetch-results` turns it into results/",
+        "run {} is complete in {} ({}); `{}` turns it into {}",
         run.id,
         bench.client.dir.join(&run.id).display(),
-        transport::describe(&bench.client)
+        transport::describe(&bench.client),
+        state::command("fetch-results"),
+        crate::results::results_dir().display()
     ));
     Ok(())
 }
