@@ -386,9 +386,10 @@ impl SettingsArgs {
             }
             let slot = field_mut(&mut settings, &name).with_context(|| {
                 format!(
-                    "--{} is not a setting of the {} provider (see `cargo xtask provision --help`)",
+                    "--{} is not a setting of the {} provider (see `{}`)",
                     flag(&name),
-                    plain(&serde_json::to_value(kind).unwrap_or_default())
+                    plain(&serde_json::to_value(kind).unwrap_or_default()),
+                    crate::state::command("provision --help")
                 )
             })?;
             *slot = value;

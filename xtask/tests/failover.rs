@@ -370,7 +370,7 @@ fn stalled_and_killed_parts_are_left_out_and_repaired() {
         );
         let status = d.ok(&["status"]);
         assert!(
-            status.contains("DOWN") && status.contains("`cargo xtask repair` checks"),
+            status.contains("DOWN") && status.contains(&format!("`{}` checks", d.xtask("repair"))),
             "{status}"
         );
         let out = d.ok(&["repair"]);

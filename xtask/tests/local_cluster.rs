@@ -312,7 +312,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let d = Deployment::new("bad-input", "127.0.23");
 
     d.fails(&["frobnicate"], "unrecognized subcommand");
-    d.fails(&["install-cluster"], "run `cargo xtask provision` first");
+    d.fails(
+        &["install-cluster"],
+        &format!("run `{}` first", d.xtask("provision")),
+    );
     d.fails(
         &["provision", "--workers", "0"],
         "--workers must be between 1 and 20",
@@ -364,7 +367,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     // Steps out of order, and settings given to a step other than provision.
     d.provision(&["--workers", "1"]);
-    d.fails(&["bench"], "run `cargo xtask deploy-services`");
+    d.fails(&["bench"], &format!("run `{}`", d.xtask("deploy-services")));
     d.fails(
         &["install-cluster", "--workers", "2"],
         "settings are chosen at provision",

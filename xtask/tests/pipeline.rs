@@ -444,7 +444,7 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     let again = d.ok(&["all"]);
     assert!(
         again.contains("the deployment drifted since: worker-2's server does not answer")
-            && again.contains("`cargo xtask repair`"),
+            && again.contains(&format!("`{}`", d.xtask("repair"))),
         "{again}"
     );
     let repaired = d.ok(&["repair"]);

@@ -73,7 +73,26 @@ impl Deployment {
         let out = self.run(args);
         let text = text(&out);
         assert!(out.status.success(), "xtask {args:?} failed:\n{text}");
+        self.assert_commands_work_as_printed(&text);
         text
+    }
+
+    /// `cargo xtask <args>` as xtask prints it for this deployment.
+    pub fn xtask(&self, args: &str) -> String {
+        format!("cargo xtask --data {} {args}", self.data_json().display())
+    }
+
+    /// Every command xtask tells the user to run names this deployment's state file (every
+    /// test's is not the default): run as printed, it acts on this deployment.
+    pub fn assert_commands_work_as_printed(&self, text: &str) {
+        let with_data = format!("cargo xtask --data {} ", self.data_json().display());
+        for (at, _) in text.match_indices("cargo xtask") {
+            assert!(
+                text[at..].starts_with(&with_data),
+                "a command printed without this deployment's --data: {:?} in:\n{text}",
+                text[at..].lines().next().unwrap_or_default()
+            );
+        }
     }
 
     /// Runs xtask and asserts it failed with a message containing `expected`.
@@ -92,6 +111,7 @@ impl Deployment {
             !text.contains("panicked"),
             "xtask {args:?} panicked:\n{text}"
         );
+        self.assert_commands_work_as_printed(&text);
         text
     }
 
