@@ -30,6 +30,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what provision would create (or what the live deployment has): each host, its size
+    /// and address, the network rules and, on aws, the price per hour. Creates nothing.
+    Plan(PlanArgs),
     /// Allocate the hosts (local: loopback addresses and folders; aws: instances; ssh: the
     /// inventory's machines, checked first) and generate the secrets.
     Provision(ProvisionArgs),
@@ -97,6 +100,16 @@ pub struct ProvisionArgs {
     pub step: StepArgs,
     #[command(flatten)]
     pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// An instance type's price in USD per hour, over the table kept in xtask (for a type it
+    /// lacks, or another region's price); repeatable.
+    #[arg(long, value_name = "TYPE=USD")]
+    pub price_per_hour: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -342,7 +355,7 @@ pub fn command() -> clap::Command {
     }
 
     let mut cmd = Cli::command();
-    for sub in ["provision", "all", "bench"] {
+    for sub in ["plan", "provision", "all", "bench"] {
         cmd = cmd.mut_subcommand(sub, |mut c| {
             for (name, label) in &defaults {
                 let Some(arg) = c.get_arguments().find(|a| a.get_id() == name.as_str()) else {

@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     let none = BenchArgs::default();
     match cli.command {
+        Command::Plan(a) => steps::plan::run(&engine.paths, &a),
         Command::Provision(a) => engine.provision(a.step.force, &a.settings),
         Command::InstallCluster(a) => engine.step(Step::InstallCluster, a.force, &none),
         Command::DeployServices(a) => engine.step(Step::DeployServices, a.force, &none),

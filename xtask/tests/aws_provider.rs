@@ -461,3 +461,76 @@ fn galera_nodes_open_their_ports_to_the_database_hosts_only() {
     d.ok(&["teardown"]);
     assert_nothing_left(&moto, &d, &id);
 }
+
+#[test]
+fn plan_shows_what_it_costs_and_contacts_nothing_and_status_counts_the_hours() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-plan", &moto);
+    // An endpoint where nothing answers: a plan that called the EC2 API would fail.
+    let out = d.ok(&[
+        "plan",
+        "--provider",
+        "aws",
+        "--aws-endpoint",
+        "http://127.0.0.1:9",
+        "--region",
+        "us-east-1",
+        "--db-instance-type",
+        "t3.micro",
+        "--service-instance-type",
+        "x9.huge",
+        "--price-per-hour",
+        "x9.huge=0.1",
+    ]);
+    for said in [
+        "a new deployment (aws provider): nothing exists yet",
+        "standalone     standalone    t3.micro",
+        "gatekeeper     gatekeeper    x9.huge",
+        "trusted-host: port 8080 from the gatekeeper group (requests from the gatekeeper)",
+        "5 × t3.micro: $0.0104 per hour each, $0.0520 per hour",
+        "3 × x9.huge: $0.1000 per hour each, $0.3000 per hour",
+        "8 × public IPv4 address: $0.0050 per hour each, $0.0400 per hour",
+        // 0.052 + 0.3 + 8 × 20 × 0.08 / 730 + 0.04
+        "in all about $0.41 per hour ($9.83 per day) from provision until teardown",
+    ] {
+        assert!(out.contains(said), "{said:?} not in:\n{out}");
+    }
+    assert!(!d.data_json().exists(), "plan recorded a deployment");
+    // Without the price, the type is said to have none.
+    let out = d.ok(&[
+        "plan",
+        "--provider",
+        "aws",
+        "--service-instance-type",
+        "x9.huge",
+    ]);
+    assert!(out.contains("3 × x9.huge: price unknown"), "{out}");
+    assert!(out.contains("in all at least $0.12 per hour"), "{out}");
+
+    // provision says the hourly figure before it creates anything; status and plan then say
+    // since when the instances run and what they have cost.
+    let out = d.ok(&provision_args(&moto, "2"));
+    // 4 × t2.micro + 3 × t2.large, with their volumes and addresses.
+    let figure = out
+        .find("7 instances: about $0.38 per hour")
+        .unwrap_or_else(|| panic!("{out}"));
+    let first_call = out
+        .find("connecting to EC2")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        figure < first_call,
+        "the figure came after EC2 was called:\n{out}"
+    );
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("7 instances have run since ")
+            && status.contains("so far; they cost about $0.38 per hour until `"),
+        "{status}"
+    );
+    let plan = d.ok(&["plan"]);
+    assert!(plan.contains("(aws provider, provisioned "), "{plan}");
+    assert!(plan.contains("(public "), "{plan}");
+    let id = d.state()["id"].as_str().unwrap().to_string();
+    d.ok(&["teardown"]);
+    assert_nothing_left(&moto, &d, &id);
+}

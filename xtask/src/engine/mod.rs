@@ -69,6 +69,9 @@ impl Engine {
             );
         }
         let gatekeeper = provider.public_gatekeeper_url(d)?;
+        if let Some(charges) = provider.charges(d) {
+            eprintln!("\n{charges}");
+        }
         eprintln!(
             "\nall steps are done.\n  results:    {}/summary.md (CSVs and charts beside it)\n  \
              gatekeeper: {gatekeeper}/\n  status:     {}\n  tear down:  {}",

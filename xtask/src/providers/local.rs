@@ -1,12 +1,13 @@
 //! The local provider: every host is a loopback address on this machine with its own folder
 //! under `.state/`, and the provider-neutral scripts run under bash as the current user.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::Provider;
+use super::{Plan, PlannedHost, Provider};
 use crate::cluster::{limits, server, services};
 use crate::progress::Progress;
 use crate::state::{
@@ -54,6 +55,14 @@ pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
         .collect()
 }
 
+/// Which limits a host gets.
+fn class_of(role: Role) -> HostClass {
+    match role.runs_database() {
+        true => HostClass::Database,
+        false => HostClass::Service,
+    }
+}
+
 /// Fails, naming the address, when something already listens where a host will.
 fn check_free(host: &Host, port: u16) -> Result<()> {
     TcpListener::bind((host.address.as_str(), port))
@@ -85,14 +94,7 @@ fn limit_hosts(d: &Deployment) -> Result<Limits> {
     let mut targets: Vec<(Host, HostClass)> = d
         .hosts
         .iter()
-        .map(|h| {
-            let class = if h.role.runs_database() {
-                HostClass::Database
-            } else {
-                HostClass::Service
-            };
-            (h.clone(), class)
-        })
+        .map(|h| (h.clone(), class_of(h.role)))
         .collect();
     targets.push((d.bench_client()?, HostClass::BenchClient));
     let mut made = Limits::default();
@@ -116,6 +118,52 @@ fn limit_hosts(d: &Deployment) -> Result<Limits> {
 }
 
 impl Provider for Local {
+    fn plan(
+        &self,
+        settings: &Settings,
+        paths: &Paths,
+        live: Option<&Deployment>,
+        _prices: &BTreeMap<String, f64>,
+    ) -> Result<Plan> {
+        let ProviderSettings::Local(local) = &settings.provider else {
+            anyhow::bail!("this is not a local deployment");
+        };
+        let hosts = match live {
+            Some(d) => d.hosts.clone(),
+            None => plan_hosts(settings, &paths.state_dir()),
+        };
+        let size = |class| {
+            let cpus = local
+                .host_cpus
+                .of(class)
+                .map_or("no CPU limit".to_string(), |c| format!("{c} CPU"));
+            format!("{cpus}, {} memory", local.host_memory)
+        };
+        Ok(Plan {
+            hosts: hosts
+                .into_iter()
+                .map(|h| PlannedHost {
+                    size: size(class_of(h.role)),
+                    name: h.name,
+                    role: h.role,
+                    address: h.address,
+                })
+                .collect(),
+            rules: Vec::new(),
+            cost: Vec::new(),
+            notes: vec![format!(
+                "every host is an address of this machine with a folder under {}, in a cgroup \
+                 of its own (the bench client: {}); nothing is paid",
+                paths.state_dir().display(),
+                size(HostClass::BenchClient)
+            )],
+        })
+    }
+
+    fn charges(&self, _d: &Deployment) -> Option<String> {
+        None
+    }
+
     fn plan_hosts(&self, settings: &Settings, paths: &Paths, _id: &str) -> Result<Vec<Host>> {
         let hosts = plan_hosts(settings, &paths.state_dir());
         // Checked before anything is written, so a taken address leaves no trace.
@@ -234,6 +282,35 @@ mod tests {
         assert_eq!(hosts[6].address, "127.0.9.8");
         assert_eq!(hosts[3].dir, Path::new("/s/worker-2"));
         assert_eq!(hosts[3].role, Role::Worker);
+    }
+
+    #[test]
+    fn the_plan_shows_each_hosts_limits_from_the_settings() {
+        let mut settings = Settings {
+            workers: 1,
+            ..Settings::defaults(crate::state::ProviderKind::Local)
+        };
+        if let ProviderSettings::Local(local) = &mut settings.provider {
+            local.host_cpus = "databases=0.5,services=2".parse().unwrap();
+        }
+        let paths = Paths::new("/srv/d/data.json".into());
+        let plan = Local
+            .plan(&settings, &paths, None, &BTreeMap::new())
+            .unwrap();
+        let rows: Vec<(&str, &str, &str)> = plan
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.size.as_str(), h.address.as_str()))
+            .collect();
+        assert_eq!(rows[0], ("standalone", "0.5 CPU, 1G memory", "127.0.1.2"));
+        assert_eq!(rows[3], ("proxy", "2 CPU, 1G memory", "127.0.1.5"));
+        assert_eq!(rows.len(), 6);
+        assert!(plan.cost.is_empty() && plan.rules.is_empty());
+        assert!(
+            plan.notes[0].contains("nothing is paid"),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -8,14 +8,52 @@ pub mod local;
 pub mod machines;
 pub mod ssh;
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 
-use crate::state::{Deployment, Host, Paths, ProviderKind, Session, Settings};
+use crate::state::{Deployment, Host, Paths, ProviderKind, Role, Session, Settings};
+
+/// What `plan` shows of a deployment: each host, who may reach the hosts, and what it costs
+/// while it runs.
+pub struct Plan {
+    pub hosts: Vec<PlannedHost>,
+    /// The network rules the provider makes, one per line.
+    pub rules: Vec<String>,
+    /// What it costs per hour, one line per item then the total; empty where nothing is paid.
+    pub cost: Vec<String>,
+    /// What the reader should know besides.
+    pub notes: Vec<String>,
+}
+
+pub struct PlannedHost {
+    pub name: String,
+    pub role: Role,
+    /// Its machine: an instance type, this machine's limits, a machine of the inventory.
+    pub size: String,
+    /// Where it listens, when known.
+    pub address: String,
+}
 
 pub trait Provider {
     /// The hosts of a new deployment. Fails, before anything is written, when they cannot be
     /// had (an address in use).
     fn plan_hosts(&self, settings: &Settings, paths: &Paths, id: &str) -> Result<Vec<Host>>;
+
+    /// What `plan` shows for these settings: of `live` when it is given (with its addresses),
+    /// else of the deployment provision would make. Contacts nothing and creates nothing;
+    /// `prices` are the user's own prices per hour by instance type.
+    fn plan(
+        &self,
+        settings: &Settings,
+        paths: &Paths,
+        live: Option<&Deployment>,
+        prices: &BTreeMap<String, f64>,
+    ) -> Result<Plan>;
+
+    /// What a live deployment has cost so far and costs while it runs, for `status` and the end
+    /// of `all`; None where nothing is paid.
+    fn charges(&self, d: &Deployment) -> Option<String>;
 
     /// The work of `provision`: the hosts made to exist.
     fn create(&self, session: &mut Session) -> Result<()>;

@@ -77,6 +77,9 @@ pub struct AwsResources {
     pub security_groups: BTreeMap<String, String>,
     /// Instances by host name.
     pub instances: BTreeMap<String, InstanceRecord>,
+    /// When provision first launched instances: what has been paid for starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

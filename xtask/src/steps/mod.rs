@@ -1,4 +1,5 @@
-//! The steps layer: one module per step (and the commands `status`, `failover` and `repair`), each the
+//! The steps layer: one module per step (and the commands `plan`, `status`, `failover` and
+//! `repair`), each the
 //! work of that step alone. A
 //! step uses the layers below it and never another step; this table is how the engine finds
 //! them, so a new step is one module and one line here.
@@ -8,6 +9,7 @@ mod deploy_services;
 pub mod failover;
 mod fetch_results;
 mod install_cluster;
+pub mod plan;
 mod provision;
 pub mod repair;
 pub mod status;

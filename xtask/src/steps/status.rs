@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
 use crate::cluster::{galera, limits, server, services, sql};
+use crate::providers;
 use crate::state::{self, Deployment, Host, HostMemory, Paths, Role, Step};
 use crate::transport;
 
@@ -33,6 +34,13 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         );
     }
     println!("state file: {}", paths.data_json.display());
+    if let Some(charges) = d
+        .is_live()
+        .then(|| providers::of(d.provider()).charges(&d))
+        .flatten()
+    {
+        println!("{charges}");
+    }
     println!();
     println!(
         "{:<16} {:<8} {:>8}  {:<20}  {:<20}",

@@ -6,9 +6,11 @@
 //! nothing). data.json records the same resources as soon as they are known.
 
 mod host_keys;
+mod prices;
 mod provision;
 mod teardown;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -18,9 +20,10 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use super::{machines, Provider};
+use super::{machines, Plan, PlannedHost, Provider};
 use crate::state::{Deployment, Host, Paths, Role, Session, Settings, SshEndpoint};
 
+pub use prices::overrides as price_overrides;
 pub use teardown::teardown_lost;
 
 /// The login user of Canonical's Ubuntu images.
@@ -31,6 +34,102 @@ const MANAGED_BY: &str = "cargo-xtask";
 pub struct Aws;
 
 impl Provider for Aws {
+    fn plan(
+        &self,
+        settings: &Settings,
+        paths: &Paths,
+        live: Option<&Deployment>,
+        prices: &BTreeMap<String, f64>,
+    ) -> Result<Plan> {
+        let aws = settings.aws()?;
+        let hosts = match live {
+            Some(d) => d.hosts.clone(),
+            None => plan_hosts(settings, paths, "plan"),
+        };
+        let type_of = |role: Role| provision::instance_type_name(aws, role);
+        let types: Vec<&str> = hosts.iter().map(|h| type_of(h.role)).collect();
+        let cost = prices::Cost::of(&types, provision::ROOT_VOLUME_GIB, prices);
+        let mut lines: Vec<String> = cost
+            .lines
+            .iter()
+            .map(|line| match line.each {
+                Some(each) => format!(
+                    "{} × {}: ${each:.4} per hour each, ${:.4} per hour",
+                    line.count,
+                    line.what,
+                    each * line.count as f64
+                ),
+                None => format!("{} × {}: price unknown", line.count, line.what),
+            })
+            .collect();
+        lines.push(format!(
+            "in all {} (${:.2} per day) from provision until teardown",
+            cost.describe(),
+            cost.per_hour() * 24.0
+        ));
+        let public = |h: &Host| {
+            let record = live?.aws.as_ref()?.instances.get(&h.name)?;
+            Some(format!(
+                "{} (public {})",
+                record.private_ip.clone()?,
+                record.public_ip.clone()?
+            ))
+        };
+        let mut notes = vec![format!(
+            "prices: {}; data transfer out of AWS is not counted",
+            prices::READ_FOR
+        )];
+        let region = live
+            .and_then(|d| d.aws.as_ref()?.region.clone())
+            .or(aws.region.clone());
+        if region.as_deref().is_some_and(|r| r != "us-east-1") {
+            notes.push(format!(
+                "the region is {}: its prices may differ from us-east-1's",
+                region.unwrap_or_default()
+            ));
+        }
+        Ok(Plan {
+            hosts: hosts
+                .iter()
+                .map(|h| PlannedHost {
+                    name: h.name.clone(),
+                    role: h.role,
+                    size: type_of(h.role).to_string(),
+                    address: public(h).unwrap_or_else(|| "known once it runs".to_string()),
+                })
+                .collect(),
+            rules: provision::rules(settings, aws)
+                .iter()
+                .map(provision::Rule::describe)
+                .collect(),
+            cost: lines,
+            notes,
+        })
+    }
+
+    fn charges(&self, d: &Deployment) -> Option<String> {
+        let resources = d.aws.as_ref()?;
+        let launched = resources.launched_at.as_deref()?;
+        let since = humantime::parse_rfc3339(launched).ok()?;
+        let seconds = since.elapsed().map_or(0, |e| e.as_secs());
+        let aws = d.settings.aws().ok()?;
+        let types: Vec<&str> = d
+            .hosts
+            .iter()
+            .map(|h| provision::instance_type_name(aws, h.role))
+            .collect();
+        let cost = prices::Cost::of(&types, provision::ROOT_VOLUME_GIB, &BTreeMap::new());
+        Some(format!(
+            "{} instances have run since {launched} ({}): about ${:.2} so far; they cost {} \
+             until `{}`",
+            d.hosts.len(),
+            prices::span(seconds),
+            cost.per_hour() * seconds as f64 / 3600.0,
+            cost.describe(),
+            crate::state::command("teardown")
+        ))
+    }
+
     fn plan_hosts(&self, settings: &Settings, paths: &Paths, id: &str) -> Result<Vec<Host>> {
         Ok(plan_hosts(settings, paths, id))
     }
@@ -224,5 +323,60 @@ fn require<T>(value: Option<T>, what: &str) -> Result<T> {
     match value {
         Some(v) => Ok(v),
         None => bail!("the EC2 API answered without {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Engine, ProviderKind, ProviderSettings};
+
+    #[test]
+    fn the_plan_shows_the_types_rules_and_price_of_the_settings() {
+        let mut settings = Settings {
+            engine: Engine::Galera,
+            ..Settings::defaults(ProviderKind::Aws)
+        };
+        if let ProviderSettings::Aws(aws) = &mut settings.provider {
+            aws.db_instance_type = "t3.small".into();
+            aws.ssh_cidr = "203.0.113.7/32".into();
+        }
+        let paths = Paths::new("/srv/d/data.json".into());
+        let plan = Aws.plan(&settings, &paths, None, &BTreeMap::new()).unwrap();
+        let sizes: Vec<(&str, &str)> = plan
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.size.as_str()))
+            .collect();
+        assert_eq!(sizes[1], ("node-1", "t3.small"));
+        assert_eq!(sizes[6], ("gatekeeper", "t2.large"));
+        assert_eq!(plan.hosts[1].address, "known once it runs");
+        for port in [4567, 4568, 4444] {
+            assert!(
+                plan.rules.contains(&format!(
+                    "database: port {port} from the database group ({})",
+                    match port {
+                        4567 => "Galera group communication",
+                        4568 => "Galera incremental state transfer",
+                        _ => "Galera full state transfer",
+                    }
+                )),
+                "{:?}",
+                plan.rules
+            );
+        }
+        assert!(plan
+            .rules
+            .contains(&"proxy: port 22 from 203.0.113.7/32 (SSH from the operator)".to_string()));
+        assert!(
+            plan.cost[0].starts_with("4 × t3.small: $0.0208 per hour each"),
+            "{:?}",
+            plan.cost
+        );
+        assert!(
+            plan.cost[1].starts_with("3 × t2.large: $0.0928 per hour each"),
+            "{:?}",
+            plan.cost
+        );
     }
 }

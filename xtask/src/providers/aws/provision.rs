@@ -33,7 +33,7 @@ const UBUNTU_IMAGES: &str = "ubuntu/images/hvm-ssd*/ubuntu-*-*.04-amd64-server-*
 const GROUPS: [&str; 4] = ["gatekeeper", "trusted-host", "proxy", "database"];
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
 /// Each instance's root volume: the image's 8 GB with room for the data, logs and binaries.
-const ROOT_VOLUME_GIB: i32 = 20;
+pub const ROOT_VOLUME_GIB: u32 = 20;
 
 pub fn provision(session: &mut Session) -> Result<()> {
     block_on(provision_async(session))
@@ -44,6 +44,22 @@ async fn provision_async(session: &mut Session) -> Result<()> {
     let id = session.deployment.id.clone();
     let recorded = session.deployment.aws.clone().unwrap_or_default();
     let progress = Progress::new("provision", 6);
+    // Said before anything is created: from here it costs money until teardown.
+    let types: Vec<&str> = session
+        .deployment
+        .hosts
+        .iter()
+        .map(|h| instance_type_name(&settings, h.role))
+        .collect();
+    let cost = super::prices::Cost::of(&types, ROOT_VOLUME_GIB, &BTreeMap::new());
+    progress.note(format!(
+        "{} instances: {} ({}), from now until `{}`; `{}` shows the bill's lines",
+        types.len(),
+        cost.describe(),
+        super::prices::READ_FOR,
+        crate::state::command("teardown"),
+        crate::state::command("plan")
+    ));
 
     progress.task("connecting to EC2");
     let region = recorded.region.as_deref().or(settings.region.as_deref());
@@ -299,59 +315,81 @@ async fn ensure_groups(ec2: &Client, id: &str, vpc: &str) -> Result<BTreeMap<Str
     Ok(groups)
 }
 
-/// Who may reach what: each tier only from the tier in front of it, by group reference.
-async fn authorize_rules(
-    ec2: &Client,
-    groups: &BTreeMap<String, String>,
-    aws: &AwsSettings,
-    settings: &crate::state::Settings,
-) -> Result<()> {
-    let from_group = |port: u16, source: &str, why: &str| {
-        IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(i32::from(port))
-            .to_port(i32::from(port))
-            .user_id_group_pairs(
-                UserIdGroupPair::builder()
-                    .group_id(&groups[source])
-                    .description(why)
-                    .build(),
-            )
-            .build()
-    };
-    let from_cidr = |port: u16, cidr: &str, why: &str| {
-        IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(i32::from(port))
-            .to_port(i32::from(port))
-            .ip_ranges(IpRange::builder().cidr_ip(cidr).description(why).build())
-            .build()
+/// Where a rule lets connections come from.
+pub enum Source {
+    /// The instances of one of the deployment's groups.
+    Group(&'static str),
+    Cidr(String),
+}
+
+/// One inbound rule of a security group.
+pub struct Rule {
+    pub group: &'static str,
+    pub port: u16,
+    pub from: Source,
+    pub why: &'static str,
+}
+
+impl Rule {
+    /// "trusted-host: port 8080 from the gatekeeper group (requests from the gatekeeper)".
+    pub fn describe(&self) -> String {
+        let from = match &self.from {
+            Source::Group(group) => format!("the {group} group"),
+            Source::Cidr(cidr) => cidr.clone(),
+        };
+        format!(
+            "{}: port {} from {from} ({})",
+            self.group, self.port, self.why
+        )
+    }
+}
+
+/// Who may reach what: each tier only from the tier in front of it, by group reference; SSH from
+/// the operator only.
+pub fn rules(settings: &crate::state::Settings, aws: &AwsSettings) -> Vec<Rule> {
+    let rule = |group, port, from, why| Rule {
+        group,
+        port,
+        from,
+        why,
     };
     let (web, db) = (settings.service_port, settings.db_port);
     let mut rules = vec![
-        (
+        rule(
             "gatekeeper",
-            from_cidr(web, &aws.http_cidr, "the public web pages and API"),
+            web,
+            Source::Cidr(aws.http_cidr.clone()),
+            "the public web pages and API",
         ),
-        (
+        rule(
             "gatekeeper",
-            from_group(web, "proxy", "the load test from the bench client"),
+            web,
+            Source::Group("proxy"),
+            "the load test from the bench client",
         ),
-        (
+        rule(
             "trusted-host",
-            from_group(web, "gatekeeper", "requests from the gatekeeper"),
+            web,
+            Source::Group("gatekeeper"),
+            "requests from the gatekeeper",
         ),
-        (
+        rule(
             "proxy",
-            from_group(web, "trusted-host", "validated requests"),
+            web,
+            Source::Group("trusted-host"),
+            "validated requests",
         ),
-        (
+        rule(
             "database",
-            from_group(db, "proxy", "the proxy and the bench client"),
+            db,
+            Source::Group("proxy"),
+            "the proxy and the bench client",
         ),
-        (
+        rule(
             "database",
-            from_group(db, "database", "replication within the cluster"),
+            db,
+            Source::Group("database"),
+            "replication within the cluster",
         ),
     ];
     if settings.engine == Engine::Galera {
@@ -362,26 +400,67 @@ async fn authorize_rules(
             (4568, "Galera incremental state transfer"),
             (4444, "Galera full state transfer"),
         ] {
-            rules.push(("database", from_group(port, "database", why)));
+            rules.push(rule("database", port, Source::Group("database"), why));
         }
     }
-    let ssh = GROUPS.iter().map(|group| {
-        (
-            *group,
-            from_cidr(22, &aws.ssh_cidr, "SSH from the operator"),
-        )
-    });
-    for (group, permission) in rules.into_iter().chain(ssh) {
+    // Until provision finds this machine's public address, the plan says what it will be.
+    let operator = match aws.ssh_cidr.is_empty() {
+        true => "this machine's public address".to_string(),
+        false => aws.ssh_cidr.clone(),
+    };
+    for group in GROUPS {
+        rules.push(rule(
+            group,
+            22,
+            Source::Cidr(operator.clone()),
+            "SSH from the operator",
+        ));
+    }
+    rules
+}
+
+/// Adds every rule to its group (one already there is fine).
+async fn authorize_rules(
+    ec2: &Client,
+    groups: &BTreeMap<String, String>,
+    aws: &AwsSettings,
+    settings: &crate::state::Settings,
+) -> Result<()> {
+    for rule in rules(settings, aws) {
+        let permission = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(rule.port))
+            .to_port(i32::from(rule.port));
+        let permission = match &rule.from {
+            Source::Group(source) => permission.user_id_group_pairs(
+                UserIdGroupPair::builder()
+                    .group_id(&groups[*source])
+                    .description(rule.why)
+                    .build(),
+            ),
+            Source::Cidr(cidr) => permission.ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(cidr)
+                    .description(rule.why)
+                    .build(),
+            ),
+        }
+        .build();
         let result = ec2
             .authorize_security_group_ingress()
-            .group_id(&groups[group])
+            .group_id(&groups[rule.group])
             .ip_permissions(permission)
             .send()
             .await;
         match result {
             Ok(_) => {}
             Err(e) if code_of(&e) == "InvalidPermission.Duplicate" => {}
-            Err(e) => return Err(explain(&format!("adding a rule to the {group} group"), e)),
+            Err(e) => {
+                return Err(explain(
+                    &format!("adding a rule to the {} group", rule.group),
+                    e,
+                ))
+            }
         }
     }
     Ok(())
@@ -413,12 +492,15 @@ async fn instances_of(ec2: &Client, id: &str) -> Result<BTreeMap<String, Instanc
     Ok(found)
 }
 
-fn instance_type(aws: &AwsSettings, role: Role) -> InstanceType {
-    if role.runs_database() {
-        InstanceType::from(aws.db_instance_type.as_str())
-    } else {
-        InstanceType::from(aws.service_instance_type.as_str())
+pub fn instance_type_name(aws: &AwsSettings, role: Role) -> &str {
+    match role.runs_database() {
+        true => &aws.db_instance_type,
+        false => &aws.service_instance_type,
     }
+}
+
+fn instance_type(aws: &AwsSettings, role: Role) -> InstanceType {
+    InstanceType::from(instance_type_name(aws, role))
 }
 
 /// Launches the instances that do not exist yet, all at once. Each launch's ClientToken is
@@ -449,6 +531,17 @@ async fn launch_instances(
         if adopted.is_none() {
             missing.push((index, host.clone(), token));
         }
+    }
+    if !missing.is_empty()
+        && session
+            .deployment
+            .aws
+            .as_ref()
+            .is_some_and(|a| a.launched_at.is_none())
+    {
+        record(session, |resources| {
+            resources.launched_at = Some(crate::state::now())
+        })?;
     }
     let root_device = if missing.is_empty() {
         String::new()
@@ -482,7 +575,7 @@ async fn launch_instances(
                     .ebs(
                         EbsBlockDevice::builder()
                             .encrypted(true)
-                            .volume_size(ROOT_VOLUME_GIB)
+                            .volume_size(ROOT_VOLUME_GIB as i32)
                             .delete_on_termination(true)
                             .volume_type(VolumeType::Gp3)
                             .build(),

@@ -6,11 +6,12 @@
 
 mod inventory;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{machines, Provider};
+use super::{machines, Plan, PlannedHost, Provider};
 use crate::state::{
     atomic_write, Deployment, Host, Paths, ProviderSettings, Session, Settings, SshEndpoint,
 };
@@ -18,6 +19,76 @@ use crate::state::{
 pub struct Ssh;
 
 impl Provider for Ssh {
+    /// The machines the inventory gives each host, read from the file alone: provision logs in
+    /// to check them.
+    fn plan(
+        &self,
+        settings: &Settings,
+        paths: &Paths,
+        live: Option<&Deployment>,
+        _prices: &BTreeMap<String, f64>,
+    ) -> Result<Plan> {
+        let ProviderSettings::Ssh(ssh) = &settings.provider else {
+            anyhow::bail!("this is not an ssh deployment");
+        };
+        let mut notes = Vec::new();
+        let hosts: Vec<(Host, String)> = match live {
+            Some(d) => d
+                .hosts
+                .iter()
+                .map(|h| (h.clone(), crate::transport::describe(h)))
+                .collect(),
+            None => {
+                let machines = inventory::read(&ssh.hosts)?;
+                let planned = super::local::plan_hosts(settings, &paths.state_dir());
+                let placed = inventory::assign(&planned, &machines)?;
+                let spare = spares(&machines, &placed);
+                if !spare.is_empty() {
+                    notes.push(spare.trim_start_matches("; ").to_string());
+                }
+                notes.push(
+                    "provision logs in to every machine and checks it before it records anything"
+                        .to_string(),
+                );
+                planned
+                    .into_iter()
+                    .zip(&placed)
+                    .map(|(h, &m)| {
+                        let machine = &machines[m];
+                        let host = Host {
+                            address: machine.private_address.clone(),
+                            ..h
+                        };
+                        (host, format!("ssh {}@{}", machine.user, machine.address))
+                    })
+                    .collect()
+            }
+        };
+        notes.push(
+            "the machines are yours: the deployment makes no firewall rule and nothing is paid \
+             through it"
+                .to_string(),
+        );
+        Ok(Plan {
+            hosts: hosts
+                .into_iter()
+                .map(|(h, login)| PlannedHost {
+                    name: h.name,
+                    role: h.role,
+                    size: format!("a machine of {}", ssh.hosts.display()),
+                    address: format!("{} ({login})", h.address),
+                })
+                .collect(),
+            rules: Vec::new(),
+            cost: Vec::new(),
+            notes,
+        })
+    }
+
+    fn charges(&self, _d: &Deployment) -> Option<String> {
+        None
+    }
+
     /// The hosts on the inventory's machines, once every machine passed its checks. The host
     /// keys seen (or pinned by the inventory) and the checks' logs are kept in a folder of
     /// their own until provision records them.
