@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(cost.unknown(), ["x9.huge"]);
         assert!(
             cost.describe()
-                .starts_with("at least $0.03 per hour (price unknown for x9.huge"),
+                .starts_with("at least $0.02 per hour (price unknown for x9.huge"),
             "{}",
             cost.describe()
         );
