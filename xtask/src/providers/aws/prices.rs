@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-/// Where and when the prices below were read: on-demand, Linux, shared tenancy.
-pub const READ_FOR: &str = "us-east-1, on-demand Linux prices as AWS listed them in 2025";
+/// Where and when the prices below hold: on-demand, Linux, shared tenancy. They are AWS's list
+/// prices for these types, unchanged since 2019 (the public IPv4 charge since February 2024).
+pub const READ_FOR: &str = "us-east-1 on-demand Linux list prices of 2025 (see \
+    aws.amazon.com/ec2/pricing/on-demand for today's)";
 
 /// USD per hour, by instance type.
 const INSTANCE_PER_HOUR: &[(&str, f64)] = &[
