@@ -6,6 +6,7 @@
 //! hosts through the transport and never asks which provider made them.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -17,6 +18,8 @@ use crate::transport::{self, script::Script};
 pub const REMOTE_ROOT: &str = "/var/lib/dbcluster";
 
 const MACHINE_CHECK: &str = include_str!("../../scripts/machine-check.sh");
+/// How many times a machine's check is tried before a failed login is believed.
+const CHECK_ATTEMPTS: u32 = 3;
 const MACHINE_CLEAN: &str = include_str!("../../scripts/machine-clean.sh");
 
 /// A planned host (its name and role) placed on a machine: its folder under REMOTE_ROOT, its
@@ -248,7 +251,10 @@ fn login_problem(host: &Host, error: &str) -> String {
     } else if error.contains("Connection refused") {
         format!("nothing accepts SSH at {address} port {port}: start sshd there, or fix `port` in the inventory")
     } else {
-        let why = error.rsplit(": ").next().unwrap_or(error).trim();
+        let why = match error.rsplit(": ").next().unwrap_or(error).trim() {
+            "" => "the connection closed without a word",
+            why => why,
+        };
         format!(
             "it cannot be reached at {address} port {port} ({why}): check the address, that the \
              machine is up, and that port {port} is open to this machine"
@@ -282,9 +288,23 @@ pub fn check(settings: &Settings, needs: &Needs, hosts: Vec<Host>) -> Result<Vec
                     )
                     .param("ROUTE_TO", route_to.clone());
                 scope.spawn(move || {
-                    transport::probe(host, &script)
-                        .map(|out| Facts::parse(&out))
-                        .map_err(|e| login_problem(host, &format!("{e:#}")))
+                    // A machine that has just booted, or a busy one, may drop a first login:
+                    // only what would fail again (a refused key, a changed host key) is
+                    // believed at once.
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        let error = match transport::probe(host, &script) {
+                            Ok(out) => return Ok(Facts::parse(&out)),
+                            Err(e) => format!("{e:#}"),
+                        };
+                        let lasting = error.contains("Permission denied")
+                            || error.contains("Host key verification failed");
+                        if lasting || attempts == CHECK_ATTEMPTS {
+                            return Err(login_problem(host, &error));
+                        }
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
                 })
             })
             .collect();
@@ -594,6 +614,8 @@ mod tests {
             &h,
             "ssh: connect to host 203.0.113.5 port 22: Connection timed out",
         );
+        let closed = login_problem(&h, "ssh to ops@203.0.113.5 (port 22) failed: ");
+        assert!(closed.contains("(the connection closed without a word)"), "{closed}");
         assert!(
             silent.contains("cannot be reached at 203.0.113.5 port 22 (Connection timed out)"),
             "{silent}"

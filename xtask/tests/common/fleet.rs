@@ -127,6 +127,20 @@ fn image() -> PathBuf {
     image
 }
 
+/// Each booted machine's systemd takes about 8 inotify instances of root's, and Linux's default
+/// allows 128 in all: two fleets of 7-8 machines come close. Raised (never lowered) to `at_least`.
+fn allow_inotify_instances(at_least: u64) {
+    let setting = Path::new("/proc/sys/fs/inotify/max_user_instances");
+    let now: u64 = fs::read_to_string(setting)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if now < at_least {
+        fs::write(setting, at_least.to_string())
+            .unwrap_or_else(|e| panic!("raising {} to {at_least}: {e}", setting.display()));
+    }
+}
+
 pub struct Machine {
     pub name: String,
     pub address: String,
@@ -166,6 +180,7 @@ impl Fleet {
     /// Boots `count` machines on `<prefix>.2`, `<prefix>.3`, ...
     pub fn boot(name: &str, prefix: &str, count: usize) -> Fleet {
         let image = image();
+        allow_inotify_instances(1024);
         let dir = Path::new(ROOT)
             .join("fleets")
             .join(format!("{name}-{}", std::process::id()));
@@ -312,9 +327,13 @@ impl Fleet {
         machine.nspawn = Some(child);
     }
 
+    /// Waits until machine `i` accepts a login (its sshd listening is not enough: a machine
+    /// still booting may drop the first sessions).
     fn wait_for_ssh(&mut self, i: usize, since: Instant) {
         let address = format!("{}:22", self.machines[i].address);
-        while TcpStream::connect(&address).is_err() {
+        while TcpStream::connect(&address).is_err()
+            || !self.ssh_as(i, LOGIN, "true").status.success()
+        {
             if let Some(Ok(Some(status))) = self.machines[i].nspawn.as_mut().map(|c| c.try_wait()) {
                 panic!(
                     "machine {} stopped ({status}) while booting: {}",
