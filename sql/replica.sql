@@ -7,5 +7,8 @@ CHANGE MASTER TO
   MASTER_USER = 'repl',
   MASTER_PASSWORD = {{REPLICATION_PASSWORD}},
   MASTER_CONNECT_RETRY = 1,
+  -- A heartbeat every second: a manager that went silent (its machine lost, not only its
+  -- process) is noticed within slave_net_timeout.
+  MASTER_HEARTBEAT_PERIOD = 1,
   MASTER_USE_GTID = slave_pos;
 START SLAVE;

@@ -202,6 +202,16 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub semi_sync_timeout_ms: Option<u32>,
+    /// Replication: seconds the manager must have been unreachable (and every reachable worker
+    /// must have lost it) before the proxy promotes a worker by itself; 0: only `cargo xtask
+    /// failover`.
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_after: Option<u32>,
+    /// Replication: no second automatic failover within this many seconds of the last one.
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_cooldown: Option<u32>,
     /// Rust target the services are built for (local and ssh providers: this machine's, unless
     /// given).
     #[arg(long, value_name = "TRIPLE")]

@@ -87,6 +87,10 @@ pub struct ProxyConfig {
     pub max_result_bytes: usize,
     /// How many times a recursive CTE may repeat its step (MariaDB max_recursive_iterations).
     pub max_recursive_iterations: u64,
+    /// Replication: how the proxy fails over from a manager that is gone, by itself and when a
+    /// person asks (Galera needs none: any Synced node takes the writes).
+    #[serde(default)]
+    pub failover: Option<crate::failover::FailoverConfig>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

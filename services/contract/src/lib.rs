@@ -4,9 +4,11 @@
 //! - `config`: each service's config file, written by `cargo xtask deploy-services`;
 //! - `report`: the load generator's report, read back by `cargo xtask fetch-results`;
 //! - `gtid`: MariaDB GTID positions and how they compare;
-//! - `galera`: the cluster engines, and which Galera node may serve and which one writes.
+//! - `galera`: the cluster engines, and which Galera node may serve and which one writes;
+//! - `failover`: when the proxy fails over by itself, whom it promotes, and the statements.
 
 pub mod config;
+pub mod failover;
 pub mod galera;
 pub mod gtid;
 pub mod report;

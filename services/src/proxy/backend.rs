@@ -240,6 +240,12 @@ impl Backend {
                 h.binlog = seen.binlog;
                 h.semi_sync = seen.semi_sync;
                 h.wsrep = seen.wsrep;
+                match h.replication.as_ref().is_some_and(|r| r.io_running) {
+                    true => h.lost_manager_since = None,
+                    false => {
+                        h.lost_manager_since.get_or_insert_with(std::time::SystemTime::now);
+                    }
+                }
             }
             Ok(Err(e)) => h.failed(e),
             Err(_) => h.failed(format!(

@@ -32,6 +32,9 @@ pub struct Health {
     pub without_manager: bool,
     /// A Galera node's wsrep state, as last probed.
     pub wsrep: Option<NodeState>,
+    /// Since when its replication has not been receiving from its manager (while it answers);
+    /// None while it receives.
+    pub lost_manager_since: Option<SystemTime>,
 }
 
 /// A worker's replication threads and position, from SHOW SLAVE STATUS.

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod digests;
+pub mod failover;
 pub mod health;
 pub mod metrics;
 mod topology;
@@ -56,6 +57,11 @@ pub struct Proxy {
     digests: Digests,
     max_lag_seconds: u64,
     health_interval: Duration,
+    /// Replication: who fails over, and how (Galera's writer moves by itself).
+    failover: Option<failover::Failover>,
+    /// Who may ask for a failover: the proxy's own host (where `cargo xtask failover` asks
+    /// from), with the failover token.
+    failover_guard: Option<Guard>,
 }
 
 impl Proxy {
@@ -71,6 +77,23 @@ impl Proxy {
             digests: Digests::default(),
             max_lag_seconds: config.max_lag_seconds,
             health_interval: Duration::from_millis(config.health_interval_ms),
+            failover: config
+                .failover
+                .clone()
+                .filter(|_| config.engine == Engine::Replication)
+                .map(|f| {
+                    let targets = std::iter::once(&config.manager)
+                        .chain(&config.workers)
+                        .cloned()
+                        .collect();
+                    failover::Failover::new(f, targets)
+                }),
+            failover_guard: config.failover.as_ref().map(|f| {
+                Guard::new(
+                    &[config.listen.ip(), std::net::Ipv4Addr::LOCALHOST.into()],
+                    &f.token,
+                )
+            }),
         })
     }
 
@@ -94,6 +117,7 @@ impl Proxy {
                 }
                 probes.join_all().await;
                 proxy.follow_topology();
+                proxy.follow_failover();
             }
         })
     }
@@ -392,12 +416,21 @@ impl Proxy {
 }
 
 pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/query", post(query))
-        .route_layer(middleware::from_fn_with_state(guard, guard::check))
+        .route_layer(middleware::from_fn_with_state(guard, guard::check));
+    if let Some(failover_guard) = proxy.failover_guard.clone() {
+        router = router.merge(
+            Router::new()
+                .route("/failover", post(failover::requested))
+                .route_layer(middleware::from_fn_with_state(failover_guard, guard::check)),
+        );
+    }
+    router
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/digests", get(digests))
+        .route("/failovers", get(failover::history))
         .with_state(proxy)
 }
 
@@ -464,6 +497,7 @@ async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         proxy.metrics.render()
             + &proxy.topology_metrics()
+            + &proxy.failover_metrics()
             + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )
 }

@@ -227,7 +227,10 @@ impl ServerConfig<'_> {
                  log_slave_updates=ON\n\
                  gtid_strict_mode=ON\n\
                  read_only=ON\n\
-                 relay-log=relay-bin\n",
+                 relay-log=relay-bin\n\
+                 # A worker notices a manager that went silent (its machine lost) this soon,\n\
+                 # with its heartbeats every second (sql/replica.sql).\n\
+                 slave_net_timeout=4\n",
             );
         }
         let semi_sync = self.semi_sync_timeout_ms;

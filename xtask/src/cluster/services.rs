@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use contract::config::{Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
+use contract::failover::{FailoverConfig, FailoverEvent, FailoverHistory};
 
 use super::process;
 use crate::state::{Deployment, Engine, Host, Role, Session};
@@ -16,11 +17,14 @@ const SERVICE_START: &str = include_str!("../../scripts/service-start.sh");
 const SERVICE_STOP: &str = include_str!("../../scripts/service-stop.sh");
 const SERVICE_HEALTH: &str = include_str!("../../scripts/service-health.sh");
 const SERVICE_GET: &str = include_str!("../../scripts/service-get.sh");
+const SERVICE_POST: &str = include_str!("../../scripts/service-post.sh");
 const SYSTEMD_UNIT: &str = include_str!("../../scripts/service.unit.in");
 
 /// The proxy's database accounts (sql/accounts.sql makes them).
 pub const READ_ACCOUNT: &str = "app_read";
 pub const WRITE_ACCOUNT: &str = "app";
+/// The proxy's account for failovers (sql/accounts.sql).
+pub const FAILOVER_ACCOUNT: &str = "failover";
 /// Connections the proxy's pool holds to each backend, per account.
 pub const PROXY_CONNECTIONS_PER_BACKEND: usize = 32;
 /// The longest a statement of the proxy's accounts may run.
@@ -114,6 +118,20 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             max_result_rows: 1000,
             max_result_bytes: 1024 * 1024,
             max_recursive_iterations: 1000,
+            failover: (d.engine() == Engine::Replication).then(|| FailoverConfig {
+                after_ms: u64::from(d.settings.failover_after) * 1000,
+                cooldown_seconds: u64::from(d.settings.failover_cooldown),
+                account: Account {
+                    user: FAILOVER_ACCOUNT.into(),
+                    password: d.secrets.failover_password.clone(),
+                },
+                replication: Account {
+                    user: "repl".into(),
+                    password: d.secrets.replication_password.clone(),
+                },
+                semi_sync_timeout_ms: d.settings.semi_sync_timeout_ms,
+                token: d.secrets.failover_token.clone(),
+            }),
         }),
         Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
             listen: listen(trusted)?,
@@ -203,6 +221,28 @@ pub fn get(d: &Deployment, host: &Host, path: &str) -> Result<String> {
         .param("PORT", d.settings.service_port.to_string())
         .param("URL_PATH", path);
     transport::run_script(host, &script, b"")
+}
+
+/// Asks the proxy to fail over now (to `to`, or to the worker that has applied the most), as
+/// a person: past its cool-down. Returns what it did.
+pub fn request_failover(d: &Deployment, to: Option<&str>) -> Result<FailoverEvent> {
+    let proxy = d.host(Role::Proxy)?;
+    let script = Script::new("service-post", SERVICE_POST)
+        .param("ADDRESS", proxy.address.clone())
+        .param("PORT", d.settings.service_port.to_string())
+        .param("URL_PATH", "/failover");
+    let body = serde_json::json!({ "to": to });
+    let input = format!("{}\n{body}", d.secrets.failover_token);
+    let answer = transport::run_script(proxy, &script, input.as_bytes())
+        .context("the proxy does failovers (as it does by itself); it refused or did not answer")?;
+    serde_json::from_str(&answer).with_context(|| format!("the proxy answered {answer:?}"))
+}
+
+/// What the proxy says of its failovers: its settings, every failover and rejoin, its last
+/// verdict.
+pub fn failover_history(d: &Deployment) -> Result<FailoverHistory> {
+    let body = get(d, d.host(Role::Proxy)?, "/failovers")?;
+    serde_json::from_str(&body).with_context(|| format!("the proxy's /failovers said {body:?}"))
 }
 
 /// The systemd unit that runs a service from its host's folder and restarts it when it fails.

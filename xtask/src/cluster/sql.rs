@@ -28,21 +28,7 @@ fn run_sql(host: &Host, sql: &str, headers: &str) -> Result<String> {
     transport::run_script(host, &script, sql.as_bytes())
 }
 
-/// Quotes a value as a SQL string literal (MariaDB's default sql_mode: backslash escapes).
-pub fn sql_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+pub use contract::failover::sql_string;
 
 /// Replaces every `{{NAME}}` in `template`; a placeholder without a value, or a value that no
 /// placeholder uses, is an error.

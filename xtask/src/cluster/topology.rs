@@ -1,34 +1,27 @@
 //! Who replicates from whom: pointing a server at its manager, reading how far each server
-//! got (GTID positions), fencing a manager and promoting a worker. The same SQL on every
-//! provider, through the transport.
+//! got (GTID positions), turning a former manager into a worker or rebuilding it, and keeping
+//! data.json's roles with what the servers and the proxy say. The statements are the ones the
+//! proxy runs for a failover (contract::failover); the same SQL on every provider, through the
+//! transport.
 
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use contract::failover::{self, FailoverEvent};
 use contract::gtid::GtidPosition;
 
-use super::server;
-use super::sql::{self, fill, sql_string};
-use crate::state::{Deployment, Host, Session};
+use super::{server, services, sql};
+use crate::state::{Deployment, Engine, FailoverRecord, Host, Role, Session, Step, StepStatus};
 use crate::transport::{self, script::Script};
 
-const REPLICA: &str = include_str!("../../../sql/replica.sql");
 const DB_DUMP: &str = include_str!("../../scripts/db-dump.sh");
 const DB_SET_ASIDE: &str = include_str!("../../scripts/db-set-aside.sh");
 
 /// Makes `replica` a GTID replica of `source` (from where it is: its gtid_slave_pos).
 pub fn replicate_from(d: &Deployment, replica: &Host, source: &Host) -> Result<()> {
-    let text = fill(
-        REPLICA,
-        &[
-            ("SOURCE_ADDRESS", sql_string(&source.address)),
-            ("SOURCE_PORT", d.settings.db_port.to_string()),
-            (
-                "REPLICATION_PASSWORD",
-                sql_string(&d.secrets.replication_password),
-            ),
-        ],
-    )?;
+    let text = failover::replicate_from(
+        &source.address,
+        d.settings.db_port,
+        &d.secrets.replication_password,
+    );
     sql::sql(replica, &text)
         .map(drop)
         .with_context(|| format!("making {} a replica of {}", replica.name, source.name))
@@ -43,43 +36,10 @@ pub fn binlog_position(host: &Host) -> Result<GtidPosition> {
         .map_err(|e: String| anyhow::anyhow!("{}: {e}", host.name))
 }
 
-/// Stops a replica receiving and waits (up to `timeout`) until it has applied everything it
-/// received; returns its position then.
-pub fn drain(replica: &Host, timeout: Duration) -> Result<GtidPosition> {
-    sql::sql(replica, "STOP SLAVE IO_THREAD;")?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = sql::sql(replica, "SELECT @@gtid_slave_pos;")?;
-        let applied: GtidPosition = text
-            .trim()
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("{}: {e}", replica.name))?;
-        let received: Option<GtidPosition> = sql::replica_status(replica)?
-            .map(|s| s.received.parse())
-            .transpose()
-            .map_err(|e: String| anyhow::anyhow!("{}: {e}", replica.name))?;
-        if received.as_ref().is_none_or(|r| applied.covers(r)) {
-            return Ok(applied);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} did not apply what it received within {} s (applied {applied})",
-                replica.name,
-                timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Makes a former manager a replica of `source`, from everything its own binary log holds
 /// (a former manager's gtid_slave_pos is stale: its binary log is what it has).
 pub fn rejoin(d: &Deployment, host: &Host, source: &Host) -> Result<()> {
-    sql::sql(
-        host,
-        "SET GLOBAL read_only = ON; SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
-         STOP SLAVE; SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos;",
-    )?;
+    sql::sql(host, failover::BEFORE_REJOIN)?;
     replicate_from(d, host, source)
 }
 
@@ -115,98 +75,123 @@ pub fn rebuild_from(session: &mut Session, host: &Host, source: &Host) -> Result
 
 /// Turns semi-sync on at the manager (its config has it for the next start).
 pub fn enable_semi_sync(manager: &Host, timeout_ms: u32) -> Result<()> {
-    sql::sql(manager, &semi_sync_master(timeout_ms)).map(drop)
+    sql::sql(manager, &failover::semi_sync_on(timeout_ms)).map(drop)
 }
 
-fn semi_sync_master(timeout_ms: u32) -> String {
-    format!(
-        "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
-         SET GLOBAL rpl_semi_sync_master_timeout = {timeout_ms}; \
-         SET GLOBAL rpl_semi_sync_master_enabled = ON;"
-    )
-}
-
-/// Makes a server refuse writes and stop waiting for replicas: a manager that must not take
-/// writes any more.
-pub fn fence(host: &Host) -> Result<()> {
-    sql::sql(
-        host,
-        "SET GLOBAL read_only = ON; SET GLOBAL rpl_semi_sync_master_enabled = OFF;",
-    )
-    .map(drop)
-}
-
-/// Turns a worker into the manager: it stops replicating and forgets its source, waits for
-/// a worker's acknowledgement on each commit (semi-sync, unless `semi_sync_timeout_ms` is 0)
-/// and takes writes.
-pub fn promote(host: &Host, semi_sync_timeout_ms: u32) -> Result<()> {
-    let semi_sync = if semi_sync_timeout_ms > 0 {
-        semi_sync_master(semi_sync_timeout_ms)
-    } else {
-        String::new()
-    };
-    sql::sql(
-        host,
-        &format!("STOP SLAVE; RESET SLAVE ALL; {semi_sync} SET GLOBAL read_only = OFF;"),
-    )
-    .map(drop)
-    .with_context(|| format!("promoting {}", host.name))
-}
-
-/// The worker to promote: the one that has applied the most (positions that each hold
-/// something the other lacks cannot be ordered: that is an error to resolve by hand).
-pub fn most_advanced(candidates: &[(Host, GtidPosition)]) -> Result<&(Host, GtidPosition)> {
-    let mut best = candidates.first().context("no worker answers")?;
-    for candidate in &candidates[1..] {
-        match candidate.1.compare(&best.1) {
-            Some(std::cmp::Ordering::Greater) => best = candidate,
-            Some(_) => {}
-            None => bail!(
-                "{} ({}) and {} ({}) each hold transactions the other lacks; name the one to \
-                 promote with --to",
-                candidate.0.name,
-                candidate.1,
-                best.0.name,
-                best.1
-            ),
+/// Records a failover in data.json: the promoted worker is the manager, the old manager a
+/// fenced worker (until it rejoins), and the failover in the history; the two servers' configs
+/// say their new roles for their next start.
+pub fn record_failover(session: &mut Session, event: &FailoverEvent) -> Result<()> {
+    let d = &mut session.deployment;
+    for host in &mut d.hosts {
+        if host.name == event.to {
+            host.role = Role::Manager;
+        } else if host.name == event.from {
+            host.role = Role::Worker;
         }
     }
-    Ok(best)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::Role;
-
-    fn host(name: &str) -> Host {
-        Host {
-            name: name.into(),
-            role: Role::Worker,
-            address: "127.0.0.1".into(),
-            dir: "/x".into(),
-            ssh: None,
-            connects_from: None,
+    d.fenced.retain(|h| *h != event.to);
+    if !d.fenced.contains(&event.from) {
+        d.fenced.push(event.from.clone());
+    }
+    d.failovers.push(FailoverRecord {
+        at: event.at.clone(),
+        from: event.from.clone(),
+        to: event.to.clone(),
+        position: event.position.clone(),
+        old_manager_answered: event.old_manager_answered,
+        automatic: event.automatic,
+        reason: event.reason.clone(),
+    });
+    session.save()?;
+    for name in [&event.to, &event.from] {
+        let host = session.deployment.hosts.iter().find(|h| h.name == *name).cloned();
+        if let Some(host) = host {
+            // A machine that is gone gets its config when it is repaired.
+            server::write_config(&session.deployment, &host).ok();
         }
     }
-
-    #[test]
-    fn the_most_advanced_worker_is_promoted() {
-        let at = |name: &str, position: &str| (host(name), position.parse().unwrap());
-        let workers = [
-            at("worker-1", "0-1-40"),
-            at("worker-2", "0-1-42"),
-            at("worker-3", "0-1-41"),
-        ];
-        assert_eq!(most_advanced(&workers).unwrap().0.name, "worker-2");
-        let tie = [at("worker-1", "0-1-42"), at("worker-2", "0-1-42")];
-        assert_eq!(most_advanced(&tie).unwrap().0.name, "worker-1");
-        let diverged = [at("worker-1", "0-1-42"), at("worker-2", "0-1-40,1-2-3")];
-        let err = most_advanced(&diverged).unwrap_err().to_string();
-        assert!(
-            err.contains("each hold transactions the other lacks"),
-            "{err}"
-        );
-        assert!(most_advanced(&[]).is_err());
-    }
+    Ok(())
 }
+
+/// Brings data.json up to what the proxy and the servers say: each failover the proxy made by
+/// itself, each former manager that rejoined (or stays fenced), and the manager as the servers
+/// have it (the one that takes writes and replicates from nobody). What does not answer is
+/// left as recorded. Returns what changed, a line each.
+pub fn follow(session: &mut Session) -> Result<Vec<String>> {
+    let d = &session.deployment;
+    let installed = d.step(Step::InstallCluster).status == StepStatus::Done;
+    if d.engine() != Engine::Replication || !installed {
+        return Ok(Vec::new());
+    }
+    let mut changed = Vec::new();
+    let deployed = d.step(Step::DeployServices).status == StepStatus::Done;
+    if let Some(history) = deployed
+        .then(|| services::failover_history(d).ok())
+        .flatten()
+    {
+        for event in &history.failovers {
+            let recorded = session
+                .deployment
+                .failovers
+                .iter()
+                .any(|f| f.at == event.at && f.to == event.to);
+            if !recorded {
+                record_failover(session, event)?;
+                changed.push(format!(
+                    "the proxy failed over from {} to {} at {} ({})",
+                    event.from, event.to, event.at, event.reason
+                ));
+            }
+        }
+        for rejoin in history.rejoins.iter().filter(|r| r.rejoined) {
+            // A rejoin after the host's last failover (an earlier one says nothing of it).
+            let since_last = session
+                .deployment
+                .failovers
+                .iter()
+                .rev()
+                .find(|f| f.from == rejoin.host)
+                .is_none_or(|f| rejoin.at >= f.at);
+            if since_last && session.deployment.fenced.contains(&rejoin.host) {
+                session.deployment.fenced.retain(|h| *h != rejoin.host);
+                changed.push(format!("{} rejoined as a worker ({})", rejoin.host, rejoin.reason));
+            }
+        }
+    }
+    let d = &session.deployment;
+    let recorded = d.host(Role::Manager)?.name.clone();
+    let writable: Vec<Host> = d
+        .hosts_with_role(Role::Manager)
+        .chain(d.hosts_with_role(Role::Worker))
+        .filter(|h| {
+            sql::sql(h, "SELECT @@read_only;").is_ok_and(|r| r.trim() == "0")
+                && sql::replica_status(h).is_ok_and(|s| s.is_none())
+        })
+        .cloned()
+        .collect();
+    if let [manager] = &writable[..] {
+        if manager.name != recorded {
+            let event = FailoverEvent {
+                at: crate::state::now(),
+                from: recorded.clone(),
+                to: manager.name.clone(),
+                position: binlog_position(manager)?.to_string(),
+                old_manager_answered: false,
+                automatic: false,
+                reason: "found so on the servers: it takes writes and replicates from nobody"
+                    .to_string(),
+            };
+            record_failover(session, &event)?;
+            changed.push(format!(
+                "{} takes the writes now (the servers say so), not {recorded}",
+                manager.name
+            ));
+        }
+    }
+    if !changed.is_empty() {
+        session.save()?;
+    }
+    Ok(changed)
+}
+

@@ -36,6 +36,7 @@ impl Engine {
     pub fn step(&self, step: Step, force: bool, bench: &BenchArgs) -> Result<()> {
         let lock = Lock::acquire(&self.paths)?;
         let mut session = Session::open_live(&self.paths, lock)?;
+        follow_the_servers(&mut session, step);
         if step == Step::Bench {
             choose_bench_run(&mut session.deployment, bench, force)?;
         }
@@ -49,6 +50,9 @@ impl Engine {
         for step in Step::PIPELINE {
             if step == Step::Bench {
                 choose_bench_run(&mut session.deployment, bench, false)?;
+            }
+            if session.deployment.step(step).status != StepStatus::Done {
+                follow_the_servers(&mut session, step);
             }
             self.run_in(&mut session, step, false).with_context(|| {
                 format!(
@@ -138,6 +142,22 @@ impl Engine {
         result.with_context(|| format!("step `{step}` failed"))?;
         eprintln!("{step}: done in {:.1} s", started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+/// Before a step that uses the cluster's roles: the record is brought up to what the servers
+/// and the proxy say (a failover the proxy made by itself), so the step uses the manager they
+/// have. A server that does not answer leaves the record as it is.
+fn follow_the_servers(session: &mut Session, step: Step) {
+    if matches!(step, Step::DeployServices | Step::Bench) {
+        match cluster::topology::follow(session) {
+            Ok(changed) => {
+                for change in changed {
+                    eprintln!("{step}: recorded from the servers and the proxy: {change}");
+                }
+            }
+            Err(e) => eprintln!("{step}: the roles could not be read from the servers: {e:#}"),
+        }
     }
 }
 

@@ -204,6 +204,12 @@ pub struct FailoverRecord {
     /// Whether the old manager answered and was fenced then (otherwise it is fenced by
     /// starting read-only whenever it comes back).
     pub old_manager_answered: bool,
+    /// The proxy decided by itself (else a person asked; records from before: a person).
+    #[serde(default)]
+    pub automatic: bool,
+    /// Why, as the proxy said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// How to reach a host over SSH.
@@ -279,6 +285,13 @@ pub struct Secrets {
     pub replication_password: String,
     pub gatekeeper_token: String,
     pub trusted_host_token: String,
+    /// The proxy's failover account's (deployments from before it get one; `install-cluster
+    /// --force` makes the account).
+    #[serde(default = "generate_secret")]
+    pub failover_password: String,
+    /// What `cargo xtask failover` presents to the proxy.
+    #[serde(default = "generate_secret")]
+    pub failover_token: String,
 }
 
 fn generate_secret() -> String {
@@ -295,6 +308,8 @@ impl Secrets {
             replication_password: secret(),
             gatekeeper_token: secret(),
             trusted_host_token: secret(),
+            failover_password: secret(),
+            failover_token: secret(),
         }
     }
 }
@@ -310,6 +325,8 @@ impl Secrets {
             replication_password: String::new(),
             gatekeeper_token: String::new(),
             trusted_host_token: String::new(),
+            failover_password: String::new(),
+            failover_token: String::new(),
         };
     }
 }

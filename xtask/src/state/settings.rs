@@ -31,6 +31,14 @@ pub struct Settings {
     /// (deployments from before it).
     #[serde(default)]
     pub semi_sync_timeout_ms: u32,
+    /// Replication: seconds the manager must have been unreachable, and every reachable worker
+    /// must have lost it, before the proxy fails over by itself; 0: only `cargo xtask failover`
+    /// (deployments from before it).
+    #[serde(default)]
+    pub failover_after: u32,
+    /// Replication: no second automatic failover within this many seconds of the last one.
+    #[serde(default)]
+    pub failover_cooldown: u32,
     /// Where the hosts are, with what only that provider needs.
     pub provider: ProviderSettings,
 }
@@ -164,6 +172,8 @@ impl Settings {
             db_port: 3306,
             service_port: 8080,
             semi_sync_timeout_ms: 1000,
+            failover_after: 5,
+            failover_cooldown: 300,
             scale: 10,
             target,
             provider,
@@ -192,6 +202,19 @@ impl Settings {
             bail!(
                 "--semi-sync-timeout-ms must be at most 60000 (0 turns semi-sync off), got {}",
                 self.semi_sync_timeout_ms
+            );
+        }
+        if self.failover_after > 600 {
+            bail!(
+                "--failover-after must be at most 600 seconds (0 turns automatic failover off), \
+                 got {}",
+                self.failover_after
+            );
+        }
+        if self.failover_cooldown > 86_400 {
+            bail!(
+                "--failover-cooldown must be at most 86400 seconds, got {}",
+                self.failover_cooldown
             );
         }
         if !(1..=20).contains(&self.workers) {

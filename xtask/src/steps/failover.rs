@@ -1,23 +1,18 @@
-//! failover: makes a worker the manager. The old manager is fenced (read-only, semi-sync off)
-//! if it answers; every reachable worker stops receiving and applies what it received; the
-//! most advanced one (or the one named) is promoted; the others replicate from it. The proxy
-//! follows by itself: it sends writes to the one server that takes writes and replicates from
-//! nobody, so the chain is not restarted and reads go on throughout. data.json records the
-//! new roles, the fenced old manager and the failover; `repair` later makes the old manager a
-//! worker of the new one.
+//! failover: makes a worker the manager now: the one named (a planned switchover), or the one
+//! that has applied the most. The proxy does it, as it does by itself when the manager is gone
+//! for good: one implementation, and one failover at a time. It fences the manager if it
+//! answers, lets every worker that answers apply what it received, promotes the chosen one and
+//! points the others at it; writes go there at once. data.json records the new roles, the
+//! fenced old manager and the failover. The proxy makes the old manager a worker of the new one
+//! when it comes back with nothing more than the new one has; otherwise `repair` rebuilds it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::cluster::{server, sql, topology};
+use crate::cluster::{services, sql, topology};
 use crate::progress::Progress;
-use crate::state::{
-    self, now, Engine, FailoverRecord, Host, Lock, Paths, Role, Session, Step, StepStatus,
-};
-
-/// How long a worker gets to apply what it received before the choice.
-const DRAIN: Duration = Duration::from_secs(30);
+use crate::state::{self, Engine, Lock, Paths, Role, Session, Step, StepStatus};
 
 pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
     let started = Instant::now();
@@ -38,128 +33,57 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
             state::command("install-cluster")
         );
     }
+    if d.step(Step::DeployServices).status != StepStatus::Done {
+        bail!(
+            "the proxy does failovers (by itself too), and it is not deployed yet: run `{}`",
+            state::command("deploy-services")
+        );
+    }
+    // What the proxy did by itself since the last look is recorded first.
+    topology::follow(&mut session)?;
+    let d = &session.deployment;
     let old = d.host(Role::Manager)?.clone();
-    let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
     if let Some(name) = to {
-        if !workers.iter().any(|w| w.name == name) {
-            let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        let workers: Vec<&str> = d
+            .hosts_with_role(Role::Worker)
+            .map(|w| w.name.as_str())
+            .collect();
+        if !workers.contains(&name) {
             bail!(
                 "--to {name} is not a worker of this deployment; its workers are {}",
-                names.join(", ")
+                workers.join(", ")
             );
         }
     }
-    let progress = Progress::new("failover", 4);
-
-    progress.task(format!("fencing the manager ({})", old.name));
-    let old_answered = match topology::fence(&old) {
-        Ok(()) => true,
-        Err(e) => {
-            progress.note(format!(
-                "{} does not answer ({}): it starts read-only whenever it comes back",
-                old.name,
-                first_line(&e)
-            ));
-            false
-        }
-    };
-
-    progress.task("letting every worker apply what it received");
-    let mut reachable = Vec::new();
-    for worker in workers.iter().filter(|w| !d.fenced.contains(&w.name)) {
-        match topology::drain(worker, DRAIN) {
-            Ok(position) => {
-                progress.note(format!("{} has applied {position}", worker.name));
-                reachable.push((worker.clone(), position));
-            }
-            Err(e) => progress.note(format!("{} is left out: {}", worker.name, first_line(&e))),
-        }
-    }
-    let (chosen, position) = match to {
-        Some(name) => reachable
-            .iter()
-            .find(|(w, _)| w.name == name)
-            .with_context(|| format!("{name} does not answer: it cannot be promoted"))?,
-        None => topology::most_advanced(&reachable)?,
-    }
-    .clone();
-
-    progress.task(format!("promoting {}", chosen.name));
-    topology::promote(&chosen, d.settings.semi_sync_timeout_ms)?;
-    let others: Vec<Host> = reachable
-        .iter()
-        .map(|(w, _)| w.clone())
-        .filter(|w| w.name != chosen.name)
-        .collect();
-
-    // The record first: from here on the promoted worker is the manager, whatever happens.
-    for host in &mut session.deployment.hosts {
-        if host.name == chosen.name {
-            host.role = Role::Manager;
-        } else if host.name == old.name {
-            host.role = Role::Worker;
-        }
-    }
-    session.deployment.fenced.retain(|h| *h != chosen.name);
-    if !session.deployment.fenced.contains(&old.name) {
-        session.deployment.fenced.push(old.name.clone());
-    }
-    session.deployment.failovers.push(FailoverRecord {
-        at: now(),
-        from: old.name.clone(),
-        to: chosen.name.clone(),
-        position: position.to_string(),
-        old_manager_answered: old_answered,
-    });
-    session.save()?;
-    // Its config says manager from now on (kept for its next start; it runs as it is).
-    let promoted = session
-        .deployment
-        .hosts
-        .iter()
-        .find(|h| h.name == chosen.name)
-        .cloned()
-        .context("the promoted host vanished from the record")?;
-    server::write_config(&session.deployment, &promoted)?;
-
+    let progress = Progress::new("failover", 2);
     progress.task(format!(
-        "pointing {} other workers at {}",
-        others.len(),
-        chosen.name
+        "asking the proxy to promote {} instead of {}",
+        to.unwrap_or("the worker that has applied the most"),
+        old.name
     ));
-    for worker in &others {
-        topology::replicate_from(&session.deployment, worker, &promoted)?;
-    }
+    let event = services::request_failover(d, to)?;
+    progress.task("recording the new roles");
+    topology::record_failover(&mut session, &event)?;
+    let promoted = session.deployment.host(Role::Manager)?.clone();
     let semi_sync = match sql::semi_sync(&promoted) {
         Ok(sql::SemiSync::On { workers }) => format!("on ({workers} workers acknowledging)"),
         Ok(sql::SemiSync::FellBack) => "fell back to asynchronous".to_string(),
         Ok(sql::SemiSync::Disabled) => "off".to_string(),
-        Err(e) => format!("unknown ({})", first_line(&e)),
+        Err(e) => format!("unknown ({})", format!("{e:#}").lines().next().unwrap_or("")),
     };
     progress.note(format!(
-        "{} is the manager (it had applied {position}); {} replicate from it; {} is fenced \
-         until `{}`; semi-sync: {semi_sync}; took {:.1} s",
-        chosen.name,
-        if others.is_empty() {
-            "no other workers".to_string()
+        "{} is the manager (it had applied {}); {} is fenced{} until it rejoins by itself or \
+         `{}` rebuilds it; semi-sync: {semi_sync}; took {:.1} s",
+        event.to,
+        event.position,
+        event.from,
+        if event.old_manager_answered {
+            ""
         } else {
-            others
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            " (it did not answer: it starts read-only whenever it comes back)"
         },
-        old.name,
         state::command("repair"),
         started.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-fn first_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }

@@ -28,7 +28,11 @@ pub fn run(paths: &Paths) -> Result<()> {
             state::command("install-cluster")
         );
     }
-    let mut did = Vec::new();
+    // What the proxy did by itself is recorded first: the manager is the one the servers have.
+    let mut did = topology::follow(&mut session)?
+        .into_iter()
+        .map(|change| format!("recorded from the servers and the proxy: {change}"))
+        .collect::<Vec<_>>();
     let mut stuck = Vec::new();
     let healthy = match session.deployment.engine() {
         Engine::Replication => repair_replication(&mut session, &mut did, &mut stuck)?,

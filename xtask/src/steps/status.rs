@@ -6,13 +6,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use contract::report::DigestStats;
 
-use crate::cluster::{galera, limits, server, services, sql};
+use crate::cluster::{galera, limits, server, services, sql, topology};
 use crate::providers;
-use crate::state::{self, Deployment, Host, HostMemory, Paths, Role, Step};
+use crate::state::{self, Deployment, Host, HostMemory, Lock, Paths, Role, Session, Step};
 use crate::transport;
 
 pub fn run(paths: &Paths, queries: bool) -> Result<()> {
-    // No lock: status only reads, and a step that is running keeps data.json whole.
+    // The record is brought up to what the servers and the proxy say when no other run holds
+    // the deployment; otherwise status only reads (a running step keeps data.json whole).
+    let mut followed = Vec::new();
+    if let Ok(lock) = Lock::acquire(paths) {
+        if let Ok(mut session) = Session::open_live(paths, lock) {
+            followed = topology::follow(&mut session)?;
+        }
+    }
     let Some(d) = paths.load()? else {
         println!(
             "no deployment at {}; `{}` creates one",
@@ -34,6 +41,9 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         );
     }
     println!("state file: {}", paths.data_json.display());
+    for change in &followed {
+        println!("recorded from the servers and the proxy: {change}");
+    }
     if let Some(charges) = d
         .is_live()
         .then(|| providers::of(d.provider()).charges(&d))
@@ -116,6 +126,9 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
              and fixes what drifted",
             state::command("repair")
         );
+    }
+    if d.is_live() {
+        print_failover(&d);
     }
     if queries && d.is_live() {
         println!();
@@ -312,6 +325,55 @@ fn service_health(d: &Deployment, host: &Host) -> String {
     match services::check_health(d, host, Duration::ZERO) {
         Ok(()) => "up, /health ok".to_string(),
         Err(e) => format!("DOWN ({})", first_line(&format!("{e:#}"))),
+    }
+}
+
+/// How the proxy fails over, what it did and what it thinks now (replication).
+fn print_failover(d: &Deployment) {
+    if d.engine() != crate::state::Engine::Replication
+        || d.step(Step::DeployServices).status != crate::state::StepStatus::Done
+    {
+        return;
+    }
+    println!();
+    match services::failover_history(d) {
+        Err(e) => println!(
+            "automatic failover: the proxy does not say ({})",
+            first_line(&format!("{e:#}"))
+        ),
+        Ok(h) if h.after_ms == 0 => println!(
+            "automatic failover: off (--failover-after 0): `{}` promotes a worker",
+            state::command("failover")
+        ),
+        Ok(h) => {
+            println!(
+                "automatic failover: after the manager is unreachable for {} s (and every \
+                 worker lost it); cool-down {} s",
+                h.after_ms / 1000,
+                h.cooldown_seconds
+            );
+            for f in &h.failovers {
+                println!(
+                    "  failover at {}: {} -> {} ({}, {})",
+                    f.at,
+                    f.from,
+                    f.to,
+                    if f.automatic { "by itself" } else { "asked" },
+                    f.reason
+                );
+            }
+            for r in &h.rejoins {
+                println!(
+                    "  {} at {}: {}",
+                    r.host,
+                    r.at,
+                    if r.rejoined { "rejoined" } else { "left fenced" }
+                );
+            }
+            if let Some((verdict, reason, at)) = &h.last_verdict {
+                println!("  last verdict ({verdict}, {at}): {reason}");
+            }
+        }
     }
 }
 
