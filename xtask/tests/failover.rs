@@ -36,7 +36,8 @@ fn role_of(state: &Value, host: &str) -> String {
 #[test]
 fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
     let d = Deployment::new("failover", "127.0.31");
-    d.provision(&["--host-cpus", "unlimited"]);
+    // A person fails over and repairs here: the proxy does neither by itself.
+    d.provision(&["--host-cpus", "unlimited", "--failover-after", "0"]);
     d.ok(&["install-cluster"]);
     d.ok(&["deploy-services"]);
     let status = d.ok(&["status"]);
@@ -194,8 +195,17 @@ fn failover_keeps_reads_loses_no_write_and_repair_brings_everything_back() {
 #[test]
 fn a_diverged_old_manager_is_rebuilt_from_the_new_one() {
     let d = Deployment::new("diverged", "127.0.32");
-    d.provision(&["--host-cpus", "unlimited", "--workers", "2"]);
+    d.provision(&[
+        "--host-cpus",
+        "unlimited",
+        "--workers",
+        "2",
+        "--failover-after",
+        "0",
+    ]);
     d.ok(&["install-cluster"]);
+    // The proxy does the failover a person asks for.
+    d.ok(&["deploy-services"]);
 
     // No worker acknowledging: the manager waits out the timeout, then goes on asynchronously.
     for worker in ["worker-1", "worker-2"] {

@@ -318,30 +318,71 @@ mod tests {
         let now = SystemTime::now();
         let ago = |s: u64| Some(now - Duration::from_secs(s));
         let c = config(5000);
-        let both_lost = [worker("w1", true, Some(6), now), worker("w2", true, Some(7), now)];
-        assert_eq!(decide(now, &c, "m", None, &both_lost, None), Verdict::ManagerUp);
+        let both_lost = [
+            worker("w1", true, Some(6), now),
+            worker("w2", true, Some(7), now),
+        ];
+        assert_eq!(
+            decide(now, &c, "m", None, &both_lost, None),
+            Verdict::ManagerUp
+        );
         let early = decide(now, &c, "m", ago(2), &both_lost, None);
-        assert!(matches!(&early, Verdict::Wait(w) if w.contains("unreachable for 2.0 s")), "{early:?}");
+        assert!(
+            matches!(&early, Verdict::Wait(w) if w.contains("unreachable for 2.0 s")),
+            "{early:?}"
+        );
         let go = decide(now, &c, "m", ago(6), &both_lost, None);
-        assert!(matches!(&go, Verdict::FailOver(w) if w.contains("every worker (w1, w2)")), "{go:?}");
+        assert!(
+            matches!(&go, Verdict::FailOver(w) if w.contains("every worker (w1, w2)")),
+            "{go:?}"
+        );
         // A worker that still receives from the manager vetoes: only the proxy lost it.
-        let one_receives = [worker("w1", true, Some(6), now), worker("w2", true, None, now)];
+        let one_receives = [
+            worker("w1", true, Some(6), now),
+            worker("w2", true, None, now),
+        ];
         let veto = decide(now, &c, "m", ago(60), &one_receives, None);
-        assert!(matches!(&veto, Verdict::Refuse(w) if w.contains("w2 still receives from it")), "{veto:?}");
+        assert!(
+            matches!(&veto, Verdict::Refuse(w) if w.contains("w2 still receives from it")),
+            "{veto:?}"
+        );
         // One that lost it only now makes the proxy wait; one that does not answer has no say.
-        let recent = [worker("w1", true, Some(6), now), worker("w2", true, Some(1), now)];
-        assert!(matches!(decide(now, &c, "m", ago(6), &recent, None), Verdict::Wait(_)));
-        let silent = [worker("w1", true, Some(6), now), worker("w2", false, None, now)];
-        assert!(matches!(decide(now, &c, "m", ago(6), &silent, None), Verdict::FailOver(_)));
+        let recent = [
+            worker("w1", true, Some(6), now),
+            worker("w2", true, Some(1), now),
+        ];
+        assert!(matches!(
+            decide(now, &c, "m", ago(6), &recent, None),
+            Verdict::Wait(_)
+        ));
+        let silent = [
+            worker("w1", true, Some(6), now),
+            worker("w2", false, None, now),
+        ];
+        assert!(matches!(
+            decide(now, &c, "m", ago(6), &silent, None),
+            Verdict::FailOver(_)
+        ));
         let none = [worker("w1", false, None, now)];
-        assert!(matches!(decide(now, &c, "m", ago(6), &none, None), Verdict::Refuse(w) if w.contains("no worker answers")));
+        assert!(
+            matches!(decide(now, &c, "m", ago(6), &none, None), Verdict::Refuse(w) if w.contains("no worker answers"))
+        );
         // Within the cool-down: refused, and said.
         let cooling = decide(now, &c, "m", ago(6), &both_lost, ago(60));
-        assert!(matches!(&cooling, Verdict::Refuse(w) if w.contains("within the cool-down of 300.0 s")), "{cooling:?}");
-        assert!(matches!(decide(now, &c, "m", ago(6), &both_lost, ago(400)), Verdict::FailOver(_)));
+        assert!(
+            matches!(&cooling, Verdict::Refuse(w) if w.contains("within the cool-down of 300.0 s")),
+            "{cooling:?}"
+        );
+        assert!(matches!(
+            decide(now, &c, "m", ago(6), &both_lost, ago(400)),
+            Verdict::FailOver(_)
+        ));
         // Off: refused, naming the command.
         let off = decide(now, &config(0), "m", ago(60), &both_lost, None);
-        assert!(matches!(&off, Verdict::Refuse(w) if w.contains("cargo xtask failover")), "{off:?}");
+        assert!(
+            matches!(&off, Verdict::Refuse(w) if w.contains("cargo xtask failover")),
+            "{off:?}"
+        );
         assert_eq!(off.kind(), "refuse");
     }
 
@@ -350,9 +391,15 @@ mod tests {
         let at = |name: &str, position: &str| (name.to_string(), position.parse().unwrap());
         let workers = [at("w1", "0-1-40"), at("w2", "0-1-42"), at("w3", "0-1-41")];
         assert_eq!(most_advanced(&workers), Ok(1));
-        assert_eq!(most_advanced(&[at("w1", "0-1-42"), at("w2", "0-1-42")]), Ok(0));
+        assert_eq!(
+            most_advanced(&[at("w1", "0-1-42"), at("w2", "0-1-42")]),
+            Ok(0)
+        );
         let err = most_advanced(&[at("w1", "0-1-42"), at("w2", "0-1-40,1-2-3")]).unwrap_err();
-        assert!(err.contains("each hold transactions the other lacks"), "{err}");
+        assert!(
+            err.contains("each hold transactions the other lacks"),
+            "{err}"
+        );
         assert!(most_advanced(&[]).is_err());
     }
 

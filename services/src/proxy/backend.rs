@@ -243,7 +243,8 @@ impl Backend {
                 match h.replication.as_ref().is_some_and(|r| r.io_running) {
                     true => h.lost_manager_since = None,
                     false => {
-                        h.lost_manager_since.get_or_insert_with(std::time::SystemTime::now);
+                        h.lost_manager_since
+                            .get_or_insert_with(std::time::SystemTime::now);
                     }
                 }
             }

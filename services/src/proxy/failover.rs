@@ -121,7 +121,10 @@ impl Failover {
         match ran {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("{}: {e}", self.targets[index].name)),
-            Err(_) => Err(format!("{}: no answer within 5 s", self.targets[index].name)),
+            Err(_) => Err(format!(
+                "{}: no answer within 5 s",
+                self.targets[index].name
+            )),
         }
     }
 
@@ -195,7 +198,9 @@ impl Proxy {
             last,
         );
         self.say(&verdict);
-        let retry_at = failover.with_state(|s| s.failed_attempt).map(|at| at + RETRY_AFTER);
+        let retry_at = failover
+            .with_state(|s| s.failed_attempt)
+            .map(|at| at + RETRY_AFTER);
         let may_try = retry_at.is_none_or(|at| SystemTime::now() >= at);
         if let (Verdict::FailOver(reason), true) = (verdict, may_try) {
             let proxy = Arc::clone(self);
@@ -212,7 +217,10 @@ impl Proxy {
                 }
             });
         }
-        self.rejoin_former_managers();
+        // Off (a person fails over and repairs): nothing happens by itself.
+        if failover.config.after_ms > 0 {
+            self.rejoin_former_managers();
+        }
     }
 
     /// Logs and counts a verdict: each change at once, the same one again every few seconds.
@@ -374,7 +382,9 @@ impl Proxy {
             };
             let replicating = self.backends[i].with_health(|h| {
                 h.down_since.is_none()
-                    && h.replication.as_ref().is_some_and(|r| r.io_running && r.sql_running)
+                    && h.replication
+                        .as_ref()
+                        .is_some_and(|r| r.io_running && r.sql_running)
             });
             if replicating {
                 tracing::warn!(host = %name, "a fenced former manager replicates again: it was rebuilt");
@@ -390,7 +400,11 @@ impl Proxy {
             }
         }
         for (i, backend) in self.backends.iter().enumerate() {
-            let Some(event) = history.failovers.iter().rev().find(|e| e.from == backend.name)
+            let Some(event) = history
+                .failovers
+                .iter()
+                .rev()
+                .find(|e| e.from == backend.name)
             else {
                 continue;
             };
@@ -419,11 +433,18 @@ impl Proxy {
         };
         let backend = &self.backends[index];
         let history = failover.history();
-        let Some(event) = history.failovers.iter().rev().find(|e| e.from == backend.name) else {
+        let Some(event) = history
+            .failovers
+            .iter()
+            .rev()
+            .find(|e| e.from == backend.name)
+        else {
             return;
         };
         let promoted_at: GtidPosition = event.position.parse().unwrap_or_default();
-        let holds = backend.with_health(|h| h.binlog.clone()).unwrap_or_default();
+        let holds = backend
+            .with_health(|h| h.binlog.clone())
+            .unwrap_or_default();
         let manager = self.writer.load(Ordering::Relaxed);
         let (rejoined, reason) = if promoted_at.covers(&holds) {
             let target = &failover.targets[manager];

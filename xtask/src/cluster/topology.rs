@@ -105,7 +105,12 @@ pub fn record_failover(session: &mut Session, event: &FailoverEvent) -> Result<(
     });
     session.save()?;
     for name in [&event.to, &event.from] {
-        let host = session.deployment.hosts.iter().find(|h| h.name == *name).cloned();
+        let host = session
+            .deployment
+            .hosts
+            .iter()
+            .find(|h| h.name == *name)
+            .cloned();
         if let Some(host) = host {
             // A machine that is gone gets its config when it is repaired.
             server::write_config(&session.deployment, &host).ok();
@@ -155,7 +160,10 @@ pub fn follow(session: &mut Session) -> Result<Vec<String>> {
                 .is_none_or(|f| rejoin.at >= f.at);
             if since_last && session.deployment.fenced.contains(&rejoin.host) {
                 session.deployment.fenced.retain(|h| *h != rejoin.host);
-                changed.push(format!("{} rejoined as a worker ({})", rejoin.host, rejoin.reason));
+                changed.push(format!(
+                    "{} rejoined as a worker ({})",
+                    rejoin.host, rejoin.reason
+                ));
             }
         }
     }
@@ -194,4 +202,3 @@ pub fn follow(session: &mut Session) -> Result<Vec<String>> {
     }
     Ok(changed)
 }
-

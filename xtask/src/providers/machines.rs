@@ -615,7 +615,10 @@ mod tests {
             "ssh: connect to host 203.0.113.5 port 22: Connection timed out",
         );
         let closed = login_problem(&h, "ssh to ops@203.0.113.5 (port 22) failed: ");
-        assert!(closed.contains("(the connection closed without a word)"), "{closed}");
+        assert!(
+            closed.contains("(the connection closed without a word)"),
+            "{closed}"
+        );
         assert!(
             silent.contains("cannot be reached at 203.0.113.5 port 22 (Connection timed out)"),
             "{silent}"

@@ -69,7 +69,10 @@ pub fn run(paths: &Paths, to: Option<&str>) -> Result<()> {
         Ok(sql::SemiSync::On { workers }) => format!("on ({workers} workers acknowledging)"),
         Ok(sql::SemiSync::FellBack) => "fell back to asynchronous".to_string(),
         Ok(sql::SemiSync::Disabled) => "off".to_string(),
-        Err(e) => format!("unknown ({})", format!("{e:#}").lines().next().unwrap_or("")),
+        Err(e) => format!(
+            "unknown ({})",
+            format!("{e:#}").lines().next().unwrap_or("")
+        ),
     };
     progress.note(format!(
         "{} is the manager (it had applied {}); {} is fenced{} until it rejoins by itself or \

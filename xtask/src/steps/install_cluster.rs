@@ -228,7 +228,10 @@ fn accounts(d: &Deployment) -> Result<String> {
             // The bench client is the proxy's host (see bench).
             ("BENCH_CLIENT_HOST", provider.client_address(proxy)),
             ("BENCH_PASSWORD", sql_string(&d.secrets.bench_password)),
-            ("FAILOVER_PASSWORD", sql_string(&d.secrets.failover_password)),
+            (
+                "FAILOVER_PASSWORD",
+                sql_string(&d.secrets.failover_password),
+            ),
         ],
     )
 }

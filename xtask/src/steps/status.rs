@@ -367,7 +367,11 @@ fn print_failover(d: &Deployment) {
                     "  {} at {}: {}",
                     r.host,
                     r.at,
-                    if r.rejoined { "rejoined" } else { "left fenced" }
+                    if r.rejoined {
+                        "rejoined"
+                    } else {
+                        "left fenced"
+                    }
                 );
             }
             if let Some((verdict, reason, at)) = &h.last_verdict {
