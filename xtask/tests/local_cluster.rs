@@ -240,7 +240,7 @@ fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     assert_eq!(state["processes"].as_object().unwrap().len(), 0);
     // No secret outlives the deployment.
     let secrets = state["secrets"].as_object().unwrap();
-    assert_eq!(secrets.len(), 6, "{secrets:?}");
+    assert_eq!(secrets.len(), 8, "{secrets:?}");
     assert!(secrets.values().all(|s| s == ""), "{secrets:?}");
     let again = d.ok(&["teardown"]);
     assert!(again.contains("already torn down"), "{again}");

@@ -397,30 +397,43 @@ fn replication_on_machines_like_instances() {
     }
     d.ok(&["status"]);
 
-    // The manager's machine is lost for good: reads go on, `failover` promotes a worker over
-    // SSH, writes come back, and `repair` mends what it can reach and names the lost machine.
+    // The manager's machine is lost for good (its workers notice only when its heartbeats
+    // stop): reads go on, the proxy promotes a worker by itself, writes come back with no
+    // command run, status records the new roles, and `repair` mends what it can reach and
+    // names the lost machine.
     let load = Load::start(&d, &["random", "customized"], "Lost");
     std::thread::sleep(Duration::from_secs(2));
     let lost_at = load.failed_now();
     fleet.power_cut(1);
-    std::thread::sleep(Duration::from_secs(2));
-    let out = d.ok(&["failover"]);
+    wait_for(
+        "writes to come back by themselves",
+        Duration::from_secs(40),
+        || {
+            let (code, _) = d.api(
+                "INSERT INTO actor (first_name, last_name) VALUES ('Lost', 'probe')",
+                "write",
+            );
+            code == 200
+        },
+    );
+    eprintln!(
+        "writes came back {:?} after the manager's machine was lost",
+        lost_at.elapsed()
+    );
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("the proxy failed over from manager to"),
+        "{status}"
+    );
     let promoted = ["worker-1", "worker-2"]
         .into_iter()
         .find(|w| role_of(&d, w) == "manager")
-        .unwrap_or_else(|| panic!("no worker became the manager:\n{out}"));
+        .unwrap_or_else(|| panic!("no worker became the manager:\n{status}"));
     let other = if promoted == "worker-1" {
         "worker-2"
     } else {
         "worker-1"
     };
-    wait_for("writes to come back", Duration::from_secs(30), || {
-        let (code, _) = d.api(
-            "INSERT INTO actor (first_name, last_name) VALUES ('Lost', 'probe')",
-            "write",
-        );
-        code == 200
-    });
     // A replica stopped by hand is something repair mends while the old manager stays lost.
     let other_index = REPLICATION.iter().position(|h| *h == other).unwrap();
     machine_sql(&fleet, other_index, other, "STOP SLAVE");
