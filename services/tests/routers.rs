@@ -498,3 +498,80 @@ async fn the_rate_limit_is_per_client() {
     let health = Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(send(&app, "127.0.0.5", health).await.0, StatusCode::OK);
 }
+
+/// The proxy with a failover account, its backends where nothing listens.
+fn proxy_app() -> Router {
+    let backend = |name: &str| contract::config::BackendConfig {
+        name: name.into(),
+        address: "127.0.0.1".into(),
+        port: 1,
+    };
+    let account = |user: &str| contract::config::Account {
+        user: user.into(),
+        password: "p".into(),
+    };
+    let config = contract::config::ProxyConfig {
+        listen: "127.0.0.9:8080".parse().unwrap(),
+        allowed_peers: vec!["127.0.0.8".parse().unwrap()],
+        token: TOKEN.into(),
+        engine: contract::galera::Engine::Replication,
+        manager: backend("manager"),
+        workers: vec![backend("worker-1")],
+        database: "filmdb".into(),
+        reader: account("app_read"),
+        writer: account("app"),
+        health_interval_ms: 500,
+        max_lag_seconds: 10,
+        statement_time_limit_seconds: 5,
+        connections_per_backend: 2,
+        max_result_rows: 10,
+        max_result_bytes: 1024,
+        max_recursive_iterations: 10,
+        failover: Some(contract::failover::FailoverConfig {
+            after_ms: 5000,
+            cooldown_seconds: 300,
+            account: account("failover"),
+            replication: account("repl"),
+            semi_sync_timeout_ms: 1000,
+            token: "failover-token".into(),
+        }),
+    };
+    let proxy = services::proxy::Proxy::new(&config);
+    services::proxy::app(proxy, Guard::new(&config.allowed_peers, &config.token))
+}
+
+/// Only the proxy's own host, with the failover token, may ask for a failover; anyone may read
+/// what the proxy did.
+#[tokio::test]
+async fn a_failover_is_asked_from_the_proxys_host_with_its_token() {
+    let app = proxy_app();
+    let ask = |token: &str| {
+        Request::post("/failover")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(r#"{"to": "worker-1"}"#))
+            .unwrap()
+    };
+    let (status, _) = send(&app, "127.0.0.1", ask("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&app, "127.0.0.8", ask("failover-token")).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the trusted host may not ask"
+    );
+    // Past both: the proxy tries, and says why it could not (nothing listens there).
+    let (status, body) = send(&app, "127.0.0.9", ask("failover-token")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("worker-1 does not answer"), "{body}");
+    let (status, body) = send(
+        &app,
+        "127.0.0.1",
+        Request::get("/failovers").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let history: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(history["after_ms"], 5000);
+    assert_eq!(history["failovers"], serde_json::json!([]));
+}
