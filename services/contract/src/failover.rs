@@ -284,6 +284,13 @@ pub struct FailoverHistory {
     pub last_verdict: Option<(String, String, String)>,
 }
 
+impl FailoverHistory {
+    /// The last failover away from `host`: what it was manager until.
+    pub fn last_from(&self, host: &str) -> Option<&FailoverEvent> {
+        self.failovers.iter().rev().find(|e| e.from == host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,12 +400,7 @@ impl Proxy {
             }
         }
         for (i, backend) in self.backends.iter().enumerate() {
-            let Some(event) = history
-                .failovers
-                .iter()
-                .rev()
-                .find(|e| e.from == backend.name)
-            else {
+            let Some(event) = history.last_from(&backend.name) else {
                 continue;
             };
             let settled = history.fenced.contains(&backend.name)
@@ -433,12 +428,7 @@ impl Proxy {
         };
         let backend = &self.backends[index];
         let history = failover.history();
-        let Some(event) = history
-            .failovers
-            .iter()
-            .rev()
-            .find(|e| e.from == backend.name)
-        else {
+        let Some(event) = history.last_from(&backend.name) else {
             return;
         };
         let promoted_at: GtidPosition = event.position.parse().unwrap_or_default();
