@@ -14,6 +14,8 @@ use serde_json::Value;
 
 /// How long the manager must be gone before the proxy fails over, in these tests.
 const AFTER: u64 = 2;
+/// The cool-down of the test that fails over several times in a row.
+const COOLDOWN: u64 = 5;
 
 fn role_of(d: &Deployment, host: &str) -> String {
     let state = d.state();
@@ -217,9 +219,8 @@ fn the_proxy_fails_over_by_itself_and_the_old_manager_rejoins() {
     assert_ne!(second, promoted);
     let said = history(&d);
     assert_eq!(said["failovers"].as_array().unwrap().len(), 2, "{said}");
-    let at = |i: usize| {
-        humantime::parse_rfc3339(said["failovers"][i]["at"].as_str().unwrap()).unwrap()
-    };
+    let at =
+        |i: usize| humantime::parse_rfc3339(said["failovers"][i]["at"].as_str().unwrap()).unwrap();
     let apart = at(1).duration_since(at(0)).unwrap();
     assert!(apart >= Duration::from_secs(15), "{apart:?} apart: {said}");
     assert!(back_after < Duration::from_secs(30));
@@ -246,8 +247,9 @@ struct CutOff {
 }
 
 impl CutOff {
+    /// The proxy's packets (root's) to the server's database port.
     fn proxy_from(address: &str) -> CutOff {
-        let rule: Vec<String> = [
+        CutOff::new(&[
             "OUTPUT",
             "-p",
             "tcp",
@@ -261,10 +263,18 @@ impl CutOff {
             "0",
             "-j",
             "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ])
+    }
+
+    /// Everyone's packets to the server's database port: the proxy's and its workers'.
+    fn everyone_from(address: &str) -> CutOff {
+        CutOff::new(&[
+            "OUTPUT", "-p", "tcp", "-d", address, "--dport", "3306", "-j", "DROP",
+        ])
+    }
+
+    fn new(rule: &[&str]) -> CutOff {
+        let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
         let added = Command::new("iptables")
             .arg("-A")
             .args(&rule)
@@ -295,6 +305,8 @@ fn no_failover_when_the_manager_only_pauses_or_only_the_proxy_lost_it() {
         "2",
         "--failover-after",
         "3",
+        "--failover-cooldown",
+        &COOLDOWN.to_string(),
     ]);
     d.ok(&["install-cluster"]);
     d.ok(&["deploy-services"]);
@@ -372,12 +384,54 @@ fn no_failover_when_the_manager_only_pauses_or_only_the_proxy_lost_it() {
     );
     assert!(history(&d)["failovers"].as_array().unwrap().is_empty());
     assert_eq!(role_of(&d, "manager"), "manager");
+    // Nobody but the proxy can write there: the other accounts on it may not.
+    let bench = d.tcp_sql(
+        "manager",
+        "bench",
+        &d.secret("bench_password"),
+        "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('not', 'the proxy')",
+    );
+    assert!(
+        !bench.status.success(),
+        "the bench account wrote on the manager"
+    );
+
+    // Cut off from everyone, alive and writable: once every worker lost it, the proxy fails
+    // over. It commits a write nobody else has while cut off (as a write in flight at the cut
+    // can, once semi-sync gives up waiting). When the cut heals, the proxy fences it at once
+    // (never a second writer) and leaves it fenced.
+    let cut = CutOff::everyone_from(&manager);
+    let partitioned = Instant::now();
+    let (back_after, promoted) = first_write_after(&d, partitioned, Duration::from_secs(40));
+    eprintln!("cut off from everyone: writes back on {promoted} {back_after:?} after the cut");
+    assert!(promoted.starts_with("worker-"), "{promoted}");
+    assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "0");
+    d.root_sql(
+        "manager",
+        "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('cut', 'off')",
+    );
+    drop(cut);
+    wait_for("the old manager fenced", Duration::from_secs(30), || {
+        history(&d)["rejoins"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["host"] == "manager" && r["rejoined"] == false)
+        })
+    });
+    assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
+    let (code, body) = write(&d, "after-heal");
+    assert_eq!(
+        (code, body["served_by"].as_str()),
+        (200, Some(promoted.as_str())),
+        "{body}"
+    );
 
     // The manager killed: the proxy fails over. It comes back holding a write nobody else has
     // (made by hand while nobody could reach it): it stays fenced, never takes a write, and
     // repair rebuilds it.
-    let (_, promoted) = kill_and_time_the_failover(&d, "manager");
-    let config = d.host_dir("manager").join("my.cnf");
+    let current = promoted;
+    std::thread::sleep(Duration::from_secs(COOLDOWN));
+    let (_, promoted) = kill_and_time_the_failover(&d, &current);
+    let config = d.host_dir(&current).join("my.cnf");
     let mut hidden = Command::new("mariadbd")
         .arg(format!("--defaults-file={}", config.display()))
         .arg("--skip-networking")
@@ -391,12 +445,12 @@ fn no_failover_when_the_manager_only_pauses_or_only_the_proxy_lost_it() {
         .spawn()
         .unwrap();
     wait_for("the hidden server", Duration::from_secs(30), || {
-        d.root_sql_command("manager", "SELECT 1")
+        d.root_sql_command(&current, "SELECT 1")
             .output()
             .is_ok_and(|o| o.status.success())
     });
     d.root_sql(
-        "manager",
+        &current,
         "INSERT INTO filmdb.actor (first_name, last_name) VALUES ('only', 'here')",
     );
     assert!(Command::new("kill")
@@ -405,18 +459,18 @@ fn no_failover_when_the_manager_only_pauses_or_only_the_proxy_lost_it() {
         .unwrap()
         .success());
     hidden.wait().unwrap();
-    d.start_server_by_hand("manager");
+    d.start_server_by_hand(&current);
     wait_for(
         "the proxy to leave it fenced",
         Duration::from_secs(30),
         || {
             history(&d)["fenced"]
                 .as_array()
-                .is_some_and(|f| f.iter().any(|h| h == "manager"))
+                .is_some_and(|f| f.iter().any(|h| *h == current.as_str()))
         },
     );
-    assert!(metrics(&d).contains("proxy_fenced{backend=\"manager\"} 1"));
-    assert_eq!(d.root_sql("manager", "SELECT @@read_only").trim(), "1");
+    assert!(metrics(&d).contains(&format!("proxy_fenced{{backend=\"{current}\"}} 1")));
+    assert_eq!(d.root_sql(&current, "SELECT @@read_only").trim(), "1");
     for i in 0..5 {
         let (code, body) = write(&d, &format!("fenced-{i}"));
         assert_eq!(
@@ -429,7 +483,9 @@ fn no_failover_when_the_manager_only_pauses_or_only_the_proxy_lost_it() {
     assert!(status.contains("FENCED"), "{status}");
     assert!(status.contains("left fenced"), "{status}");
     let out = d.ok(&["repair"]);
-    assert!(out.contains("manager diverged: it holds"), "{out}");
+    for host in ["manager", current.as_str()] {
+        assert!(out.contains(&format!("{host} diverged: it holds")), "{out}");
+    }
     wait_for(
         "the rebuilt server to serve again",
         Duration::from_secs(30),

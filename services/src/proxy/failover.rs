@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use futures_util::future::join_all;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use serde::Deserialize;
@@ -30,6 +31,8 @@ use contract::gtid::GtidPosition;
 
 /// How long a statement of a failover may take to connect and run.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failover tries to reach (and fence) a manager the probes lost.
+const LOST_MANAGER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a worker gets to apply what it received before the promotion goes on without it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after a failed automatic failover the proxy tries again.
@@ -99,6 +102,10 @@ impl Failover {
 
     /// A connection to a backend as the failover account.
     async fn connect(&self, index: usize) -> Result<Conn, String> {
+        self.connect_within(index, STATEMENT_TIMEOUT).await
+    }
+
+    async fn connect_within(&self, index: usize, limit: Duration) -> Result<Conn, String> {
         let target = &self.targets[index];
         let opts = OptsBuilder::default()
             .ip_or_hostname(target.address.clone())
@@ -106,16 +113,27 @@ impl Failover {
             .user(Some(self.config.account.user.clone()))
             .pass(Some(self.config.account.password.clone()))
             .prefer_socket(false);
-        match tokio::time::timeout(STATEMENT_TIMEOUT, Conn::new(opts)).await {
+        match tokio::time::timeout(limit, Conn::new(opts)).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(format!("{}: {e}", target.name)),
-            Err(_) => Err(format!("{}: no connection within 5 s", target.name)),
+            Err(_) => Err(format!("{}: no connection within {:?}", target.name, limit)),
         }
     }
 
     /// Runs statements on a backend, as the failover account.
     async fn run(&self, index: usize, sql: &str) -> Result<(), String> {
-        let mut conn = self.connect(index).await?;
+        self.run_connecting_within(index, sql, STATEMENT_TIMEOUT)
+            .await
+    }
+
+    /// Runs statements on a backend, giving up on connecting after `limit`.
+    async fn run_connecting_within(
+        &self,
+        index: usize,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let mut conn = self.connect_within(index, limit).await?;
         let ran = tokio::time::timeout(STATEMENT_TIMEOUT, conn.query_drop(sql)).await;
         conn.disconnect().await.ok();
         match ran {
@@ -176,6 +194,10 @@ impl Proxy {
         let Some(failover) = &self.failover else {
             return;
         };
+        // A failover is running: it says how it ends.
+        if failover.busy.try_lock().is_err() {
+            return;
+        }
         let manager = self.manager();
         let workers: Vec<WorkerSeen> = self
             .workers()
@@ -287,22 +309,37 @@ impl Proxy {
                 return Err(format!("{name} is not a worker of this proxy"));
             }
         }
-        let old_answered = match failover.run(old, failover::FENCE).await {
+        // A manager the probes lost is tried briefly: it rarely answers, and writes wait.
+        let connect_limit = if self.backends[old].is_reachable() {
+            STATEMENT_TIMEOUT
+        } else {
+            LOST_MANAGER_CONNECT_TIMEOUT
+        };
+        let old_answered = match failover
+            .run_connecting_within(old, failover::FENCE, connect_limit)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(problem = %e, "the old manager does not answer: it starts read-only whenever it comes back");
                 false
             }
         };
+        // Drained at once: stopping a receiver that is still connecting to a lost manager
+        // takes a while on each.
+        let drainable: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| {
+                let worker = &self.backends[i];
+                i != old && !self.is_fenced(worker) && worker.is_reachable()
+            })
+            .collect();
+        let drained = join_all(drainable.iter().map(|&i| failover.drain(i))).await;
         let mut candidates: Vec<(String, GtidPosition)> = Vec::new();
         let mut indexes = Vec::new();
-        for (i, worker) in self.backends.iter().enumerate() {
-            if i == old || self.is_fenced(worker) || !worker.is_reachable() {
-                continue;
-            }
-            match failover.drain(i).await {
+        for (i, outcome) in drainable.into_iter().zip(drained) {
+            match outcome {
                 Ok(position) => {
-                    candidates.push((worker.name.clone(), position));
+                    candidates.push((self.backends[i].name.clone(), position));
                     indexes.push(i);
                 }
                 Err(e) => tracing::warn!(problem = %e, "a worker is left out of the failover"),
@@ -367,9 +404,10 @@ impl Proxy {
         Ok(event)
     }
 
-    /// A former manager that answers again, read-only and replicating from nobody: it becomes
-    /// a worker of the manager when its binary log holds nothing beyond what the promoted worker
-    /// had, else it stays fenced (it holds writes nobody else has).
+    /// A former manager that answers again and replicates from nobody (back read-only, or cut
+    /// off from everyone and still writable): it is fenced at once, then becomes a worker of the
+    /// manager when its binary log holds nothing beyond what the promoted worker had, else it
+    /// stays fenced (it holds writes nobody else has).
     fn rejoin_former_managers(self: &Arc<Proxy>) {
         let Some(failover) = &self.failover else {
             return;
@@ -408,9 +446,10 @@ impl Proxy {
                     .rejoins
                     .iter()
                     .any(|r| r.host == backend.name && r.at >= event.at);
-            let waiting = backend.with_health(|h| {
-                h.down_since.is_none() && h.read_only == Some(true) && h.replication.is_none()
-            });
+            // Answering and replicating from nobody: back, read-only, or never stopped
+            // (cut off from everyone, and maybe still writable).
+            let waiting =
+                backend.with_health(|h| h.down_since.is_none() && h.replication.is_none());
             if settled || !waiting || i == self.writer.load(Ordering::Relaxed) {
                 continue;
             }
@@ -431,6 +470,12 @@ impl Proxy {
         let Some(event) = history.last_from(&backend.name) else {
             return;
         };
+        // Fenced first, whatever it holds: a former manager that was only cut off from
+        // everyone may still be writable, and two writers must never be.
+        if let Err(e) = failover.run(index, failover::FENCE).await {
+            tracing::warn!(problem = %e, "a former manager could not be fenced; retried after the next probes");
+            return;
+        }
         let promoted_at: GtidPosition = event.position.parse().unwrap_or_default();
         let holds = backend
             .with_health(|h| h.binlog.clone())
