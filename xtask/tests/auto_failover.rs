@@ -170,6 +170,14 @@ fn the_proxy_fails_over_by_itself_and_the_old_manager_rejoins() {
     assert_eq!(role_of(&d, &promoted), "manager");
     assert_eq!(role_of(&d, "manager"), "worker");
     assert_eq!(d.state()["failovers"][0]["automatic"], true);
+    let failover_lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("proxy_failover") || l.starts_with("proxy_fenced"))
+        .collect();
+    eprintln!(
+        "status said:\n{status}\n/metrics said:\n{}",
+        failover_lines.join("\n")
+    );
 
     // The old manager comes back with nothing more than the new one had: it becomes a worker
     // of the new manager by itself and receives new writes.
