@@ -315,6 +315,15 @@ fn a_rejected_query_never_reaches_a_database() {
             format!("WITH RECURSIVE x AS (SELECT '{rejected}' AS a UNION SELECT a FROM x) SELECT * FROM x"),
             "random",
         ),
+        // Only the dataset's tables and columns: not a storage engine's virtual table, not a
+        // name the server would answer with its own error.
+        (format!("SELECT '{rejected}', seq FROM seq_1_to_10"), "random"),
+        (format!("SELECT '{rejected}' FROM no_such_table"), "direct-hit"),
+        (format!("SELECT '{rejected}', secret FROM film"), "customized"),
+        (
+            format!("UPDATE film SET rental_rate = 1 WHERE film_id BETWEEN 1 AND 1000 AND title = '{rejected}'"),
+            "write",
+        ),
     ] {
         let (status, body) = d.api(&query, mode);
         assert_eq!(status, 422, "{query}: {body}");
@@ -1108,6 +1117,22 @@ impl Drop for Forwarder {
     }
 }
 
+/// Two printed results hold the same values: the same text in each cell, or the same number
+/// (a double travels as JSON's shortest form; the command line client prints its column's
+/// decimals: 0.25 and 0.2500000000).
+fn same_values(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            let (x, y): (Vec<&str>, Vec<&str>) = (x.split('\t').collect(), y.split('\t').collect());
+            x.len() == y.len()
+                && x.iter().zip(&y).all(|(u, v)| {
+                    u == v
+                        || matches!((u.parse::<f64>(), v.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+                })
+        })
+}
+
 /// The trusted host forwards a template and its parameters: run that way, every kind of literal
 /// gives the rows and the column names the same text gives run directly on the server.
 #[test]
@@ -1135,6 +1160,25 @@ fn templates_answer_what_the_text_answers() {
         "SELECT rating, COUNT(*) FROM film GROUP BY 1 HAVING COUNT(*) > 1 ORDER BY 1",
         // Names: a bare string names its column by its value; an alias stays.
         "SELECT 'x' AS y, 'abc', 42",
+        // Window functions: ranking, offsets, aggregates over frames, named windows.
+        "SELECT film_id, ROW_NUMBER() OVER (ORDER BY length DESC, film_id) AS n, \
+         RANK() OVER (PARTITION BY rating ORDER BY length) AS r, \
+         DENSE_RANK() OVER (ORDER BY rating) FROM film WHERE film_id <= 20 ORDER BY film_id",
+        "SELECT film_id, LAG(length, 2) OVER w AS two_before, LEAD(length) OVER w AS next, \
+         NTILE(4) OVER w AS quartile, FIRST_VALUE(title) OVER w AS first \
+         FROM film WHERE film_id < 15 WINDOW w AS (ORDER BY film_id) ORDER BY film_id",
+        "SELECT payment_id, SUM(amount) OVER (PARTITION BY customer_id ORDER BY payment_id \
+         ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS running, \
+         AVG(amount) OVER (PARTITION BY customer_id) AS mean, \
+         PERCENT_RANK() OVER (ORDER BY amount, payment_id) AS pr \
+         FROM payment WHERE customer_id <= 3 ORDER BY payment_id",
+        // JSON constructors and extractors.
+        "SELECT JSON_OBJECT('id', film_id, 'title', title, 'rate', rental_rate) \
+         FROM film WHERE film_id < 4 ORDER BY film_id",
+        "SELECT JSON_ARRAYAGG(film_id), JSON_OBJECTAGG(film_id, length) FROM film WHERE film_id < 6",
+        "SELECT JSON_EXTRACT(JSON_OBJECT('a', length, 'b', JSON_ARRAY(1, 2)), '$.b[1]') AS b, \
+         JSON_VALUE(JSON_OBJECT('t', title), '$.t') AS t, JSON_LENGTH(JSON_ARRAY(1, 2, 3)), \
+         JSON_UNQUOTE(JSON_QUOTE(title)) FROM film WHERE film_id = 2",
     ];
     for sql in corpus {
         let direct = d.root_sql_with_names("manager", sql);
@@ -1168,7 +1212,12 @@ fn templates_answer_what_the_text_answers() {
             );
         }
         let through_chain = lines.join("\n") + "\n";
-        assert_eq!(through_chain, direct, "{sql}");
+        if through_chain != direct {
+            assert!(
+                same_values(&through_chain, &direct),
+                "{sql}\n{through_chain}\n{direct}"
+            );
+        }
     }
 
     // A write with a decimal, read back exactly.
@@ -1186,6 +1235,16 @@ fn templates_answer_what_the_text_answers() {
         "direct-hit",
     );
     assert_eq!(body["rows"][0][0], "3.49", "{body}");
+    // A narrow key range of constants bounds a write as an IN list does.
+    let (status, body) = d.api(
+        "UPDATE film SET rental_duration = rental_duration + 1 WHERE film_id BETWEEN 8 AND 12",
+        "write",
+    );
+    assert_eq!(
+        (status, body["affected_rows"].as_u64()),
+        (200, Some(5)),
+        "{body}"
+    );
 
     // Each shape is one line of the proxy's statistics, whatever its values.
     let digests = http(None, &d.service("proxy"), "GET", "/digests", &[], b"");
@@ -1233,7 +1292,8 @@ fn big_results_are_cut_and_recursion_is_bounded() {
     assert_eq!(status, 200, "{body}");
     // SUM is a DECIMAL, which travels as its digits.
     assert_eq!(body["rows"], json!([["78", 12]]), "{body}");
-    // Without a stop of its own, the server's bound ends it.
+    assert!(body.get("note").is_none(), "{body}");
+    // Without a stop of its own, the server's bound ends it, and the answer says so.
     let (status, body) = d.api(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
          SELECT COUNT(*) AS steps FROM n",
@@ -1241,6 +1301,13 @@ fn big_results_are_cut_and_recursion_is_bounded() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"], json!([[1001]]), "{body}");
+    assert_eq!(body["truncated"], true, "{body}");
+    let note = body["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("a recursive query was stopped at its bound")
+            && note.contains("max_recursive_iterations"),
+        "{body}"
+    );
 
     let (status, body) = d.api(
         "SELECT length MOD 60 AS minutes FROM film WHERE film_id = 7",

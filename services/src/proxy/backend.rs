@@ -26,6 +26,9 @@ const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
 /// A probe (two trivial queries) that takes longer says the server is stalled: it is left
 /// out well before a query would time out.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// MariaDB's warning when a recursive query hits max_recursive_iterations
+/// (ER_QUERY_RESULT_INCOMPLETE: "The query result may be incomplete").
+const ER_QUERY_RESULT_INCOMPLETE: u32 = 1931;
 
 /// Prepared templates kept per connection.
 const STATEMENT_CACHE: usize = 256;
@@ -79,6 +82,9 @@ pub struct QueryOutput {
     pub affected_rows: u64,
     /// Why the rows stop before the result's end.
     pub cut: Option<String>,
+    /// The server stopped a recursive query at its iteration bound: what it said. The rows are
+    /// all it produced, but not all the query asked for.
+    pub recursion_stopped: Option<String>,
     /// A write's transaction.
     pub last_gtid: Option<String>,
 }
@@ -471,6 +477,18 @@ impl Backend {
         } else {
             drop(result);
         }
+        // MariaDB ends a recursive CTE at max_recursive_iterations with only a warning: read
+        // it (one more round trip, only then), so the cut is never silent.
+        let recursion_stopped = if conn.get_warnings() > 0 && template.contains("RECURSIVE") {
+            let warnings: Vec<(String, u32, String)> =
+                conn.query("SHOW WARNINGS").await.map_err(classify)?;
+            warnings
+                .into_iter()
+                .find(|(_, code, _)| *code == ER_QUERY_RESULT_INCOMPLETE)
+                .map(|(_, _, message)| message)
+        } else {
+            None
+        };
         // A write's GTID, for the client's later reads (`after_gtid`): one more round trip,
         // on the same session, only for writes.
         let last_gtid = if access == Access::Write {
@@ -486,6 +504,7 @@ impl Backend {
             rows,
             affected_rows,
             cut,
+            recursion_stopped,
             last_gtid,
         })
     }

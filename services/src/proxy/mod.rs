@@ -306,15 +306,23 @@ impl Proxy {
         let rows = result.as_ref().map_or(0, |out| out.rows.len() as u64);
         let (outcome, response) = match result {
             Ok(out) => {
-                let truncated = out.cut.is_some();
-                if let Some(kept) = out.cut {
-                    let cut = format!(
-                        "result cut to {kept}: add a LIMIT or a narrower WHERE for the rest"
-                    );
-                    note = Some(match note {
-                        Some(earlier) => format!("{earlier}; {cut}"),
-                        None => cut,
+                let truncated = out.cut.is_some() || out.recursion_stopped.is_some();
+                let mut add_note = |said: String| {
+                    note = Some(match note.take() {
+                        Some(earlier) => format!("{earlier}; {said}"),
+                        None => said,
                     });
+                };
+                if let Some(kept) = out.cut {
+                    add_note(format!(
+                        "result cut to {kept}: add a LIMIT or a narrower WHERE for the rest"
+                    ));
+                }
+                if let Some(said) = out.recursion_stopped {
+                    add_note(format!(
+                        "a recursive query was stopped at its bound, so its result is incomplete \
+                         (the server: {said}); give the recursion a stop of its own in its WHERE"
+                    ));
                 }
                 (
                     "ok",

@@ -4,12 +4,14 @@
 //! Each rule has an id that appears in the rejection message and in the log. To add a rule,
 //! add a row to [`RULES`] and a check that returns `reject("its-id", ...)`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Cte, Expr, FromTable, LimitClause, ObjectName, Query, Select, SetExpr,
-    SetOperator, SetQuantifier, Statement, TableFactor, Value, Visit, Visitor,
+    AssignmentTarget, BinaryOperator, Cte, Expr, FromTable, Ident, LimitClause, ObjectName, Query,
+    Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Statement, TableAlias, TableFactor,
+    TableObject, Value, Visit, Visitor,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::keywords::Keyword;
@@ -18,7 +20,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use super::template::{templatize, Templated, Untemplatable};
 use catalog::{
-    ALLOWED_FUNCTIONS, DATASET_SCHEMA, IDENTITY_KEYWORDS, PRIMARY_KEYS, SYSTEM_SCHEMAS,
+    dataset, Dataset, ALLOWED_FUNCTIONS, DATASET_SCHEMA, IDENTITY_KEYWORDS, SYSTEM_SCHEMAS,
     WRITE_ROW_CAP,
 };
 use contract::wire::Mode;
@@ -39,7 +41,7 @@ pub const RULES: &[Rule] = &[
     Rule { id: "single-statement", why: "stacked statements would run what was never checked" },
     Rule { id: "statement-kind", why: "reads are SELECT only; writes are INSERT, UPDATE or DELETE; no DDL, GRANT, SET, CALL, LOAD, LOCK, HANDLER or anything else" },
     Rule { id: "where-required", why: "an UPDATE or DELETE without WHERE rewrites or empties a whole table" },
-    Rule { id: "bounded-write", why: "an UPDATE or DELETE names its rows by key (every column of the table's primary key equal to a value or in a list) or takes at most a LIMIT's worth: WHERE 1 = 1 is a whole table" },
+    Rule { id: "bounded-write", why: "an UPDATE or DELETE names its rows by key (every column of the table's primary key equal to a value, in a list, or BETWEEN two numbers at most the write cap apart) or takes at most a LIMIT's worth: WHERE 1 = 1 is a whole table" },
     Rule { id: "single-table-write", why: "a write changes one table, named once: joins, multi-table DELETE and INSERT ... SELECT change or copy rows nobody listed" },
     Rule { id: "set-operation", why: "UNION and friends are the classic way to append other tables' rows to a result" },
     Rule { id: "into", why: "SELECT ... INTO writes files or variables on the server" },
@@ -47,6 +49,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "non-ascii", why: "outside string literals, names and keywords are plain ASCII: look-alike letters and invisible characters let a name pass a check that the server then reads as another" },
     Rule { id: "system-schema", why: "mysql, information_schema, performance_schema and sys describe accounts and the server" },
     Rule { id: "other-schema", why: "only the dataset's own tables are the application's to query: another schema on the server is not" },
+    Rule { id: "unknown-table", why: "only the dataset's tables (sql/schema.sql) and the query's own CTEs and subqueries are read or written: tables a server provides by itself (a storage engine's virtual tables) and names of no table never reach a server" },
+    Rule { id: "unknown-column", why: "every column a query names is a column of the dataset's tables or a name the query gives itself (an alias, a CTE's column): nothing else reaches a server" },
     Rule { id: "variable", why: "@@ system variables leak server configuration; @ user variables carry state between statements" },
     Rule { id: "denied-function", why: "only the functions a film-rental application uses are accepted, by their exact ASCII name and unqualified: any other may sleep, read files, take locks, leak the server's or account's identity, or smuggle data out through errors" },
     Rule { id: "nesting-depth", why: "deeply nested subqueries are a denial of service" },
@@ -139,13 +143,21 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
     let mut statement = statements.remove(0);
     let write_scope = check_kind(&statement, mode)?;
 
+    let mut defined = DefinedNames::default();
+    let _ = statement.visit(&mut defined);
     let mut walker = Walker {
         limits,
+        dataset: dataset(),
+        defined: &defined,
         depth: 0,
         tables: 0,
         recursive_unions: Vec::new(),
+        unknown_name: None,
     };
     if let ControlFlow::Break(rejection) = statement.visit(&mut walker) {
+        return Err(rejection);
+    }
+    if let Some(rejection) = walker.unknown_name {
         return Err(rejection);
     }
     if mode.is_read() {
@@ -201,18 +213,18 @@ fn check_bounded(scope: &WriteScope) -> Result<(), Rejection> {
         };
     }
     let mut constrained = Vec::new();
-    key_columns(selection, &mut constrained);
-    let key = PRIMARY_KEYS
-        .iter()
-        .find(|(t, _)| *t == name)
-        .map(|(_, k)| *k);
+    key_columns(selection, &mut constrained)?;
+    let key = dataset()
+        .table(&name)
+        .map(|t| t.key.as_slice())
+        .filter(|k| !k.is_empty());
     match key {
         Some(key) if key.iter().all(|c| constrained.contains(&c.to_string())) => Ok(()),
         Some(key) => reject(
             "bounded-write",
             format!(
-                "the WHERE must give {} (= a value or IN a list), or the write a LIMIT of at most \
-                 {WRITE_ROW_CAP}",
+                "the WHERE must give {} (= a value, IN a list, or BETWEEN two numbers at most \
+                 {WRITE_ROW_CAP} apart), or the write a LIMIT of at most {WRITE_ROW_CAP}",
                 key.join(" and ")
             ),
         ),
@@ -223,9 +235,10 @@ fn check_bounded(scope: &WriteScope) -> Result<(), Rejection> {
     }
 }
 
-/// The columns a top-level AND of the WHERE fixes to values: `col = value`, `value = col` and
-/// `col IN (values)`.
-fn key_columns(expr: &Expr, out: &mut Vec<String>) {
+/// The columns a top-level AND of the WHERE fixes to values: `col = value`, `value = col`,
+/// `col IN (values)` and `col BETWEEN number AND number` (refused when the two are more than
+/// the write cap apart).
+fn key_columns(expr: &Expr, out: &mut Vec<String>) -> Result<(), Rejection> {
     let column = |e: &Expr| -> Option<String> {
         match e {
             Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
@@ -235,14 +248,34 @@ fn key_columns(expr: &Expr, out: &mut Vec<String>) {
     };
     let is_value = |e: &Expr| matches!(e, Expr::Value(_));
     match expr {
-        Expr::Nested(inner) => key_columns(inner, out),
+        Expr::Nested(inner) => key_columns(inner, out)?,
         Expr::BinaryOp {
             left,
             op: BinaryOperator::And,
             right,
         } => {
-            key_columns(left, out);
-            key_columns(right, out);
+            key_columns(left, out)?;
+            key_columns(right, out)?;
+        }
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } => {
+            if let (Some(c), Some(low), Some(high)) = (column(expr), integer(low), integer(high)) {
+                let width = high.saturating_sub(low).saturating_add(1);
+                if width > i128::from(WRITE_ROW_CAP) {
+                    return reject(
+                        "bounded-write",
+                        format!(
+                            "{c} BETWEEN {low} AND {high} spans {width} keys: a write names at \
+                             most {WRITE_ROW_CAP}"
+                        ),
+                    );
+                }
+                out.push(c);
+            }
         }
         Expr::BinaryOp {
             left,
@@ -265,6 +298,22 @@ fn key_columns(expr: &Expr, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// An integer literal, signed or not.
+fn integer(expr: &Expr) -> Option<i128> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => integer(expr).map(|n| -n),
+        _ => None,
     }
 }
 
@@ -442,6 +491,9 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<Option<WriteScope<'_>
                     "REPLACE deletes rows; use INSERT or UPDATE",
                 );
             }
+            if let TableObject::TableName(table) = &insert.table {
+                check_written_columns(table, insert.columns.iter())?;
+            }
             match insert.source.as_deref().map(|q| q.body.as_ref()) {
                 Some(SetExpr::Values(_)) => Ok(None),
                 _ => reject(
@@ -456,6 +508,13 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<Option<WriteScope<'_>
                     "single-table-write",
                     "an UPDATE changes one table, without joins",
                 );
+            }
+            if let TableFactor::Table { name, .. } = &update.table.relation {
+                let targets = update.assignments.iter().flat_map(|a| match &a.target {
+                    AssignmentTarget::ColumnName(column) => std::slice::from_ref(column),
+                    AssignmentTarget::Tuple(columns) => columns.as_slice(),
+                });
+                check_written_columns(name, targets)?;
             }
             let Some(selection) = &update.selection else {
                 return reject("where-required", "an UPDATE needs a WHERE clause");
@@ -496,6 +555,35 @@ fn check_kind(statement: &Statement, mode: Mode) -> Result<Option<WriteScope<'_>
             ),
         ),
     }
+}
+
+/// The columns an INSERT lists or an UPDATE sets are the written table's own. (A table that
+/// is not the dataset's is refused by the walker, which names it.)
+fn check_written_columns<'a>(
+    table: &ObjectName,
+    columns: impl Iterator<Item = &'a ObjectName>,
+) -> Result<(), Rejection> {
+    let Some(table) = last_part(table).and_then(|name| dataset().table(&name)) else {
+        return Ok(());
+    };
+    for column in columns {
+        let name = last_part(column).unwrap_or_default();
+        if !table.columns.contains(&name) {
+            return reject(
+                "unknown-column",
+                format!("{} has no column {column}", table.name),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The last part of a dotted name, unquoted and in lowercase.
+fn last_part(name: &ObjectName) -> Option<String> {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_lowercase())
 }
 
 /// A query's body must be a plain SELECT (or a parenthesized query), never a set operation or
@@ -633,10 +721,15 @@ fn cap_limit(query: &mut Query, cap: u64) -> Result<(), Rejection> {
 /// Walks the whole statement, wherever queries and expressions nest.
 struct Walker<'a> {
     limits: &'a Limits,
+    dataset: &'static Dataset,
+    defined: &'a DefinedNames,
     depth: usize,
     tables: usize,
     /// The bodies of recursive CTEs, the only queries a UNION (ALL) is accepted in.
     recursive_unions: Vec<*const Query>,
+    /// The first name that is not the dataset's nor the query's own: refused once the walk is
+    /// over, so that a rule naming the attack (a system schema, a function) is the one told.
+    unknown_name: Option<Rejection>,
 }
 
 /// `name AS (anchor UNION ALL step)` where both sides are plain SELECTs and the step reads
@@ -728,16 +821,40 @@ impl Visitor for Walker<'_> {
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Rejection> {
         let parts: Vec<String> = relation.0.iter().map(|p| p.to_string()).collect();
         match parts.len() {
-            0 | 1 => ControlFlow::Continue(()),
-            2 => check_schema(&relation.to_string(), &parts[0]),
-            _ => break_with(
-                "other-schema",
-                format!("{relation}: a table is named as table or schema.table"),
-            ),
+            0 | 1 => {}
+            2 => check_schema(&relation.to_string(), &parts[0])?,
+            _ => {
+                return break_with(
+                    "other-schema",
+                    format!("{relation}: a table is named as table or schema.table"),
+                )
+            }
         }
+        let name = last_part(relation).unwrap_or_default();
+        // A CTE's name is the query's own, unless written with the dataset's schema.
+        let own = parts.len() == 1 && self.defined.tables.contains(&name);
+        if !own && self.dataset.table(&name).is_none() {
+            self.unknown(
+                "unknown-table",
+                format!("{relation} is not a table of the dataset (nor a CTE of the query)"),
+            );
+        }
+        ControlFlow::Continue(())
     }
 
-    fn pre_visit_table_factor(&mut self, _factor: &TableFactor) -> ControlFlow<Rejection> {
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Rejection> {
+        if !matches!(
+            factor,
+            TableFactor::Table { .. }
+                | TableFactor::Derived { .. }
+                | TableFactor::NestedJoin { .. }
+        ) {
+            return break_with(
+                "unknown-table",
+                "rows come from the dataset's tables, subqueries and joins of them only \
+                 (no table functions)",
+            );
+        }
         self.tables += 1;
         if self.tables > self.limits.max_joins + 1 {
             return break_with(
@@ -812,7 +929,100 @@ impl Visitor for Walker<'_> {
             Expr::CompoundIdentifier(parts) if parts.iter().any(|p| p.value.starts_with('@')) => {
                 return break_with("variable", "variables are not accepted");
             }
+            Expr::Identifier(column) => self.check_column(column),
+            Expr::CompoundIdentifier(parts) => {
+                if let [.., qualifier, column] = parts.as_slice() {
+                    let name = qualifier.value.to_ascii_lowercase();
+                    if self.dataset.table(&name).is_none() && !self.defined.tables.contains(&name) {
+                        self.unknown(
+                            "unknown-table",
+                            format!(
+                                "{qualifier} is not a table of the dataset, nor an alias or CTE \
+                                 of the query"
+                            ),
+                        );
+                    }
+                    self.check_column(column);
+                }
+            }
             _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Walker<'_> {
+    fn check_column(&mut self, column: &Ident) {
+        let name = column.value.to_ascii_lowercase();
+        if !self.dataset.has_column(&name) && !self.defined.columns.contains(&name) {
+            self.unknown(
+                "unknown-column",
+                format!(
+                    "{column} is not a column of the dataset's tables, nor a name the query \
+                     gives itself"
+                ),
+            );
+        }
+    }
+
+    fn unknown(&mut self, rule: &'static str, reason: String) {
+        if self.unknown_name.is_none() {
+            self.unknown_name = reject::<()>(rule, reason).err();
+        }
+    }
+}
+
+/// The names a statement gives itself, wherever it gives them: CTEs and their columns, table
+/// and subquery aliases and their columns, select-item aliases. A name is accepted if the
+/// statement defines it anywhere; the server resolves the scopes (a name out of its scope is
+/// the server's error, about a name of the query's own).
+#[derive(Default)]
+struct DefinedNames {
+    /// CTE names and table aliases: what may stand where a table does or qualify a column.
+    tables: HashSet<String>,
+    columns: HashSet<String>,
+}
+
+impl DefinedNames {
+    fn alias(&mut self, alias: &TableAlias) {
+        self.tables.insert(alias.name.value.to_ascii_lowercase());
+        self.columns.extend(
+            alias
+                .columns
+                .iter()
+                .map(|c| c.name.value.to_ascii_lowercase()),
+        );
+    }
+}
+
+impl Visitor for DefinedNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        for cte in query.with.iter().flat_map(|w| &w.cte_tables) {
+            self.alias(&cte.alias);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            alias: Some(alias), ..
+        }
+        | TableFactor::Derived {
+            alias: Some(alias), ..
+        } = factor
+        {
+            self.alias(alias);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        for item in &select.projection {
+            if let SelectItem::ExprWithAlias { alias, .. } = item {
+                self.columns.insert(alias.value.to_ascii_lowercase());
+            }
         }
         ControlFlow::Continue(())
     }

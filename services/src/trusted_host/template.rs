@@ -18,8 +18,9 @@ use std::ops::ControlFlow;
 
 use contract::wire::Param;
 use sqlparser::ast::{
-    CastKind, DataType, ExactNumberInfo, Expr, GroupByExpr, Ident, OrderByKind, Query, SelectItem,
-    SetExpr, Spanned, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
+    CastKind, DataType, ExactNumberInfo, Expr, Function, GroupByExpr, Ident, NamedWindowDefinition,
+    NamedWindowExpr, OrderByKind, Query, Select, SelectItem, SetExpr, Spanned, Statement, Value,
+    ValueWithSpan, VisitMut, VisitorMut, WindowFrameBound, WindowSpec, WindowType,
 };
 use sqlparser::tokenizer::Location;
 
@@ -127,6 +128,48 @@ impl VisitorMut for Marker {
         }
         mark_group_by(&query.body, &mut self.positions);
         ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        for NamedWindowDefinition(_, window) in &select.named_window {
+            if let NamedWindowExpr::WindowSpec(spec) = window {
+                mark_frame(spec, &mut self.positions);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(Function {
+            over: Some(WindowType::WindowSpec(spec)),
+            ..
+        }) = expr
+        {
+            mark_frame(spec, &mut self.positions);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A window frame's bounds (`2 PRECEDING`, `INTERVAL 1 DAY FOLLOWING`) are part of the
+/// statement's syntax, where the server takes no parameter: their numbers stay.
+fn mark_frame(spec: &WindowSpec, positions: &mut HashSet<usize>) {
+    let Some(frame) = &spec.window_frame else {
+        return;
+    };
+    for bound in std::iter::once(&frame.start_bound).chain(&frame.end_bound) {
+        let (WindowFrameBound::Preceding(Some(offset)) | WindowFrameBound::Following(Some(offset))) =
+            bound
+        else {
+            continue;
+        };
+        let number = match offset.as_ref() {
+            Expr::Interval(interval) => interval.value.as_ref(),
+            other => other,
+        };
+        if is_number(number) {
+            positions.insert(number as *const Expr as usize);
+        }
     }
 }
 
@@ -562,6 +605,20 @@ mod tests {
         // Named items keep their own names.
         let t = templated("SELECT 5 AS five");
         assert_eq!(t.template, "SELECT ? AS five");
+    }
+
+    #[test]
+    fn window_frame_bounds_stay() {
+        let t = templated(
+            "SELECT SUM(a) OVER (ORDER BY b ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) AS s, \
+             LAG(a, 3) OVER w AS l FROM t WINDOW w AS (ORDER BY d RANGE INTERVAL 1 DAY PRECEDING)",
+        );
+        assert_eq!(
+            t.template,
+            "SELECT SUM(a) OVER (ORDER BY b ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) AS s, \
+             LAG(a, ?) OVER w AS l FROM t WINDOW w AS (ORDER BY d RANGE INTERVAL 1 DAY PRECEDING)"
+        );
+        assert_eq!(t.params.len(), 1);
     }
 
     #[test]
