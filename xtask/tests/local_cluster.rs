@@ -17,11 +17,50 @@ const TABLE_COUNTS: &str =
     "SELECT (SELECT COUNT(*) FROM filmdb.film), (SELECT COUNT(*) FROM filmdb.actor), \
      (SELECT COUNT(*) FROM filmdb.rental), (SELECT COUNT(*) FROM filmdb.payment)";
 
+/// A group's CPU quota file says it has no quota (cgroup v1: -1; v2: "max <period>").
+fn is_unlimited(quota: &str) -> bool {
+    let quota = quota.trim();
+    quota == "-1" || quota.starts_with("max")
+}
+
 #[test]
 fn cluster_replicates_refuses_replica_writes_and_tears_down() {
     let d = Deployment::new("cluster", "127.0.21");
     d.provision(&["--workers", "2"]);
-    d.ok(&["install-cluster"]);
+    // Quotas are for measuring, not for loading: the manager's group has none while the
+    // dataset loads, and has its own again once the step is done (the burn below holds it).
+    let quota_file = d
+        .cgroups_of("manager")
+        .into_iter()
+        .map(|g| g.join("cpu.cfs_quota_us"))
+        .chain(
+            d.cgroups_of("manager")
+                .into_iter()
+                .map(|g| g.join("cpu.max")),
+        )
+        .find(|f| f.exists())
+        .expect("the manager's group has a CPU quota file");
+    let quota_now = || fs::read_to_string(&quota_file).unwrap_or_default();
+    assert!(!is_unlimited(&quota_now()), "{}", quota_now());
+    let installing = std::sync::atomic::AtomicBool::new(true);
+    let seen_lifted = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut lifted = false;
+            while installing.load(std::sync::atomic::Ordering::Relaxed) {
+                lifted |= is_unlimited(&quota_now());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            lifted
+        });
+        d.ok(&["install-cluster"]);
+        installing.store(false, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(
+        seen_lifted,
+        "the manager's quota was never lifted during install-cluster"
+    );
+    assert!(!is_unlimited(&quota_now()), "{}", quota_now());
 
     let state = d.state();
     assert_eq!(state["steps"]["install-cluster"]["status"], "done");

@@ -374,6 +374,10 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     assert!(summary.contains("No request failed."), "{summary}");
     assert!(summary.contains("\nHost limits: cgroup v"), "{summary}");
     assert!(
+        summary.contains("the quotas are in force for every measurement below"),
+        "{summary}"
+    );
+    assert!(
         summary.contains("## A slow worker: random vs customized")
             && summary.contains("| reads served by worker-2 |"),
         "{summary}"

@@ -32,9 +32,17 @@ pub fn summary(runs: &[Run]) -> String {
     let mut out = format!(
         "# Benchmark summary\n\nRun `{}` (started {}, provider {}, revision {}), {cluster}, dataset \
          scale {}; repetitions per measurement: {}. Benchmarks ran on {}. {} run(s) in all are in the CSVs.\n\n\
-         Host limits: {}.\n\n",
+         Host limits: {}.{}\n\n",
         run.id, m.started_at, m.provider, m.git_revision, m.dataset_scale, s.runs, m.ran_on,
-        runs.len(), if m.host_limits.is_empty() { "not recorded (a run from before they existed)" } else { &m.host_limits }
+        runs.len(), if m.host_limits.is_empty() { "not recorded (a run from before they existed)" } else { &m.host_limits },
+        if has_cpu_quota(&m.host_limits) {
+            " The bench gives every group its quota before it measures, so the quotas are in \
+             force for every measurement below unless its section says otherwise (the chain's \
+             cost lifts them; the slow worker has its own cut); install-cluster loads the \
+             dataset without them."
+        } else {
+            ""
+        }
     );
     writeln!(
         out,
@@ -345,6 +353,13 @@ fn chain_cost(run: &Run) -> String {
     out
 }
 
+/// Whether a host-limits line gives some host a CPU quota ("0.25 CPU", not "unlimited CPU").
+fn has_cpu_quota(host_limits: &str) -> bool {
+    host_limits
+        .match_indices(" CPU")
+        .any(|(at, _)| host_limits[..at].ends_with(|c: char| c.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -397,6 +412,17 @@ mod tests {
             cpu: None,
             scenario,
         }
+    }
+
+    #[test]
+    fn the_quota_sentence_needs_a_quota() {
+        assert!(has_cpu_quota(
+            "cgroup v1: manager standalone 0.25 CPU, 1G memory; proxy 0.5 CPU, 1G memory"
+        ));
+        assert!(!has_cpu_quota(
+            "cgroup v1: manager unlimited CPU, 1G memory"
+        ));
+        assert!(!has_cpu_quota(""));
     }
 
     #[test]

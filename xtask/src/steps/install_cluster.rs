@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cluster::dataset::{self, Dataset};
 use crate::cluster::sql::{self as db, fill, sql_string};
-use crate::cluster::{galera, packages, server, services, topology};
+use crate::cluster::{galera, limits, packages, server, services, topology};
 use crate::progress::Progress;
 use crate::providers;
 use crate::state::{Deployment, Engine, Host, Role, Session};
@@ -35,7 +35,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     let workers: Vec<Host> = d.hosts_with_role(Role::Worker).cloned().collect();
     let scale = d.settings.scale;
 
-    let tasks = 1 + db_hosts.len() + 1 + 2 + workers.len() + 2;
+    let tasks = 1 + db_hosts.len() + 1 + 1 + workers.len() + 2;
     let progress = Progress::new("install-cluster", tasks as u64);
 
     progress.task("checking for MariaDB and sysbench on every machine");
@@ -83,30 +83,52 @@ pub fn run(session: &mut Session) -> Result<()> {
         db::sql(&manager, &replication)?;
     }
 
-    for host in [&standalone, &manager] {
-        load_with_progress(&progress, host, scale)?;
-    }
+    let on_manager = at_full_speed(d, &progress, || {
+        load_everywhere(&progress, &[&standalone, &manager], scale)?;
 
-    for worker in &workers {
-        progress.task(format!("making {} a replica of the manager", worker.name));
-        topology::replicate_from(d, worker, &manager)?;
-    }
+        for worker in &workers {
+            progress.task(format!("making {} a replica of the manager", worker.name));
+            topology::replicate_from(d, worker, &manager)?;
+        }
 
-    progress.task("waiting for the workers to apply everything the manager has");
-    server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
-    server::check_replicating(&workers)?;
+        progress.task("waiting for the workers to apply everything the manager has");
+        server::wait_for_replicas(&manager, &workers, CATCH_UP)?;
+        server::check_replicating(&workers)?;
 
-    progress.task("checking that every worker holds the manager's rows");
-    let on_manager = row_counts(&manager)?;
-    for worker in &workers {
-        compare_counts(worker, &row_counts(worker)?, &on_manager, "the manager")?;
-    }
+        progress.task("checking that every worker holds the manager's rows");
+        let on_manager = row_counts(&manager)?;
+        for worker in &workers {
+            compare_counts(worker, &row_counts(worker)?, &on_manager, "the manager")?;
+        }
+        Ok(on_manager)
+    })?;
     progress.note(format!(
         "standalone, manager and {} workers are up; every worker replicates with all {} rows",
         workers.len(),
         on_manager.iter().map(|(_, n)| n).sum::<u64>()
     ));
     Ok(())
+}
+
+/// Runs the load (and what replicates it) with every CPU quota lifted, then puts the quotas
+/// back, whether it worked or not: quotas are for measuring, not for loading. (A run killed
+/// in between leaves them lifted; the bench sets every quota again before it measures.)
+fn at_full_speed<T>(
+    d: &Deployment,
+    progress: &Progress,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let limited = d.limits.hosts.values().any(|l| l.cpus.is_some());
+    if limited {
+        progress.note("CPU quotas lifted while the dataset loads");
+        limits::set_all_cpus(d, true)?;
+    }
+    let outcome = load();
+    if limited {
+        limits::set_all_cpus(d, false).context("putting the CPU quotas back after the load")?;
+        progress.note("CPU quotas back in force");
+    }
+    outcome
 }
 
 /// The Galera engine: the standalone server, then the nodes started together by the plan that
@@ -118,7 +140,7 @@ fn install_galera(session: &mut Session) -> Result<()> {
     let standalone = d.host(Role::Standalone)?.clone();
     let nodes: Vec<Host> = d.hosts_with_role(Role::Node).cloned().collect();
     let scale = d.settings.scale;
-    let progress = Progress::new("install-cluster", 8);
+    let progress = Progress::new("install-cluster", 6);
 
     progress.task("checking for MariaDB, Galera and sysbench on every machine");
     // The bench client runs on the proxy's machine.
@@ -154,27 +176,28 @@ fn install_galera(session: &mut Session) -> Result<()> {
     db::sql(&standalone, &accounts)?;
     db::sql(&first, &accounts)?;
 
-    for host in [&standalone, &first] {
-        load_with_progress(&progress, host, scale)?;
-    }
+    let on_first = at_full_speed(d, &progress, || {
+        load_everywhere(&progress, &[&standalone, &first], scale)?;
 
-    progress.task("checking that every node is Synced and holds the same rows");
-    galera::wait_synced(&nodes, CATCH_UP)?;
-    // Counted after each node has applied everything certified before (a causal read):
-    // Synced nodes may still be applying the load.
-    let causal_counts = |node: &Host| {
-        db::parse_counts(&db::sql(
-            node,
-            &format!(
-                "SET SESSION wsrep_sync_wait = 1; {}",
-                dataset::count_query()
-            ),
-        )?)
-    };
-    let on_first = causal_counts(&first)?;
-    for node in &nodes {
-        compare_counts(node, &causal_counts(node)?, &on_first, &first.name)?;
-    }
+        progress.task("checking that every node is Synced and holds the same rows");
+        galera::wait_synced(&nodes, CATCH_UP)?;
+        // Counted after each node has applied everything certified before (a causal read):
+        // Synced nodes may still be applying the load.
+        let causal_counts = |node: &Host| {
+            db::parse_counts(&db::sql(
+                node,
+                &format!(
+                    "SET SESSION wsrep_sync_wait = 1; {}",
+                    dataset::count_query()
+                ),
+            )?)
+        };
+        let on_first = causal_counts(&first)?;
+        for node in &nodes {
+            compare_counts(node, &causal_counts(node)?, &on_first, &first.name)?;
+        }
+        Ok(on_first)
+    })?;
     progress.note(format!(
         "standalone and a Galera cluster of {} Synced nodes are up; every node holds all {} rows",
         nodes.len(),
@@ -183,14 +206,30 @@ fn install_galera(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
-/// Loads the dataset on a host (unless it holds it) and checks its row counts.
-fn load_with_progress(progress: &Progress, host: &Host, scale: u32) -> Result<()> {
+/// Loads the dataset on the hosts at once, each unless it holds it, and checks their row
+/// counts. (They are separate machines; on the local provider, separate processes that share
+/// the cores.)
+fn load_everywhere(progress: &Progress, hosts: &[&Host], scale: u32) -> Result<()> {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     progress.task(format!(
-        "loading the dataset (scale {scale}) on {}",
-        host.name
+        "loading the dataset (scale {scale}) on {} at once",
+        names.join(" and ")
     ));
     let dataset = dataset::generate(scale);
-    if load_dataset(host, scale, &dataset)? {
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = hosts
+            .iter()
+            .map(|host| scope.spawn(|| load_on(progress, host, scale, &dataset)))
+            .collect();
+        loads
+            .into_iter()
+            .try_for_each(|load| load.join().expect("a load's thread panicked"))
+    })
+}
+
+/// Loads the dataset on a host (unless it holds it) and checks its row counts.
+fn load_on(progress: &Progress, host: &Host, scale: u32, dataset: &Dataset) -> Result<()> {
+    if load_dataset(host, scale, dataset)? {
         // It may have changed since (writes through the services): it is kept as it is.
         progress.note(format!(
             "{} already holds the dataset of scale {scale}",
