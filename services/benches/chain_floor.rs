@@ -37,7 +37,10 @@ async fn relay(
     headers: HeaderMap,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Response {
-    match next.query(&body, upstream::request_id(&headers)).await {
+    match next
+        .query(&body, upstream::request_id(&headers), &upstream::client(&headers))
+        .await
+    {
         Ok((status, body)) => {
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }

@@ -1,6 +1,6 @@
 //! The error every service answers with: an HTTP status and `{"error": {"code", "message"}}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds after which the same request may be tried again (a `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,14 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(self, seconds: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -56,6 +66,7 @@ impl ApiError {
                 code: self.code.clone(),
                 message: self.message.clone(),
                 request_id: None,
+                retry_after_seconds: self.retry_after,
             },
         }
     }
@@ -75,6 +86,12 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

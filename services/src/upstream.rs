@@ -10,18 +10,18 @@ use axum::http::{header, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body as _;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::ApiError;
-use contract::wire::REQUEST_ID_HEADER;
+use contract::wire::{Client, CLIENT_HEADER, REQUEST_ID_HEADER};
 
 /// hyper's own pooled HTTP/1 client: what an HTTP library adds on top of it (URL parsing per
 /// request, redirect and retry layers) is work on every request of the chain, for features a
 /// hop between two of our services never uses.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient<HttpConnector, Full<Bytes>>,
     url: Uri,
     authorization: HeaderValue,
     timeout: Duration,
@@ -48,7 +48,7 @@ impl Upstream {
         // coalescing, a round trip to lose.
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let client = HttpClient::builder(TokioExecutor::new())
             // The next service closes a connection idle for 10 s (serve.rs); letting go of it
             // first keeps a request from racing that close on a connection about to die.
             .pool_idle_timeout(Duration::from_secs(5))
@@ -66,12 +66,13 @@ impl Upstream {
         })
     }
 
-    /// Sends the query (the public request, or the checked template) with the request's id;
-    /// returns the upstream's status and JSON body.
+    /// Sends the query (the public request, or the checked template) with the request's id
+    /// and its client; returns the upstream's status and JSON body.
     pub async fn query(
         &self,
         request: &impl serde::Serialize,
         request_id: &str,
+        client: &Client,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let body = serde_json::to_vec(request).map_err(|e| {
             ApiError::new(
@@ -85,6 +86,9 @@ impl Upstream {
             .header(header::CONTENT_TYPE, "application/json");
         if let Ok(id) = HeaderValue::from_str(request_id) {
             builder = builder.header(REQUEST_ID_HEADER, id);
+        }
+        if let Ok(value) = HeaderValue::from_str(&client.header_value()) {
+            builder = builder.header(CLIENT_HEADER, value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
@@ -146,6 +150,11 @@ impl Upstream {
     }
 }
 
+/// The client a request came from, as the gatekeeper named it.
+pub fn client(headers: &axum::http::HeaderMap) -> Client {
+    Client::from_header(headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok()))
+}
+
 /// The id a request carries through the services, or "-" when it came without one.
 pub fn request_id(headers: &axum::http::HeaderMap) -> &str {
     headers
@@ -189,14 +198,14 @@ mod tests {
             let url = upstream_answering(10_000, streamed).await;
             let local = "127.0.0.1".parse().unwrap();
             let small = Upstream::new(&url, "t", local, Duration::from_secs(5), 9_999).unwrap();
-            let err = small.query(&"q", "id").await.unwrap_err();
+            let err = small.query(&"q", "id", &Client::Unnamed).await.unwrap_err();
             assert_eq!(
                 (err.status, err.code.as_str()),
                 (StatusCode::BAD_GATEWAY, "upstream-answer-too-large"),
                 "streamed: {streamed}"
             );
             let enough = Upstream::new(&url, "t", local, Duration::from_secs(5), 10_000).unwrap();
-            let (status, body) = enough.query(&"q", "id").await.unwrap();
+            let (status, body) = enough.query(&"q", "id", &Client::Unnamed).await.unwrap();
             assert_eq!((status, body.len()), (StatusCode::OK, 10_000));
         }
     }

@@ -51,6 +51,8 @@ fn gatekeeper_app_admitting(rate: f64, burst: u32, admission: Admission) -> Rout
     gatekeeper::app(
         Arc::new(Gatekeeper {
             trusted_host: upstream(),
+            unlimited_clients: vec![BENCH.parse().unwrap()],
+            holds: Default::default(),
         }),
         Hygiene {
             max_body_bytes: 1024,
@@ -535,6 +537,7 @@ fn proxy_app() -> Router {
             semi_sync_timeout_ms: 1000,
             token: "failover-token".into(),
         }),
+        fair_share: None,
     };
     let proxy = services::proxy::Proxy::new(&config);
     services::proxy::app(proxy, Guard::new(&config.allowed_peers, &config.token))

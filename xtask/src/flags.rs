@@ -212,6 +212,20 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover_cooldown: Option<u32>,
+    /// Seconds of database time one client may use per second across the cluster; past it the
+    /// proxy answers 429 with Retry-After (default: a quarter of the cluster's slots).
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_db_share: Option<f64>,
+    /// Queries each database server runs at once for the proxy, the rest waiting their turn
+    /// fairly across clients (default: four per CPU of the server's quota, at least 2).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_slots: Option<u32>,
+    /// A read whose plan examines more rows than this is refused before it runs.
+    #[arg(long, value_name = "ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_examined_rows: Option<u64>,
     /// Rust target the services are built for (local and ssh providers: this machine's, unless
     /// given).
     #[arg(long, value_name = "TRIPLE")]

@@ -91,6 +91,28 @@ pub struct ProxyConfig {
     /// person asks (Galera needs none: any Synced node takes the writes).
     #[serde(default)]
     pub failover: Option<crate::failover::FailoverConfig>,
+    /// Each client's share of the database time, each backend's queue and the cost bound
+    /// (none: every query runs as it comes).
+    #[serde(default)]
+    pub fair_share: Option<FairShare>,
+}
+
+/// How the proxy keeps one client from taking the cluster from the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairShare {
+    /// Seconds of database time (a query's time on its server) one client may use per second,
+    /// across the cluster; past it, 429 with Retry-After. The bench client is exempt.
+    pub client_seconds_per_second: f64,
+    /// What a client that has been idle may use at once.
+    pub client_burst_seconds: f64,
+    /// Queries each backend runs at once; the others wait their turn, fairly across clients.
+    pub backend_slots: usize,
+    /// Of those, how many one client may hold.
+    pub backend_slots_per_client: usize,
+    /// A read the server's plan expects to examine more rows than this is refused before it
+    /// runs.
+    pub max_examined_rows: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

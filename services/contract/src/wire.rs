@@ -73,10 +73,55 @@ pub struct ErrorDetail {
     /// leaves out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// When the same request may be tried again (a refusal for a budget spent): every hop
+    /// relays the body, and the gatekeeper answers the public with a `Retry-After` of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// The header that carries a request's id from the gatekeeper through every hop.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The header that names the client a request came from, as the gatekeeper saw it, through
+/// every hop: the proxy charges the client's database time to it. Only the gatekeeper sets it
+/// (the hops behind accept requests from the one before only).
+pub const CLIENT_HEADER: &str = "x-client";
+
+/// Who sent a request, as the gatekeeper tells the hops behind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// A public client, by its address.
+    Public(std::net::IpAddr),
+    /// The deployment's own bench client: no budget, as no rate limit.
+    Exempt(std::net::IpAddr),
+    /// A request that came with no client named (not through the gatekeeper): one client.
+    Unnamed,
+}
+
+impl Client {
+    pub fn header_value(&self) -> String {
+        match self {
+            Client::Public(address) => address.to_string(),
+            Client::Exempt(address) => format!("exempt {address}"),
+            Client::Unnamed => "unnamed".to_string(),
+        }
+    }
+
+    /// Reads the header's value; anything unreadable is the unnamed client.
+    pub fn from_header(value: Option<&str>) -> Client {
+        let Some(value) = value else {
+            return Client::Unnamed;
+        };
+        match value.strip_prefix("exempt ") {
+            Some(address) => address.parse().map_or(Client::Unnamed, Client::Exempt),
+            None => value.parse().map_or(Client::Unnamed, Client::Public),
+        }
+    }
+
+    pub fn is_exempt(&self) -> bool {
+        matches!(self, Client::Exempt(_))
+    }
+}
 
 /// A literal of a checked query, taken out of its text by the trusted host and bound by the
 /// proxy as a parameter of the prepared template.
@@ -107,4 +152,20 @@ pub struct ForwardedQuery {
     /// GTID position by the trusted host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_gtid: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_travels_as_its_header() {
+        let address = "203.0.113.7".parse().unwrap();
+        for client in [Client::Public(address), Client::Exempt(address), Client::Unnamed] {
+            let value = client.header_value();
+            assert_eq!(Client::from_header(Some(&value)), client, "{value}");
+        }
+        assert_eq!(Client::from_header(None), Client::Unnamed);
+        assert_eq!(Client::from_header(Some("exempt nobody")), Client::Unnamed);
+    }
 }

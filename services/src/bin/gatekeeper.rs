@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
             timeout.mul_f64(0.9),
             config.max_answer_bytes,
         )?,
+        unlimited_clients: config.unlimited_clients.clone(),
+        holds: Default::default(),
     });
     let hygiene = Hygiene {
         max_body_bytes: config.max_body_bytes,

@@ -4,15 +4,17 @@
 
 pub mod admission;
 pub mod browser;
+pub mod holds;
 pub mod pages;
 pub mod public;
 pub mod rate_limit;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -21,15 +23,71 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
+use axum::body::Bytes;
+use holds::Holds;
 use admission::Admission;
-use contract::wire::{ErrorBody, Mode, QueryRequest, QueryResponse};
+use contract::wire::{Client, ErrorBody, Mode, QueryRequest, QueryResponse};
 use public::RequestId;
 use rate_limit::RateLimiter;
 
 pub struct Gatekeeper {
     pub trusted_host: Upstream,
+    /// Clients named exempt to the hops behind: the deployment's own bench client, which the
+    /// rate limit and the proxy's budget of database time leave alone.
+    pub unlimited_clients: Vec<IpAddr>,
+    pub holds: Holds,
+}
+
+impl Gatekeeper {
+    /// How the hops behind hear of the client at `peer`.
+    fn client(&self, peer: SocketAddr) -> Client {
+        match self.unlimited_clients.contains(&peer.ip()) {
+            true => Client::Exempt(peer.ip()),
+            false => Client::Public(peer.ip()),
+        }
+    }
+
+    /// Sends a query down the chain for the client at `peer`, unless it is held for a budget
+    /// spent; a refusal for one holds it for the time the proxy said.
+    async fn forward(
+        &self,
+        request: &QueryRequest,
+        id: &str,
+        peer: SocketAddr,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let now = Instant::now();
+        if let Some(refusal) = self.holds.check(peer.ip(), now) {
+            admission::log_refusal("over-budget", peer);
+            return Err(refusal);
+        }
+        let (status, body) = self
+            .trusted_host
+            .query(request, id, &self.client(peer))
+            .await?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Ok(ErrorBody { error }) = serde_json::from_slice(&body) {
+                if let ("over-budget", Some(seconds)) =
+                    (error.code.as_str(), error.retry_after_seconds)
+                {
+                    self.holds.hold(peer.ip(), seconds, now);
+                }
+            }
+        }
+        Ok((status, body))
+    }
+}
+
+/// Tells the client when to come back, when the refusal says.
+fn with_retry_after(mut response: Response, seconds: Option<u64>) -> Response {
+    if let Some(seconds) = seconds {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 pub struct Hygiene {
@@ -87,22 +145,29 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// The JSON API: the trusted host's answer is relayed as it is, status included, except that
-/// an error says only what the public may hear.
+/// an error says only what the public may hear (and when to try again, if it says).
 async fn api_query(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Response {
-    match gk.trusted_host.query(&request, &id).await {
+    match gk.forward(&request, &id, peer).await {
         Ok((status, body)) if status.is_success() => {
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Ok((status, body)) => {
-            (status, Json(public::public_error(status, &body, &id))).into_response()
+            let said = public::public_error(status, &body, &id);
+            let retry_after = said.error.retry_after_seconds;
+            with_retry_after((status, Json(said)).into_response(), retry_after)
         }
         Err(e) => {
             let said = public::public(e.status, e.body().error, &id);
-            (e.status, Json(ErrorBody { error: said })).into_response()
+            let retry_after = said.retry_after_seconds;
+            with_retry_after(
+                (e.status, Json(ErrorBody { error: said })).into_response(),
+                retry_after,
+            )
         }
     }
 }
@@ -145,6 +210,7 @@ fn last_write(headers: &HeaderMap) -> Option<String> {
 async fn read_submit(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     form: Result<Form<ReadForm>, FormRejection>,
 ) -> (StatusCode, Html<String>) {
@@ -162,20 +228,21 @@ async fn read_submit(
             Html(pages::result(&form.query, Mode::Random, &Err(message))),
         );
     };
-    let (status, _, page) = submit(&gk, form.query, mode, last_write(&headers), &id).await;
+    let (status, _, page) = submit(&gk, form.query, mode, last_write(&headers), &id, peer).await;
     (status, page)
 }
 
 async fn write_submit(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     form: Result<Form<WriteForm>, FormRejection>,
 ) -> Response {
     let f = match form {
         Ok(Form(f)) => f,
         Err(e) => return form_error(e, Mode::Write).into_response(),
     };
-    let (status, last_gtid, page) = submit(&gk, f.query, Mode::Write, None, &id).await;
+    let (status, last_gtid, page) = submit(&gk, f.query, Mode::Write, None, &id, peer).await;
     let mut response = (status, page).into_response();
     let cookie = last_gtid.and_then(|gtid| {
         let value = format!(
@@ -206,6 +273,7 @@ async fn submit(
     mode: Mode,
     after_gtid: Option<String>,
     id: &str,
+    peer: SocketAddr,
 ) -> (StatusCode, Option<String>, Html<String>) {
     let request = QueryRequest {
         query,
@@ -213,7 +281,7 @@ async fn submit(
         after_gtid,
     };
     let said = |e: ErrorBody| format!("{} (request id {id})", e.error.message);
-    let (status, outcome) = match gk.trusted_host.query(&request, id).await {
+    let (status, outcome) = match gk.forward(&request, id, peer).await {
         Ok((status, body)) if status.is_success() => {
             match serde_json::from_slice::<QueryResponse>(&body) {
                 Ok(response) => (status, Ok(response)),

@@ -37,6 +37,8 @@ const ABOUT_THE_REQUEST: &[&str] = &[
     "rate-limited",
     "too-many-in-flight",
     "busy",
+    "over-budget",
+    "too-costly",
 ];
 
 /// The public form of an error a hop behind answered (its body, if it could be read).
@@ -47,6 +49,7 @@ pub fn public_error(status: StatusCode, body: &[u8], request_id: &str) -> ErrorB
             code: "upstream-unreadable".to_string(),
             message: String::from_utf8_lossy(body).chars().take(200).collect(),
             request_id: None,
+            retry_after_seconds: None,
         });
     ErrorBody {
         error: public(status, detail, request_id),
@@ -94,6 +97,7 @@ pub fn public(status: StatusCode, detail: ErrorDetail, request_id: &str) -> Erro
         code: detail.code,
         message,
         request_id,
+        retry_after_seconds: detail.retry_after_seconds,
     }
 }
 
@@ -112,6 +116,7 @@ mod tests {
             code: code.into(),
             message: message.into(),
             request_id: None,
+            retry_after_seconds: None,
         }
     }
 

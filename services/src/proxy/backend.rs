@@ -9,6 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{DriverError, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row};
 use serde_json::Value as Json;
 
+use super::cost::PlanRow;
 use super::health::{judge_worker, Eligible, Health, ManagerView, Replication, SemiSync};
 use contract::config::{Account, BackendConfig, ProxyConfig};
 use contract::galera::{self, Engine, NodeState};
@@ -74,6 +75,8 @@ pub enum QueryError {
     Request(String),
     /// The backend could not be reached or broke the connection.
     Unavailable(String),
+    /// The server's plan for a read examines more rows than the bound: it was not run.
+    TooCostly { examined_rows: f64, bound: u64 },
 }
 
 pub struct QueryOutput {
@@ -424,6 +427,40 @@ impl Backend {
         result
     }
 
+    /// The server's plan for a read: EXPLAIN of its template with its values bound (nothing
+    /// runs but the optimizer).
+    pub async fn explain(&self, template: &str, params: &[Param]) -> Result<Vec<PlanRow>, QueryError> {
+        let plan = async {
+            let mut conn = self.reads.get_conn().await.map_err(classify)?;
+            let rows: Vec<Row> = conn
+                .exec(format!("EXPLAIN {template}"), positional(params))
+                .await
+                .map_err(classify)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let text = |name: &str| -> Option<String> {
+                        row.get_opt::<Option<String>, _>(name)?.ok().flatten()
+                    };
+                    PlanRow {
+                        select_id: text("id").and_then(|v| v.parse().ok()),
+                        select_type: text("select_type").unwrap_or_default(),
+                        access: text("type"),
+                        rows: text("rows").and_then(|v| v.parse().ok()),
+                    }
+                })
+                .collect())
+        };
+        match tokio::time::timeout(self.timeout, plan).await {
+            Ok(plan) => plan,
+            Err(_) => Err(QueryError::Unavailable(format!(
+                "{} did not plan a read within {} s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
     async fn execute_once(
         &self,
         access: Access,
@@ -432,11 +469,7 @@ impl Backend {
         params: &[Param],
     ) -> Result<QueryOutput, QueryError> {
         let mut conn = pool.get_conn().await.map_err(classify)?;
-        let params = if params.is_empty() {
-            Params::Empty
-        } else {
-            Params::Positional(params.iter().map(bound).collect())
-        };
+        let params = positional(params);
         let causal;
         let template = if access == Access::CausalRead {
             causal = format!("SET STATEMENT wsrep_sync_wait = 1 FOR {template}");
@@ -541,6 +574,14 @@ async fn observe_node(conn: &mut mysql_async::Conn) -> Result<Observation, Strin
         binlog: None,
         semi_sync: None,
     })
+}
+
+fn positional(params: &[Param]) -> Params {
+    if params.is_empty() {
+        Params::Empty
+    } else {
+        Params::Positional(params.iter().map(bound).collect())
+    }
 }
 
 /// A parameter as the driver binds it; a decimal goes as its digits, which the template casts.

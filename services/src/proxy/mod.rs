@@ -2,10 +2,14 @@
 //! their strategy says, among the workers the background monitor finds healthy.
 
 pub mod backend;
+pub mod budget;
+pub mod cost;
 pub mod digests;
+pub mod fair_share;
 pub mod failover;
 pub mod health;
 pub mod metrics;
+pub mod queue;
 mod topology;
 
 use std::sync::atomic::AtomicUsize;
@@ -25,11 +29,12 @@ use crate::extract::ApiJson;
 use crate::guard::{self, Guard};
 use crate::upstream;
 use axum::http::HeaderMap;
-use backend::{Access, Backend, QueryError};
+use backend::{Access, Backend, QueryError, QueryOutput};
 use contract::config::ProxyConfig;
 use contract::galera::Engine;
 use contract::gtid::GtidPosition;
-use contract::wire::{ForwardedQuery, Mode, QueryResponse};
+use contract::wire::{Client, ForwardedQuery, Mode, QueryResponse};
+use fair_share::Sharing;
 use digests::Digests;
 use health::clock;
 use metrics::Metrics;
@@ -62,6 +67,8 @@ pub struct Proxy {
     /// Who may ask for a failover: the proxy's own host (where `cargo xtask failover` asks
     /// from), with the failover token.
     failover_guard: Option<Guard>,
+    /// Each client's budget, the backends' fair queues and the cost bound.
+    sharing: Option<Sharing>,
 }
 
 impl Proxy {
@@ -92,6 +99,14 @@ impl Proxy {
                 Guard::new(
                     &[config.listen.ip(), std::net::Ipv4Addr::LOCALHOST.into()],
                     &f.token,
+                )
+            }),
+            sharing: config.fair_share.as_ref().map(|share| {
+                Sharing::new(
+                    share,
+                    std::iter::once(&config.manager)
+                        .chain(&config.workers)
+                        .map(|b| b.name.as_str()),
                 )
             }),
         })
@@ -211,13 +226,45 @@ impl Proxy {
         (worker, note)
     }
 
+    /// Runs the query on `backend`: in its turn and under the cost bound when the proxy shares
+    /// the cluster out; adds its time on the server to `server_seconds`.
+    async fn run(
+        &self,
+        backend: &Backend,
+        client: &Client,
+        access: Access,
+        request: &ForwardedQuery,
+        server_seconds: &mut f64,
+    ) -> Result<QueryOutput, QueryError> {
+        match &self.sharing {
+            Some(sharing) => {
+                let (result, seconds) = sharing.run(backend, client, access, request).await;
+                *server_seconds += seconds;
+                result
+            }
+            None => {
+                backend
+                    .execute(access, &request.template, &request.params)
+                    .await
+            }
+        }
+    }
+
     pub async fn handle(
         &self,
         request: &ForwardedQuery,
         request_id: &str,
+        client: &Client,
     ) -> Result<QueryResponse, ApiError> {
         let started = Instant::now();
         let mode = request.mode;
+        let admitted = match &self.sharing {
+            Some(sharing) => Some(sharing.admit(client, &request.digest).inspect_err(|_| {
+                self.metrics.record(mode.as_str(), "over-budget", "-", 0.0);
+            })?),
+            None => None,
+        };
+        let mut server_seconds = 0.0;
         let after_text = request.after_gtid.as_deref();
         // Galera: a read after a write waits on its node until the cluster's commits before it
         // are applied there (wsrep_sync_wait), so any node serves it; positions are not compared.
@@ -243,8 +290,7 @@ impl Proxy {
         let mut result = match fast_failed {
             Some(down) => Err(down),
             None => {
-                backend
-                    .execute(access, &request.template, &request.params)
+                self.run(&backend, client, access, request, &mut server_seconds)
                     .await
             }
         };
@@ -274,8 +320,8 @@ impl Proxy {
                         "{} failed ({problem}); retried on {}, the writer now",
                         served_by.name, next.name
                     ));
-                    result = next
-                        .execute(access, &request.template, &request.params)
+                    result = self
+                        .run(&next, client, access, request, &mut server_seconds)
                         .await;
                     served_by = next;
                 }
@@ -293,8 +339,7 @@ impl Proxy {
                 result = match self.manager_down() {
                     Some(down) if self.is_manager(&retry) => Err(down),
                     _ => {
-                        retry
-                            .execute(access, &request.template, &request.params)
+                        self.run(&retry, client, access, request, &mut server_seconds)
                             .await
                     }
                 };
@@ -302,6 +347,9 @@ impl Proxy {
             }
         }
 
+        if let (Some(sharing), Some(admitted)) = (&self.sharing, admitted) {
+            sharing.settle(client, &request.digest, admitted, server_seconds);
+        }
         let seconds = started.elapsed().as_secs_f64();
         let rows = result.as_ref().map_or(0, |out| out.rows.len() as u64);
         let (outcome, response) = match result {
@@ -357,6 +405,13 @@ impl Proxy {
                     ),
                 )),
             ),
+            Err(QueryError::TooCostly {
+                examined_rows,
+                bound,
+            }) => {
+                tracing::warn!(request_id, examined_rows, bound, digest = %request.digest, "read refused by the cost bound");
+                ("too-costly", Err(fair_share::too_costly(examined_rows, bound)))
+            }
             Err(QueryError::Request(problem)) => (
                 "query-error",
                 Err(ApiError::new(
@@ -448,7 +503,10 @@ async fn query(
     ApiJson(request): ApiJson<ForwardedQuery>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let request_id = upstream::request_id(&headers);
-    proxy.handle(&request, request_id).await.map(Json)
+    proxy
+        .handle(&request, request_id, &upstream::client(&headers))
+        .await
+        .map(Json)
 }
 
 /// The query shapes that took the most time, with their statistics.
@@ -506,6 +564,11 @@ async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         proxy.metrics.render()
             + &proxy.topology_metrics()
             + &proxy.failover_metrics()
+            + &proxy
+                .sharing
+                .as_ref()
+                .map(Sharing::render_queues)
+                .unwrap_or_default()
             + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )
 }

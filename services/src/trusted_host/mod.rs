@@ -64,7 +64,10 @@ async fn query(
         digest_text: checked.digest_text,
         after_gtid: request.after_gtid.clone(),
     };
-    let (status, body) = th.proxy.query(&forwarded, request_id).await?;
+    let (status, body) = th
+        .proxy
+        .query(&forwarded, request_id, &upstream::client(&headers))
+        .await?;
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

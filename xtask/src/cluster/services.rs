@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use contract::config::{Account, BackendConfig, GatekeeperConfig, ProxyConfig, TrustedHostConfig};
+use contract::config::{
+    Account, BackendConfig, FairShare, GatekeeperConfig, ProxyConfig, TrustedHostConfig,
+};
 use contract::failover::{FailoverConfig, FailoverEvent, FailoverHistory};
 
 use super::process;
@@ -132,6 +134,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
                 semi_sync_timeout_ms: d.settings.semi_sync_timeout_ms,
                 token: d.secrets.failover_token.clone(),
             }),
+            fair_share: Some(fair_share(d, first)),
         }),
         Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
             listen: listen(trusted)?,
@@ -163,6 +166,43 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
         other => bail!("{other} runs no service"),
     };
     json.context("serializing the config")
+}
+
+/// The proxy's budget per client, queue per backend and cost bound, from the settings or the
+/// cluster's size: each server runs four queries per CPU of its quota at once (at least 2; 8
+/// with no quota, as on a machine of its own), one client holds half of them at most, and a
+/// client may use a quarter of the cluster's slots in database time, as much again after an
+/// idle second.
+fn fair_share(d: &Deployment, server: &Host) -> FairShare {
+    let slots = match d.settings.backend_slots {
+        0 => d
+            .limits
+            .hosts
+            .get(&server.name)
+            .and_then(|l| l.cpus)
+            .map_or(8, |cpus| ((cpus.as_cpus() * 4.0).ceil() as usize).max(2)),
+        n => n as usize,
+    };
+    let servers = d
+        .hosts
+        .iter()
+        .filter(|h| matches!(h.role, Role::Manager | Role::Worker | Role::Node))
+        .count()
+        .max(1);
+    let share = match d.settings.client_db_share {
+        0.0 => (servers * slots) as f64 / 4.0,
+        share => share,
+    };
+    FairShare {
+        client_seconds_per_second: share,
+        client_burst_seconds: share,
+        backend_slots: slots,
+        backend_slots_per_client: (slots / 2).max(1),
+        max_examined_rows: match d.settings.max_examined_rows {
+            0 => u64::MAX,
+            rows => rows,
+        },
+    }
 }
 
 /// Places the service's binary and its config (owner-only: it holds tokens) on its host.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::{HostCpus, HostMemory};
 pub use contract::galera::Engine;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// How the cluster keeps its copies (deployments from before it: replication).
     #[serde(default)]
@@ -39,6 +39,18 @@ pub struct Settings {
     /// Replication: no second automatic failover within this many seconds of the last one.
     #[serde(default)]
     pub failover_cooldown: u32,
+    /// Seconds of database time one client may use per second across the cluster (the proxy's
+    /// budget; the bench client is exempt); 0: a quarter of the cluster's slots.
+    #[serde(default)]
+    pub client_db_share: f64,
+    /// Queries each database server runs at once for the proxy; 0: four per CPU of its quota
+    /// (at least 2), 8 on a host with no quota.
+    #[serde(default)]
+    pub backend_slots: u32,
+    /// A read whose plan examines more rows than this is refused before it runs; 0: no bound
+    /// (deployments from before it).
+    #[serde(default)]
+    pub max_examined_rows: u64,
     /// Where the hosts are, with what only that provider needs.
     pub provider: ProviderSettings,
 }
@@ -174,6 +186,9 @@ impl Settings {
             semi_sync_timeout_ms: 1000,
             failover_after: 5,
             failover_cooldown: 300,
+            client_db_share: 0.0,
+            backend_slots: 0,
+            max_examined_rows: 1_000_000,
             scale: 10,
             target,
             provider,
@@ -215,6 +230,28 @@ impl Settings {
             bail!(
                 "--failover-cooldown must be at most 86400 seconds, got {}",
                 self.failover_cooldown
+            );
+        }
+        if !(0.0..=1000.0).contains(&self.client_db_share) {
+            bail!(
+                "--client-db-share must be between 0 (derived from the cluster's size) and 1000 \
+                 seconds of database time per second, got {}",
+                self.client_db_share
+            );
+        }
+        if self.backend_slots > 1024 {
+            bail!(
+                "--backend-slots must be at most 1024 (0: derived from each server's CPUs), got {}",
+                self.backend_slots
+            );
+        }
+        if self.max_examined_rows != 0
+            && !(1000..=u64::from(u32::MAX)).contains(&self.max_examined_rows)
+        {
+            bail!(
+                "--max-examined-rows must be 0 (no bound) or between 1000 and {}, got {}",
+                u32::MAX,
+                self.max_examined_rows
             );
         }
         if !(1..=20).contains(&self.workers) {

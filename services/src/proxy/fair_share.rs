@@ -1,0 +1,167 @@
+//! How the proxy keeps one client from taking the cluster from the others: a budget of
+//! database time per client (budget.rs), a fair queue at each backend (queue.rs), and the cost
+//! bound that refuses a read the server's plan says is too big before it runs (cost.rs).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use super::backend::{Access, Backend, QueryError, QueryOutput};
+use super::budget::Budgets;
+use super::cost::{Estimate, Estimates};
+use super::queue::FairQueue;
+use crate::error::ApiError;
+use contract::config::FairShare;
+use contract::wire::{Client, ForwardedQuery};
+
+/// The rule a read over the cost bound is refused by.
+pub const COST_RULE: &str = "estimated-cost";
+
+pub struct Sharing {
+    budgets: Budgets,
+    queues: HashMap<String, Arc<FairQueue>>,
+    estimates: Estimates,
+    max_examined_rows: u64,
+}
+
+/// A query let in: what was charged for it in advance.
+pub struct Admitted {
+    estimate: f64,
+}
+
+impl Sharing {
+    pub fn new<'a>(config: &FairShare, backends: impl Iterator<Item = &'a str>) -> Sharing {
+        Sharing {
+            budgets: Budgets::new(
+                config.client_seconds_per_second,
+                config.client_burst_seconds,
+            ),
+            queues: backends
+                .map(|name| {
+                    (
+                        name.to_string(),
+                        FairQueue::new(config.backend_slots, config.backend_slots_per_client),
+                    )
+                })
+                .collect(),
+            estimates: Estimates::default(),
+            max_examined_rows: config.max_examined_rows,
+        }
+    }
+
+    /// Lets the query in on its client's budget, or refuses it before anything runs.
+    pub fn admit(&self, client: &Client, digest: &str) -> Result<Admitted, ApiError> {
+        let estimate = self.budgets.usual_seconds(digest).unwrap_or(0.0);
+        match self.budgets.admit(client, estimate, Instant::now()) {
+            Ok(()) => Ok(Admitted { estimate }),
+            Err(over) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "over-budget",
+                format!(
+                    "this client has used its share of the database's time ({} s of query time \
+                     per second; {:.1} s more were used than it had): try again in {} s, or send \
+                     lighter queries",
+                    self.budgets.rate(),
+                    over.owed_seconds,
+                    over.retry_after.as_secs()
+                ),
+            )
+            .retry_after(over.retry_after.as_secs())),
+        }
+    }
+
+    /// Charges the query's real time on its servers.
+    pub fn settle(&self, client: &Client, digest: &str, admitted: Admitted, seconds: f64) {
+        self.budgets
+            .settle(client, digest, admitted.estimate, seconds);
+    }
+
+    /// Runs the query on `backend` in its turn, a read only under the cost bound; returns the
+    /// outcome and the time it took on the server (not its wait).
+    pub async fn run(
+        &self,
+        backend: &Backend,
+        client: &Client,
+        access: Access,
+        request: &ForwardedQuery,
+    ) -> (Result<QueryOutput, QueryError>, f64) {
+        if access != Access::Write {
+            if let Err(refused) = self.check_cost(backend, request).await {
+                return (Err(refused), 0.0);
+            }
+        }
+        let usual = self.budgets.usual_seconds(&request.digest).unwrap_or(0.0);
+        let slot = match self.queues.get(&backend.name) {
+            Some(queue) => Some(queue.enter(client, Duration::from_secs_f64(usual)).await),
+            None => None,
+        };
+        let started = Instant::now();
+        let result = backend
+            .execute(access, &request.template, &request.params)
+            .await;
+        let took = started.elapsed();
+        if let Some(mut slot) = slot {
+            slot.took(took);
+        }
+        (result, took.as_secs_f64())
+    }
+
+    /// Refuses a read whose plan examines more rows than the bound; a shape's plan that does
+    /// not depend on its values is read once.
+    async fn check_cost(&self, backend: &Backend, request: &ForwardedQuery) -> Result<(), QueryError> {
+        let examined = match self.estimates.kept(&request.digest) {
+            Some(examined) => examined,
+            None => {
+                let plan = backend.explain(&request.template, &request.params).await?;
+                let estimate = Estimate::from_plan(&plan, !request.params.is_empty());
+                self.estimates.keep(&request.digest, estimate);
+                estimate.examined_rows
+            }
+        };
+        if examined > self.max_examined_rows as f64 {
+            return Err(QueryError::TooCostly {
+                examined_rows: examined,
+                bound: self.max_examined_rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// Each backend's queue, for /metrics: waiting now, and that waited in all.
+    pub fn render_queues(&self) -> String {
+        let mut names: Vec<&String> = self.queues.keys().collect();
+        names.sort();
+        let mut out = String::from(
+            "# HELP proxy_queue_waiting Queries waiting for a slot of their backend.\n\
+             # TYPE proxy_queue_waiting gauge\n",
+        );
+        let counts: Vec<(usize, u64)> = names.iter().map(|n| self.queues[*n].waiting()).collect();
+        for (name, (now, _)) in names.iter().zip(&counts) {
+            out.push_str(&format!("proxy_queue_waiting{{backend=\"{name}\"}} {now}\n"));
+        }
+        out.push_str(
+            "# HELP proxy_queue_waited_total Queries that waited for a slot of their backend.\n\
+             # TYPE proxy_queue_waited_total counter\n",
+        );
+        for (name, (_, all)) in names.iter().zip(&counts) {
+            out.push_str(&format!("proxy_queue_waited_total{{backend=\"{name}\"}} {all}\n"));
+        }
+        out
+    }
+}
+
+/// What a read over the bound is told.
+pub fn too_costly(examined_rows: f64, bound: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too-costly",
+        format!(
+            "rejected by rule {COST_RULE}: the server's plan for this read examines about {} \
+             rows, over the bound of {bound}; narrow it: a WHERE on a key or an indexed column \
+             (an id, a title, a last name), joins on the tables' keys, fewer tables",
+            examined_rows.round() as u64
+        ),
+    )
+}
