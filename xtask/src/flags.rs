@@ -213,12 +213,12 @@ pub struct SettingsArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover_cooldown: Option<u32>,
     /// Seconds of database time one client may use per second across the cluster; past it the
-    /// proxy answers 429 with Retry-After (default: a quarter of the cluster's slots).
+    /// proxy answers 429 with Retry-After (default: 0.125 per database server).
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_db_share: Option<f64>,
     /// Queries each database server runs at once for the proxy, the rest waiting their turn
-    /// fairly across clients (default: four per CPU of the server's quota, at least 2).
+    /// fairly across clients (default: eight per CPU of the server's quota, at least 4).
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_slots: Option<u32>,

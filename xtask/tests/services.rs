@@ -1684,3 +1684,272 @@ fn requests_that_do_not_fit_leave_the_backends_healthy() {
     assert_eq!(backends.len(), 4, "{h}");
     assert!(backends.iter().all(|b| b["healthy"] == true), "{h}");
 }
+
+/// What one request of a client's loop got: how long it took, its status, its Retry-After and
+/// its body.
+struct Answer {
+    took: Duration,
+    status: u16,
+    retry_after: Option<u64>,
+    body: String,
+}
+
+/// `threads` loops sending `body` from `source` to the gatekeeper, one request after the other
+/// with `pause` between them, until `stop` is set; after a 429 a loop pauses `after_refusal`
+/// (a client that does not wait as long as it was told).
+fn client_loops(
+    d: &Deployment,
+    source: &str,
+    threads: usize,
+    body: impl Fn(usize) -> String + Send + Sync + 'static,
+    stop: &Arc<AtomicBool>,
+    (pause, after_refusal): (Duration, Duration),
+) -> Vec<std::thread::JoinHandle<Vec<Answer>>> {
+    let body = Arc::new(body);
+    (0..threads)
+        .map(|thread| {
+            let (gatekeeper, source, stop, body) = (
+                d.service("gatekeeper"),
+                source.to_string(),
+                Arc::clone(stop),
+                Arc::clone(&body),
+            );
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                let mut i = thread;
+                while !stop.load(Ordering::Relaxed) {
+                    i += threads;
+                    let started = Instant::now();
+                    let r = http(
+                        Some(&source),
+                        &gatekeeper,
+                        "POST",
+                        "/api/query",
+                        &[("Content-Type", "application/json")],
+                        body(i).as_bytes(),
+                    );
+                    let retry_after = r
+                        .headers
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+                        .and_then(|(_, v)| v.trim().parse().ok());
+                    answers.push(Answer {
+                        took: started.elapsed(),
+                        status: r.status,
+                        retry_after,
+                        body: r.body,
+                    });
+                    std::thread::sleep(match r.status {
+                        429 => after_refusal,
+                        _ => pause,
+                    });
+                }
+                answers
+            })
+        })
+        .collect()
+}
+
+/// Answers per second and the 99th percentile of a client's answered requests.
+fn throughput_and_p99(answers: &[Answer], seconds: f64) -> (f64, Duration) {
+    let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+    took.sort();
+    let p99 = took
+        .get((took.len() * 99 / 100).min(took.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    (answers.len() as f64 / seconds, p99)
+}
+
+/// One client floods the gatekeeper with a heavy read the policy and the cost bound allow (a
+/// join on columns with no index, 40 at once, retrying 200 ms after each refusal); another
+/// client's point reads keep at least half their throughput and at most twice their p99 of
+/// the same test without the flood, with no request failed. The flooder gets its share, then
+/// 429 with Retry-After, and is served again once it waits.
+#[test]
+fn a_flooding_client_gets_its_share_and_the_others_keep_theirs() {
+    let guard = shared();
+    let d = &*guard;
+    let (victim, flooder) = (format!("{PREFIX}.201"), format!("{PREFIX}.202"));
+    let point = |i: usize| {
+        json!({
+            "query": format!("SELECT film_id, title FROM film WHERE film_id = {}", i % 100 + 1),
+            "mode": "random",
+        })
+        .to_string()
+    };
+    let heavy = "SELECT COUNT(*) AS n FROM rental r JOIN payment p ON p.amount < r.inventory_id";
+    let heavy_body = json!({ "query": heavy, "mode": "random" }).to_string();
+    let measure = |stop: &Arc<AtomicBool>| {
+        // Paced below the gatekeeper's rate limit of 2,000 requests/s per address.
+        let pace = (Duration::from_millis(1), Duration::ZERO);
+        let loops = client_loops(d, &victim, 2, point, stop, pace);
+        std::thread::sleep(Duration::from_secs(6));
+        stop.store(true, Ordering::Relaxed);
+        loops
+            .into_iter()
+            .flat_map(|l| l.join().unwrap())
+            .collect::<Vec<Answer>>()
+    };
+
+    let alone = measure(&Arc::new(AtomicBool::new(false)));
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let heavy_body = heavy_body.clone();
+        client_loops(
+            d,
+            &flooder,
+            40,
+            move |_| heavy_body.clone(),
+            &flood_stop,
+            (Duration::ZERO, Duration::from_millis(200)),
+        )
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let during = measure(&Arc::new(AtomicBool::new(false)));
+    flood_stop.store(true, Ordering::Relaxed);
+    let flooded: Vec<Answer> = flood.into_iter().flat_map(|l| l.join().unwrap()).collect();
+
+    for answers in [&alone, &during] {
+        let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of the victim's {} reads failed, as {}: {}",
+            failed.len(),
+            answers.len(),
+            failed[0].status,
+            failed[0].body
+        );
+    }
+    let (alone_rate, alone_p99) = throughput_and_p99(&alone, 6.0);
+    let (during_rate, during_p99) = throughput_and_p99(&during, 6.0);
+    let served = flooded.iter().filter(|a| a.status == 200).count();
+    let refused: Vec<&Answer> = flooded.iter().filter(|a| a.status == 429).collect();
+    let other: Vec<&Answer> = flooded
+        .iter()
+        .filter(|a| ![200, 429].contains(&a.status))
+        .collect();
+    eprintln!(
+        "victim alone: {alone_rate:.0} reads/s, p99 {alone_p99:?}; during the flood: \
+         {during_rate:.0} reads/s ({:.2}x), p99 {during_p99:?} ({:.2}x); flooder: {served} \
+         answered, {} refused (429), {} other",
+        during_rate / alone_rate,
+        during_p99.as_secs_f64() / alone_p99.as_secs_f64(),
+        refused.len(),
+        other.len()
+    );
+    let served_by = |answers: &[Answer]| {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for a in answers.iter().filter(|a| a.status == 200) {
+            let body: Value = serde_json::from_str(&a.body).unwrap();
+            *by.entry(body["served_by"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        by
+    };
+    eprintln!(
+        "served by: victim {:?}, flooder {:?}",
+        served_by(&during),
+        served_by(&flooded)
+    );
+    assert!(
+        during_rate >= 0.5 * alone_rate,
+        "the victim's reads fell from {alone_rate:.0}/s to {during_rate:.0}/s"
+    );
+    assert!(
+        during_p99 <= alone_p99 * 2,
+        "the victim's p99 rose from {alone_p99:?} to {during_p99:?}"
+    );
+    assert!(served > 0, "the flooder got nothing");
+    let over_budget = refused
+        .iter()
+        .find(|a| a.body.contains("\"over-budget\""))
+        .unwrap_or_else(|| panic!("no refusal for the budget among {} 429s", refused.len()));
+    assert!(
+        over_budget.body.contains("share of the database's time"),
+        "{}",
+        over_budget.body
+    );
+    let wait = over_budget.retry_after.expect("a Retry-After on the refusal");
+    assert!(wait >= 1, "Retry-After: {wait}");
+    assert!(
+        other.is_empty(),
+        "the flooder got {} answers that were neither served nor refused: {} {}",
+        other.len(),
+        other[0].status,
+        other[0].body
+    );
+
+    // Once it waited as long as it was told (the longest it was told), it is served again.
+    let longest = refused.iter().filter_map(|a| a.retry_after).max().unwrap();
+    std::thread::sleep(Duration::from_secs(longest));
+    let again = http(
+        Some(&flooder),
+        &d.service("gatekeeper"),
+        "POST",
+        "/api/query",
+        &[("Content-Type", "application/json")],
+        heavy_body.as_bytes(),
+    );
+    assert_eq!(again.status, 200, "{}", again.body);
+}
+
+/// A read whose plan examines more rows than the bound is refused with its rule, and never
+/// runs on a server (the general log holds only the plan's EXPLAIN of it); the same read
+/// narrowed to keys runs.
+#[test]
+fn a_read_over_the_cost_bound_never_runs() {
+    let guard = shared();
+    let d = &*guard;
+    let hosts = ["manager", "worker-1", "worker-2", "worker-3"];
+    for host in hosts {
+        let log = d.host_dir(host).join("general.log");
+        let _ = fs::remove_file(&log);
+        d.root_sql(
+            host,
+            &format!(
+                "SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = ON;",
+                log.display()
+            ),
+        );
+    }
+    let (wide, narrow) = (
+        format!("costly-wide-{}", std::process::id()),
+        format!("costly-narrow-{}", std::process::id()),
+    );
+    // Three tables joined on columns with no index: about 400 x 363 x 100 rows at scale 1.
+    let query = |marker: &str, narrowed: &str| {
+        format!(
+            "SELECT '{marker}' AS m, COUNT(*) AS n FROM rental r JOIN payment p ON p.amount < \
+             r.inventory_id JOIN film f ON f.length > p.amount{narrowed}"
+        )
+    };
+    for mode in ["random", "direct-hit"] {
+        let (status, body) = d.api(&query(&wide, ""), mode);
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "too-costly", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("rejected by rule estimated-cost: ") && message.contains("narrow"),
+            "{message}"
+        );
+    }
+    let narrowed = " WHERE r.rental_id = 7 AND p.payment_id = 7 AND f.film_id = 7";
+    let (status, body) = d.api(&query(&narrow, narrowed), "random");
+    assert_eq!(status, 200, "{body}");
+    let mut logs = String::new();
+    for host in hosts {
+        d.root_sql(host, "SET GLOBAL general_log = OFF;");
+        logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
+    }
+    let lines = |marker: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(marker)).collect() };
+    assert!(
+        !lines(&wide).is_empty() && lines(&wide).iter().all(|l| l.contains("EXPLAIN SELECT")),
+        "the refused read ran (or its plan was never read): {:?}",
+        lines(&wide)
+    );
+    assert!(
+        lines(&narrow).iter().any(|l| !l.contains("EXPLAIN")),
+        "the narrowed read did not run: {:?}",
+        lines(&narrow)
+    );
+}

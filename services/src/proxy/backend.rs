@@ -31,6 +31,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (ER_QUERY_RESULT_INCOMPLETE: "The query result may be incomplete").
 const ER_QUERY_RESULT_INCOMPLETE: u32 = 1931;
 
+/// How long a server that ran a heavy read stays apart from light reads after it: the CPU
+/// quota a heavy read spent can stall the server for the rest of the quota's period (100 ms),
+/// and a light read sent then would wait that long.
+const HEAVY_AFTERMATH: Duration = Duration::from_millis(250);
+
 /// Prepared templates kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
@@ -57,6 +62,10 @@ pub struct Backend {
     health: Mutex<Health>,
     /// Queries sent to it that have not answered yet.
     in_flight: AtomicU32,
+    /// Of those, the heavy reads (their plan examines many rows).
+    heavy_in_flight: AtomicU32,
+    /// When the last heavy read on it ended.
+    last_heavy_end: Mutex<Option<Instant>>,
     /// A query taking longer than this counts as the server's failure (past the statement
     /// time limit, which the server enforces itself).
     timeout: Duration,
@@ -117,6 +126,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A heavy read running on a backend: counted while it lives, its end noted when dropped.
+pub struct HeavyRead<'a>(&'a Backend);
+
+impl Drop for HeavyRead<'_> {
+    fn drop(&mut self) {
+        self.0.heavy_in_flight.fetch_sub(1, Ordering::Relaxed);
+        *self
+            .0
+            .last_heavy_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+}
+
 impl Backend {
     pub fn new(backend: &BackendConfig, config: &ProxyConfig) -> Backend {
         let opts = |account: &Account| {
@@ -168,6 +191,8 @@ impl Backend {
             probes: Pool::new(opts(&config.reader).pool_opts(pool(1))),
             health: Mutex::new(Health::new()),
             in_flight: AtomicU32::new(0),
+            heavy_in_flight: AtomicU32::new(0),
+            last_heavy_end: Mutex::new(None),
             timeout: Duration::from_secs(config.statement_time_limit_seconds + 2),
             max_result_rows: config.max_result_rows,
             max_result_bytes: config.max_result_bytes,
@@ -180,6 +205,27 @@ impl Backend {
     pub fn expected_ms(&self) -> f64 {
         let waiting = self.in_flight.load(Ordering::Relaxed) + 1;
         self.with_health(|h| h.latency_ms).unwrap_or(f64::MAX) * f64::from(waiting)
+    }
+
+    /// Counts a heavy read on it for as long as the guard lives.
+    pub fn runs_heavy(&self) -> HeavyRead<'_> {
+        self.heavy_in_flight.fetch_add(1, Ordering::Relaxed);
+        HeavyRead(self)
+    }
+
+    /// Heavy reads running on it now.
+    pub fn heavy_reads(&self) -> u32 {
+        self.heavy_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether heavy reads run on it now, or ended less than HEAVY_AFTERMATH ago.
+    pub fn is_running_heavy(&self) -> bool {
+        self.heavy_in_flight.load(Ordering::Relaxed) > 0
+            || self
+                .last_heavy_end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|end| end.elapsed() < HEAVY_AFTERMATH)
     }
 
     /// A copy of everything known of its health (for /health and status).
@@ -442,11 +488,14 @@ impl Backend {
                     let text = |name: &str| -> Option<String> {
                         row.get_opt::<Option<String>, _>(name)?.ok().flatten()
                     };
+                    let number = |name: &str| -> Option<u64> {
+                        row.get_opt::<Option<u64>, _>(name)?.ok().flatten()
+                    };
                     PlanRow {
-                        select_id: text("id").and_then(|v| v.parse().ok()),
+                        select_id: number("id"),
                         select_type: text("select_type").unwrap_or_default(),
                         access: text("type"),
-                        rows: text("rows").and_then(|v| v.parse().ok()),
+                        rows: number("rows"),
                     }
                 })
                 .collect())

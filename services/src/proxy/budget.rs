@@ -3,9 +3,11 @@
 //! A client whose bucket is empty is refused before anything runs, and told when it will have
 //! time again; clients within their budget never wait for it. The bench client is exempt.
 //!
-//! A query is charged twice: its shape's usual server time when it is let in (so forty copies
-//! sent at once are not all let in on a full bucket), then the difference once its real time is
-//! known.
+//! A query is charged its time past the first `free` seconds (what a key lookup takes on a
+//! busy server, its network and the proxy's own turn included): the budget holds back the
+//! heavy queries, the gatekeeper's rate limit the many light ones. It is charged twice: its
+//! shape's usual time when it is let in (so forty copies sent at once are not all let in on a
+//! full bucket), then the difference once its real time is known.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +29,7 @@ const SMOOTHING: f64 = 0.2;
 pub struct Budgets {
     rate: f64,
     burst: f64,
+    free: f64,
     buckets: Mutex<HashMap<Client, Bucket>>,
     usual: Mutex<HashMap<String, f64>>,
 }
@@ -46,10 +49,11 @@ pub struct OverBudget {
 }
 
 impl Budgets {
-    pub fn new(rate: f64, burst: f64) -> Budgets {
+    pub fn new(rate: f64, burst: f64, free: f64) -> Budgets {
         Budgets {
             rate: rate.max(f64::MIN_POSITIVE),
             burst: burst.max(0.0),
+            free: free.max(0.0),
             buckets: Mutex::default(),
             usual: Mutex::default(),
         }
@@ -68,12 +72,19 @@ impl Budgets {
             .copied()
     }
 
-    /// Lets a query of `client` in and charges it `estimate` seconds, or says when the client
-    /// may come back. The exempt client always gets in.
-    pub fn admit(&self, client: &Client, estimate: f64, now: Instant) -> Result<(), OverBudget> {
+    /// What a query that took `seconds` is charged.
+    fn charge(&self, seconds: f64) -> f64 {
+        (seconds - self.free).max(0.0)
+    }
+
+    /// Lets a query of `client` that usually takes `usual` seconds in and charges it in
+    /// advance, or says when the client may come back. The exempt client always gets in.
+    /// Returns what was charged.
+    pub fn admit(&self, client: &Client, usual: f64, now: Instant) -> Result<f64, OverBudget> {
         if client.is_exempt() {
-            return Ok(());
+            return Ok(0.0);
         }
+        let estimate = self.charge(usual);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
             let (rate, burst) = (self.rate, self.burst);
@@ -94,10 +105,10 @@ impl Budgets {
             });
         }
         bucket.balance -= estimate;
-        Ok(())
+        Ok(estimate)
     }
 
-    /// Settles a query let in with `estimate`: it took `actual` seconds on its server.
+    /// Settles a query charged `estimate` when let in: it took `actual` seconds on its server.
     pub fn settle(&self, client: &Client, digest: &str, estimate: f64, actual: f64) {
         {
             let mut usual = self.usual.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +126,7 @@ impl Budgets {
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bucket) = buckets.get_mut(client) {
-            bucket.balance += estimate - actual;
+            bucket.balance += estimate - self.charge(actual);
         }
     }
 }
@@ -136,25 +147,30 @@ mod tests {
 
     #[test]
     fn a_client_over_its_budget_waits_for_the_refill() {
-        // One second of database time per second, two at once.
-        let budgets = Budgets::new(1.0, 2.0);
+        // One second of database time per second, two at once; the first 0.1 s of each query
+        // free.
+        let budgets = Budgets::new(1.0, 2.0, 0.1);
         let (heavy, light) = (client(1), client(2));
         let t0 = Instant::now();
-        // Three queries of 0.9 s each: let in while something is left, then refused.
+        // Three queries of 0.9 s each (charged 0.8 s): let in while something is left, then
+        // refused.
         for _ in 0..3 {
-            budgets.admit(&heavy, 0.9, t0).unwrap();
+            assert!((budgets.admit(&heavy, 0.9, t0).unwrap() - 0.8).abs() < 1e-9);
         }
         let refused = budgets.admit(&heavy, 0.9, t0).unwrap_err();
-        assert!((refused.owed_seconds - 0.7).abs() < 1e-9, "{refused:?}");
+        assert!((refused.owed_seconds - 0.4).abs() < 1e-9, "{refused:?}");
         assert_eq!(refused.retry_after, Duration::from_secs(1));
-        // Another client is not touched by it.
-        budgets.admit(&light, 0.001, t0).unwrap();
+        // Another client is not touched by it, and a light query costs nothing.
+        for _ in 0..1000 {
+            assert_eq!(budgets.admit(&light, 0.001, t0), Ok(0.0));
+            budgets.settle(&light, "key", 0.0, 0.05);
+        }
         // Their real time was more than thought: the debt grows, and so does the wait.
         for _ in 0..3 {
-            budgets.settle(&heavy, "join", 0.9, 1.5);
+            budgets.settle(&heavy, "join", 0.8, 1.5);
         }
         let refused = budgets.admit(&heavy, 0.9, t0).unwrap_err();
-        assert!((refused.owed_seconds - 2.5).abs() < 1e-9, "{refused:?}");
+        assert!((refused.owed_seconds - 2.2).abs() < 1e-9, "{refused:?}");
         assert_eq!(refused.retry_after, Duration::from_secs(3));
         // Refilled at one second per second: in again once something is left.
         assert!(budgets.admit(&heavy, 0.9, t0 + Duration::from_secs(2)).is_err());
@@ -167,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_bench_client_has_no_budget() {
-        let budgets = Budgets::new(0.001, 0.0);
+        let budgets = Budgets::new(0.001, 0.0, 0.0);
         let bench = Client::Exempt("10.0.0.9".parse().unwrap());
         for _ in 0..100 {
             budgets.admit(&bench, 10.0, Instant::now()).unwrap();
@@ -178,7 +194,7 @@ mod tests {
 
     #[test]
     fn idle_clients_are_forgotten_not_refilled_past_their_burst() {
-        let budgets = Budgets::new(1.0, 1.0);
+        let budgets = Budgets::new(1.0, 1.0, 0.0);
         let t0 = Instant::now();
         budgets.admit(&client(1), 0.5, t0).unwrap();
         let later = t0 + Duration::from_secs(3600);

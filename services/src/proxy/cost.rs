@@ -3,12 +3,19 @@
 //! once per shape and kept by digest when it cannot depend on the values (a key lookup, a
 //! scan, a join by keys); a plan that can (a range of values, an index lookup whose estimate
 //! the server may take from the values) is read for every query of its shape.
+//!
+//! The plan also says which reads are heavy (more than HEAVY_ROWS examined): the proxy keeps
+//! them off the servers that light reads can use instead (its routing).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Shapes whose estimate is kept at most; past it, plans are read per query.
 const MAX_SHAPES: usize = 4096;
+
+/// A read whose plan examines more rows than this is heavy: more than a scan of one of the
+/// dataset's tables at the default scale, as a join on columns with no index is.
+pub const HEAVY_ROWS: f64 = 10_000.0;
 
 /// One row of MariaDB's EXPLAIN: its select, its access type and its row estimate.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,15 +80,14 @@ impl Estimate {
     }
 }
 
-/// The estimates kept by shape.
+/// The last estimate of each shape.
 #[derive(Default)]
 pub struct Estimates {
-    by_digest: Mutex<HashMap<String, f64>>,
+    by_digest: Mutex<HashMap<String, Estimate>>,
 }
 
 impl Estimates {
-    /// The kept estimate of a shape.
-    pub fn kept(&self, digest: &str) -> Option<f64> {
+    fn last(&self, digest: &str) -> Option<Estimate> {
         self.by_digest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -89,14 +95,25 @@ impl Estimates {
             .copied()
     }
 
-    /// Keeps a shape's estimate, unless it depends on the values.
+    /// The estimate of a shape whose plan does not depend on its values: it stands for every
+    /// query of the shape.
+    pub fn kept(&self, digest: &str) -> Option<f64> {
+        self.last(digest)
+            .filter(|e| !e.depends_on_values)
+            .map(|e| e.examined_rows)
+    }
+
+    /// Whether the shape's last plan was heavy (where to send it; the bound is checked per
+    /// query where the plan depends on the values).
+    pub fn heavy(&self, digest: &str) -> bool {
+        self.last(digest)
+            .is_some_and(|e| e.examined_rows > HEAVY_ROWS)
+    }
+
     pub fn keep(&self, digest: &str, estimate: Estimate) {
-        if estimate.depends_on_values {
-            return;
-        }
         let mut by_digest = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
-        if by_digest.len() < MAX_SHAPES {
-            by_digest.insert(digest.to_string(), estimate.examined_rows);
+        if by_digest.len() < MAX_SHAPES || by_digest.contains_key(digest) {
+            by_digest.insert(digest.to_string(), estimate);
         }
     }
 }
@@ -155,5 +172,8 @@ mod tests {
         kept.keep("key", Estimate::from_plan(&key, true));
         assert_eq!(kept.kept("range"), None);
         assert_eq!(kept.kept("key"), Some(1.0));
+        assert!(!kept.heavy("key") && !kept.heavy("range") && !kept.heavy("never seen"));
+        kept.keep("join", Estimate::from_plan(&[row(1, "ALL", 1000), row(1, "ALL", 16)], false));
+        assert!(kept.heavy("join"));
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 
 use super::backend::{Access, Backend, QueryError, QueryOutput};
 use super::budget::Budgets;
-use super::cost::{Estimate, Estimates};
+use super::cost::{Estimate, Estimates, HEAVY_ROWS};
 use super::queue::FairQueue;
 use crate::error::ApiError;
 use contract::config::FairShare;
@@ -18,6 +18,11 @@ use contract::wire::{Client, ForwardedQuery};
 
 /// The rule a read over the cost bound is refused by.
 pub const COST_RULE: &str = "estimated-cost";
+
+/// What a query may take on its server before its time counts against its client's budget:
+/// a key lookup's time on a busy server, so the budget holds back heavy queries, not many
+/// light ones (the gatekeeper's rate limit does that).
+pub const FREE_PER_QUERY: Duration = Duration::from_millis(1);
 
 pub struct Sharing {
     budgets: Budgets,
@@ -37,6 +42,7 @@ impl Sharing {
             budgets: Budgets::new(
                 config.client_seconds_per_second,
                 config.client_burst_seconds,
+                FREE_PER_QUERY.as_secs_f64(),
             ),
             queues: backends
                 .map(|name| {
@@ -53,17 +59,18 @@ impl Sharing {
 
     /// Lets the query in on its client's budget, or refuses it before anything runs.
     pub fn admit(&self, client: &Client, digest: &str) -> Result<Admitted, ApiError> {
-        let estimate = self.budgets.usual_seconds(digest).unwrap_or(0.0);
-        match self.budgets.admit(client, estimate, Instant::now()) {
-            Ok(()) => Ok(Admitted { estimate }),
+        let usual = self.budgets.usual_seconds(digest).unwrap_or(0.0);
+        match self.budgets.admit(client, usual, Instant::now()) {
+            Ok(estimate) => Ok(Admitted { estimate }),
             Err(over) => Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "over-budget",
                 format!(
                     "this client has used its share of the database's time ({} s of query time \
-                     per second; {:.1} s more were used than it had): try again in {} s, or send \
-                     lighter queries",
+                     per second past each query's first {} ms; {:.1} s more were used than it \
+                     had): try again in {} s, or send lighter queries",
                     self.budgets.rate(),
+                    FREE_PER_QUERY.as_millis(),
                     over.owed_seconds,
                     over.retry_after.as_secs()
                 ),
@@ -87,11 +94,14 @@ impl Sharing {
         access: Access,
         request: &ForwardedQuery,
     ) -> (Result<QueryOutput, QueryError>, f64) {
-        if access != Access::Write {
-            if let Err(refused) = self.check_cost(backend, request).await {
-                return (Err(refused), 0.0);
-            }
-        }
+        let heavy = match access {
+            Access::Write => false,
+            _ => match self.check_cost(backend, request).await {
+                Ok(examined) => examined > HEAVY_ROWS,
+                Err(refused) => return (Err(refused), 0.0),
+            },
+        };
+        let _heavy = heavy.then(|| backend.runs_heavy());
         let usual = self.budgets.usual_seconds(&request.digest).unwrap_or(0.0);
         let slot = match self.queues.get(&backend.name) {
             Some(queue) => Some(queue.enter(client, Duration::from_secs_f64(usual)).await),
@@ -108,9 +118,19 @@ impl Sharing {
         (result, took.as_secs_f64())
     }
 
+    /// Whether the shape's reads are heavy, as its last plan said: the proxy sends them where
+    /// light reads need not go.
+    pub fn is_heavy(&self, digest: &str) -> bool {
+        self.estimates.heavy(digest)
+    }
+
     /// Refuses a read whose plan examines more rows than the bound; a shape's plan that does
-    /// not depend on its values is read once.
-    async fn check_cost(&self, backend: &Backend, request: &ForwardedQuery) -> Result<(), QueryError> {
+    /// not depend on its values is read once. Returns the rows it examines.
+    async fn check_cost(
+        &self,
+        backend: &Backend,
+        request: &ForwardedQuery,
+    ) -> Result<f64, QueryError> {
         let examined = match self.estimates.kept(&request.digest) {
             Some(examined) => examined,
             None => {
@@ -126,7 +146,7 @@ impl Sharing {
                 bound: self.max_examined_rows,
             });
         }
-        Ok(())
+        Ok(examined)
     }
 
     /// Each backend's queue, for /metrics: waiting now, and that waited in all.

@@ -140,12 +140,15 @@ impl Proxy {
     /// Where a read of this strategy goes now, leaving out `failed`; with a note when it is not
     /// where the strategy wanted. With `after`, only where that position has been applied: a
     /// worker whose probe saw it (by the strategy), else the most advanced worker if it applies
-    /// it within READ_YOUR_WRITES_WAIT, else the manager.
+    /// it within READ_YOUR_WRITES_WAIT, else the manager. Heavy reads are kept apart from
+    /// light ones: a heavy read goes to the worker running the most heavy reads (the last one
+    /// when none runs any), and light reads go to workers that run none, while one serves.
     async fn choose_read(
         &self,
         mode: Mode,
         failed: Option<&str>,
         after: Option<(&str, &GtidPosition)>,
+        heavy: bool,
     ) -> (Arc<Backend>, Option<String>) {
         if mode == Mode::DirectHit {
             return (Arc::clone(self.manager()), None);
@@ -165,6 +168,22 @@ impl Proxy {
                 must_wait = Some(text);
             } else {
                 healthy = applied;
+            }
+        }
+        if must_wait.is_none() && healthy.len() > 1 {
+            if heavy {
+                // One lane: the worker with the most heavy reads (the last one among equals).
+                let lane = healthy.iter().copied().max_by_key(|w| w.heavy_reads());
+                healthy = lane.into_iter().collect();
+            } else {
+                let apart: Vec<&Arc<Backend>> = healthy
+                    .iter()
+                    .copied()
+                    .filter(|w| !w.is_running_heavy())
+                    .collect();
+                if !apart.is_empty() {
+                    healthy = apart;
+                }
             }
         }
         let chosen = match mode {
@@ -273,8 +292,12 @@ impl Proxy {
             .filter(|_| !causal)
             .and_then(|t| Some((t, t.parse::<GtidPosition>().ok()?)));
         let after = after.as_ref().map(|(t, p)| (*t, p));
+        let heavy = self
+            .sharing
+            .as_ref()
+            .is_some_and(|s| s.is_heavy(&request.digest));
         let (backend, mut note) = if mode.is_read() {
-            self.choose_read(mode, None, after).await
+            self.choose_read(mode, None, after, heavy).await
         } else {
             (Arc::clone(self.manager()), None)
         };
@@ -329,7 +352,7 @@ impl Proxy {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);
                 let (retry, retry_note) =
-                    self.choose_read(mode, Some(&served_by.name), after).await;
+                    self.choose_read(mode, Some(&served_by.name), after, heavy).await;
                 note = Some(format!(
                     "{} failed ({problem}); retried on {}{}",
                     served_by.name,

@@ -169,10 +169,10 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
 }
 
 /// The proxy's budget per client, queue per backend and cost bound, from the settings or the
-/// cluster's size: each server runs four queries per CPU of its quota at once (at least 2; 8
+/// cluster's size: each server runs eight queries per CPU of its quota at once (at least 4; 8
 /// with no quota, as on a machine of its own), one client holds half of them at most, and a
-/// client may use a quarter of the cluster's slots in database time, as much again after an
-/// idle second.
+/// client may use an eighth of a second of query time per second for each server of the
+/// cluster (past each query's first millisecond), as much again after an idle second.
 fn fair_share(d: &Deployment, server: &Host) -> FairShare {
     let slots = match d.settings.backend_slots {
         0 => d
@@ -180,7 +180,7 @@ fn fair_share(d: &Deployment, server: &Host) -> FairShare {
             .hosts
             .get(&server.name)
             .and_then(|l| l.cpus)
-            .map_or(8, |cpus| ((cpus.as_cpus() * 4.0).ceil() as usize).max(2)),
+            .map_or(8, |cpus| ((cpus.as_cpus() * 8.0).ceil() as usize).max(4)),
         n => n as usize,
     };
     let servers = d
@@ -190,7 +190,7 @@ fn fair_share(d: &Deployment, server: &Host) -> FairShare {
         .count()
         .max(1);
     let share = match d.settings.client_db_share {
-        0.0 => (servers * slots) as f64 / 4.0,
+        0.0 => servers as f64 / 8.0,
         share => share,
     };
     FairShare {

@@ -40,11 +40,12 @@ pub struct Settings {
     #[serde(default)]
     pub failover_cooldown: u32,
     /// Seconds of database time one client may use per second across the cluster (the proxy's
-    /// budget; the bench client is exempt); 0: a quarter of the cluster's slots.
+    /// budget, past each query's first millisecond; the bench client is exempt); 0: an eighth
+    /// of a second per server of the cluster.
     #[serde(default)]
     pub client_db_share: f64,
-    /// Queries each database server runs at once for the proxy; 0: four per CPU of its quota
-    /// (at least 2), 8 on a host with no quota.
+    /// Queries each database server runs at once for the proxy; 0: eight per CPU of its quota
+    /// (at least 4), 8 on a host with no quota.
     #[serde(default)]
     pub backend_slots: u32,
     /// A read whose plan examines more rows than this is refused before it runs; 0: no bound
