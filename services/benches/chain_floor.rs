@@ -38,7 +38,11 @@ async fn relay(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Response {
     match next
-        .query(&body, upstream::request_id(&headers), &upstream::client(&headers))
+        .query(
+            &body,
+            upstream::request_id(&headers),
+            &upstream::client(&headers),
+        )
         .await
     {
         Ok((status, body)) => {

@@ -1842,7 +1842,8 @@ fn a_flooding_client_gets_its_share_and_the_others_keep_theirs() {
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for a in answers.iter().filter(|a| a.status == 200) {
             let body: Value = serde_json::from_str(&a.body).unwrap();
-            *by.entry(body["served_by"].as_str().unwrap().to_string()).or_default() += 1;
+            *by.entry(body["served_by"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
         by
     };
@@ -1869,7 +1870,9 @@ fn a_flooding_client_gets_its_share_and_the_others_keep_theirs() {
         "{}",
         over_budget.body
     );
-    let wait = over_budget.retry_after.expect("a Retry-After on the refusal");
+    let wait = over_budget
+        .retry_after
+        .expect("a Retry-After on the refusal");
     assert!(wait >= 1, "Retry-After: {wait}");
     assert!(
         other.is_empty(),
@@ -1877,6 +1880,31 @@ fn a_flooding_client_gets_its_share_and_the_others_keep_theirs() {
         other.len(),
         other[0].status,
         other[0].body
+    );
+
+    // The proxy counted its refusals, and the point reads' plan was read once, then kept.
+    let metrics = http(None, &d.service("proxy"), "GET", "/metrics", &[], b"").body;
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in /metrics:\n{metrics}"))
+    };
+    assert!(
+        value("proxy_requests_total{mode=\"random\",outcome=\"over-budget\",backend=\"-\"}") >= 1.0
+    );
+    let (kept, read) = (
+        value("proxy_plans_total{plan=\"kept\"}"),
+        value("proxy_plans_total{plan=\"read\"}"),
+    );
+    assert!(
+        kept >= (alone.len() + during.len()) as f64,
+        "{kept} reads on a kept plan"
+    );
+    eprintln!(
+        "plans: {kept} reads checked on a kept plan, {read} plans read, {:.3} ms a plan",
+        value("proxy_plan_read_seconds_total") * 1000.0 / read
     );
 
     // Once it waited as long as it was told (the longest it was told), it is served again.
@@ -1941,7 +1969,8 @@ fn a_read_over_the_cost_bound_never_runs() {
         d.root_sql(host, "SET GLOBAL general_log = OFF;");
         logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
     }
-    let lines = |marker: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(marker)).collect() };
+    let lines =
+        |marker: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(marker)).collect() };
     assert!(
         !lines(&wide).is_empty() && lines(&wide).iter().all(|l| l.contains("EXPLAIN SELECT")),
         "the refused read ran (or its plan was never read): {:?}",

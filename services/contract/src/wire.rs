@@ -161,7 +161,11 @@ mod tests {
     #[test]
     fn a_client_travels_as_its_header() {
         let address = "203.0.113.7".parse().unwrap();
-        for client in [Client::Public(address), Client::Exempt(address), Client::Unnamed] {
+        for client in [
+            Client::Public(address),
+            Client::Exempt(address),
+            Client::Unnamed,
+        ] {
             let value = client.header_value();
             assert_eq!(Client::from_header(Some(&value)), client, "{value}");
         }

@@ -62,8 +62,10 @@ mod tests {
     #[test]
     fn a_held_client_waits_its_time_and_no_longer() {
         let holds = Holds::default();
-        let (held, other): (IpAddr, IpAddr) =
-            ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
+        let (held, other): (IpAddr, IpAddr) = (
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+        );
         let t0 = Instant::now();
         holds.hold(held, 3, t0);
         let refusal = holds.check(held, t0 + Duration::from_millis(500)).unwrap();

@@ -26,10 +26,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::upstream::Upstream;
-use axum::body::Bytes;
-use holds::Holds;
 use admission::Admission;
+use axum::body::Bytes;
 use contract::wire::{Client, ErrorBody, Mode, QueryRequest, QueryResponse};
+use holds::Holds;
 use public::RequestId;
 use rate_limit::RateLimiter;
 

@@ -475,7 +475,11 @@ impl Backend {
 
     /// The server's plan for a read: EXPLAIN of its template with its values bound (nothing
     /// runs but the optimizer).
-    pub async fn explain(&self, template: &str, params: &[Param]) -> Result<Vec<PlanRow>, QueryError> {
+    pub async fn explain(
+        &self,
+        template: &str,
+        params: &[Param],
+    ) -> Result<Vec<PlanRow>, QueryError> {
         let plan = async {
             let mut conn = self.reads.get_conn().await.map_err(classify)?;
             let rows: Vec<Row> = conn

@@ -173,7 +173,9 @@ mod tests {
         assert!((refused.owed_seconds - 2.2).abs() < 1e-9, "{refused:?}");
         assert_eq!(refused.retry_after, Duration::from_secs(3));
         // Refilled at one second per second: in again once something is left.
-        assert!(budgets.admit(&heavy, 0.9, t0 + Duration::from_secs(2)).is_err());
+        assert!(budgets
+            .admit(&heavy, 0.9, t0 + Duration::from_secs(2))
+            .is_err());
         budgets
             .admit(&heavy, 0.9, t0 + Duration::from_secs(3))
             .unwrap();

@@ -141,7 +141,10 @@ mod tests {
         assert!(!e.depends_on_values);
         // A subquery adds its own, once; a dependent one, once per outer row.
         let plan = [row(1, "ALL", 10), row(2, "eq_ref", 1), row(3, "ALL", 5)];
-        assert_eq!(Estimate::from_plan(&plan, false).examined_rows, 10.0 + 1.0 + 5.0);
+        assert_eq!(
+            Estimate::from_plan(&plan, false).examined_rows,
+            10.0 + 1.0 + 5.0
+        );
         let mut dependent = row(2, "ALL", 16_000);
         dependent.select_type = "DEPENDENT SUBQUERY".to_string();
         let plan = [row(1, "ALL", 1000), dependent];
@@ -173,7 +176,10 @@ mod tests {
         assert_eq!(kept.kept("range"), None);
         assert_eq!(kept.kept("key"), Some(1.0));
         assert!(!kept.heavy("key") && !kept.heavy("range") && !kept.heavy("never seen"));
-        kept.keep("join", Estimate::from_plan(&[row(1, "ALL", 1000), row(1, "ALL", 16)], false));
+        kept.keep(
+            "join",
+            Estimate::from_plan(&[row(1, "ALL", 1000), row(1, "ALL", 16)], false),
+        );
         assert!(kept.heavy("join"));
     }
 }

@@ -3,7 +3,7 @@
 //! bound that refuses a read the server's plan says is too big before it runs (cost.rs).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -29,6 +29,16 @@ pub struct Sharing {
     queues: HashMap<String, Arc<FairQueue>>,
     estimates: Estimates,
     max_examined_rows: u64,
+    /// What the cost bound costs: reads checked against a kept plan, plans read and the time
+    /// reading them took.
+    plans: Mutex<PlanCounts>,
+}
+
+#[derive(Default)]
+struct PlanCounts {
+    kept: u64,
+    read: u64,
+    read_seconds: f64,
 }
 
 /// A query let in: what was charged for it in advance.
@@ -54,6 +64,7 @@ impl Sharing {
                 .collect(),
             estimates: Estimates::default(),
             max_examined_rows: config.max_examined_rows,
+            plans: Mutex::default(),
         }
     }
 
@@ -132,11 +143,18 @@ impl Sharing {
         request: &ForwardedQuery,
     ) -> Result<f64, QueryError> {
         let examined = match self.estimates.kept(&request.digest) {
-            Some(examined) => examined,
+            Some(examined) => {
+                self.plan_counts().kept += 1;
+                examined
+            }
             None => {
+                let started = Instant::now();
                 let plan = backend.explain(&request.template, &request.params).await?;
                 let estimate = Estimate::from_plan(&plan, !request.params.is_empty());
                 self.estimates.keep(&request.digest, estimate);
+                let mut counts = self.plan_counts();
+                counts.read += 1;
+                counts.read_seconds += started.elapsed().as_secs_f64();
                 estimate.examined_rows
             }
         };
@@ -149,8 +167,27 @@ impl Sharing {
         Ok(examined)
     }
 
-    /// Each backend's queue, for /metrics: waiting now, and that waited in all.
-    pub fn render_queues(&self) -> String {
+    fn plan_counts(&self) -> std::sync::MutexGuard<'_, PlanCounts> {
+        self.plans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each backend's queue and what the cost bound costs, for /metrics.
+    pub fn render(&self) -> String {
+        let plans = self.plan_counts();
+        format!(
+            "# HELP proxy_plans_total Reads checked against the cost bound, by whether their \
+             shape's plan was kept or read for them.\n\
+             # TYPE proxy_plans_total counter\n\
+             proxy_plans_total{{plan=\"kept\"}} {}\n\
+             proxy_plans_total{{plan=\"read\"}} {}\n\
+             # HELP proxy_plan_read_seconds_total Time spent reading plans (EXPLAIN).\n\
+             # TYPE proxy_plan_read_seconds_total counter\n\
+             proxy_plan_read_seconds_total {}\n",
+            plans.kept, plans.read, plans.read_seconds
+        ) + &self.render_queues()
+    }
+
+    fn render_queues(&self) -> String {
         let mut names: Vec<&String> = self.queues.keys().collect();
         names.sort();
         let mut out = String::from(
@@ -159,14 +196,18 @@ impl Sharing {
         );
         let counts: Vec<(usize, u64)> = names.iter().map(|n| self.queues[*n].waiting()).collect();
         for (name, (now, _)) in names.iter().zip(&counts) {
-            out.push_str(&format!("proxy_queue_waiting{{backend=\"{name}\"}} {now}\n"));
+            out.push_str(&format!(
+                "proxy_queue_waiting{{backend=\"{name}\"}} {now}\n"
+            ));
         }
         out.push_str(
             "# HELP proxy_queue_waited_total Queries that waited for a slot of their backend.\n\
              # TYPE proxy_queue_waited_total counter\n",
         );
         for (name, (_, all)) in names.iter().zip(&counts) {
-            out.push_str(&format!("proxy_queue_waited_total{{backend=\"{name}\"}} {all}\n"));
+            out.push_str(&format!(
+                "proxy_queue_waited_total{{backend=\"{name}\"}} {all}\n"
+            ));
         }
         out
     }

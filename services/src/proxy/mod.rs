@@ -5,8 +5,8 @@ pub mod backend;
 pub mod budget;
 pub mod cost;
 pub mod digests;
-pub mod fair_share;
 pub mod failover;
+pub mod fair_share;
 pub mod health;
 pub mod metrics;
 pub mod queue;
@@ -34,8 +34,8 @@ use contract::config::ProxyConfig;
 use contract::galera::Engine;
 use contract::gtid::GtidPosition;
 use contract::wire::{Client, ForwardedQuery, Mode, QueryResponse};
-use fair_share::Sharing;
 use digests::Digests;
+use fair_share::Sharing;
 use health::clock;
 use metrics::Metrics;
 
@@ -351,8 +351,9 @@ impl Proxy {
             } else if mode.is_read() {
                 tracing::warn!(request_id, backend = %served_by.name, %problem, "read failed; retrying elsewhere");
                 served_by.mark_failed(problem);
-                let (retry, retry_note) =
-                    self.choose_read(mode, Some(&served_by.name), after, heavy).await;
+                let (retry, retry_note) = self
+                    .choose_read(mode, Some(&served_by.name), after, heavy)
+                    .await;
                 note = Some(format!(
                     "{} failed ({problem}); retried on {}{}",
                     served_by.name,
@@ -433,7 +434,10 @@ impl Proxy {
                 bound,
             }) => {
                 tracing::warn!(request_id, examined_rows, bound, digest = %request.digest, "read refused by the cost bound");
-                ("too-costly", Err(fair_share::too_costly(examined_rows, bound)))
+                (
+                    "too-costly",
+                    Err(fair_share::too_costly(examined_rows, bound)),
+                )
             }
             Err(QueryError::Request(problem)) => (
                 "query-error",
@@ -590,7 +594,7 @@ async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
             + &proxy
                 .sharing
                 .as_ref()
-                .map(Sharing::render_queues)
+                .map(Sharing::render)
                 .unwrap_or_default()
             + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )

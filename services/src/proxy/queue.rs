@@ -126,9 +126,8 @@ impl Schedule {
         if self.ends.len() > 4 * self.slots + self.waiting.len() {
             let (now, running_by) = (self.virtual_time, &self.running_by);
             let waiting: Vec<&Client> = self.waiting.values().collect();
-            self.ends.retain(|c, end| {
-                *end > now || running_by.contains_key(c) || waiting.contains(&c)
-            });
+            self.ends
+                .retain(|c, end| *end > now || running_by.contains_key(c) || waiting.contains(&c));
         }
         started
     }
@@ -296,7 +295,9 @@ mod tests {
     fn one_client_cannot_take_every_slot() {
         let (flooder, other) = (client(1), client(2));
         let mut schedule = Schedule::new(4, 2);
-        let outcomes: Vec<Arrival> = (0..10).map(|_| schedule.arrive(&flooder, 500_000)).collect();
+        let outcomes: Vec<Arrival> = (0..10)
+            .map(|_| schedule.arrive(&flooder, 500_000))
+            .collect();
         assert_eq!(outcomes[..2], [Arrival::Run, Arrival::Run]);
         assert!(outcomes[2..].iter().all(|a| matches!(a, Arrival::Wait(_))));
         assert_eq!(schedule.arrive(&other, 300), Arrival::Run);
