@@ -514,6 +514,27 @@ impl Backend {
         }
     }
 
+    /// The rows of the database's largest table, as the server estimates them.
+    pub async fn largest_table_rows(&self) -> Result<u64, QueryError> {
+        let read = async {
+            let mut conn = self.reads.get_conn().await.map_err(classify)?;
+            conn.query_first::<Option<u64>, _>(
+                "SELECT MAX(TABLE_ROWS) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = DATABASE()",
+            )
+            .await
+            .map_err(classify)
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(rows) => Ok(rows?.flatten().unwrap_or(0)),
+            Err(_) => Err(QueryError::Unavailable(format!(
+                "{} did not tell its tables' sizes within {} s",
+                self.name,
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
     async fn execute_once(
         &self,
         access: Access,

@@ -32,7 +32,12 @@ pub struct Sharing {
     /// What the cost bound costs: reads checked against a kept plan, plans read and the time
     /// reading them took.
     plans: Mutex<PlanCounts>,
+    /// The rows of the dataset's largest table, and when they were read.
+    largest: Mutex<Option<(f64, Instant)>>,
 }
+
+/// How long the size of the largest table is taken as it was read.
+const TABLES_KEPT_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct PlanCounts {
@@ -65,6 +70,7 @@ impl Sharing {
             estimates: Estimates::default(),
             max_examined_rows: config.max_examined_rows,
             plans: Mutex::default(),
+            largest: Mutex::default(),
         }
     }
 
@@ -142,29 +148,44 @@ impl Sharing {
         backend: &Backend,
         request: &ForwardedQuery,
     ) -> Result<f64, QueryError> {
-        let examined = match self.estimates.kept(&request.digest) {
+        let started = Instant::now();
+        let bound = self.max_examined_rows as f64;
+        let examined = match self.estimates.kept(&request.digest, started, bound) {
             Some(examined) => {
                 self.plan_counts().kept += 1;
                 examined
             }
             None => {
-                let started = Instant::now();
                 let plan = backend.explain(&request.template, &request.params).await?;
-                let estimate = Estimate::from_plan(&plan, !request.params.is_empty());
-                self.estimates.keep(&request.digest, estimate);
+                let largest_table = self.largest_table(backend, started).await?;
+                let estimate =
+                    Estimate::from_plan(&plan, !request.params.is_empty(), largest_table);
+                self.estimates.keep(&request.digest, estimate, started);
                 let mut counts = self.plan_counts();
                 counts.read += 1;
                 counts.read_seconds += started.elapsed().as_secs_f64();
                 estimate.examined_rows
             }
         };
-        if examined > self.max_examined_rows as f64 {
+        if examined > bound {
             return Err(QueryError::TooCostly {
                 examined_rows: examined,
                 bound: self.max_examined_rows,
             });
         }
         Ok(examined)
+    }
+
+    /// The rows of the dataset's largest table, as the server estimates them (read again
+    /// after a minute).
+    async fn largest_table(&self, backend: &Backend, now: Instant) -> Result<f64, QueryError> {
+        let known = *self.largest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((rows, _)) = known.filter(|(_, at)| now.saturating_duration_since(*at) < TABLES_KEPT_FOR) {
+            return Ok(rows);
+        }
+        let rows = backend.largest_table_rows().await? as f64;
+        *self.largest.lock().unwrap_or_else(|e| e.into_inner()) = Some((rows, now));
+        Ok(rows)
     }
 
     fn plan_counts(&self) -> std::sync::MutexGuard<'_, PlanCounts> {
