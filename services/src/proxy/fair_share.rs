@@ -180,7 +180,9 @@ impl Sharing {
     /// after a minute).
     async fn largest_table(&self, backend: &Backend, now: Instant) -> Result<f64, QueryError> {
         let known = *self.largest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((rows, _)) = known.filter(|(_, at)| now.saturating_duration_since(*at) < TABLES_KEPT_FOR) {
+        if let Some((rows, _)) =
+            known.filter(|(_, at)| now.saturating_duration_since(*at) < TABLES_KEPT_FOR)
+        {
             return Ok(rows);
         }
         let rows = backend.largest_table_rows().await? as f64;
