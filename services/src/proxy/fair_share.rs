@@ -103,7 +103,7 @@ impl Sharing {
     }
 
     /// Runs the query on `backend` in its turn, a read only under the cost bound; returns the
-    /// outcome and the time it took on the server (not its wait).
+    /// outcome and the time it took on the server (not its wait), when the server answered.
     pub async fn run(
         &self,
         backend: &Backend,
@@ -132,7 +132,13 @@ impl Sharing {
         if let Some(mut slot) = slot {
             slot.took(took);
         }
-        (result, took.as_secs_f64())
+        // Only a server's answer is the client's doing: the time a backend that broke or
+        // never answered took is not charged to it.
+        let charged = match &result {
+            Ok(_) | Err(QueryError::Server { .. }) => took.as_secs_f64(),
+            Err(_) => 0.0,
+        };
+        (result, charged)
     }
 
     /// Whether the shape's reads are heavy, as its last plan said: the proxy sends them where
