@@ -103,7 +103,8 @@ impl Sharing {
     }
 
     /// Runs the query on `backend` in its turn, a read only under the cost bound; returns the
-    /// outcome and the time it took on the server (not its wait), when the server answered.
+    /// outcome and the time it took on the server (not its wait) to charge: a read's, when the
+    /// server answered.
     pub async fn run(
         &self,
         backend: &Backend,
@@ -132,11 +133,14 @@ impl Sharing {
         if let Some(mut slot) = slot {
             slot.took(took);
         }
-        // Only a server's answer is the client's doing: the time a backend that broke or
-        // never answered took is not charged to it.
-        let charged = match &result {
-            Ok(_) | Err(QueryError::Server { .. }) => took.as_secs_f64(),
-            Err(_) => 0.0,
+        // Reads are charged, when the server answered. A write is bounded by the policy (a
+        // hundred rows by key at most) and its time is mostly the commit waiting for a
+        // replica's acknowledgement; the time a backend that broke or never answered took is
+        // not the client's doing either.
+        let charged = match (&result, access) {
+            (_, Access::Write) => 0.0,
+            (Ok(_) | Err(QueryError::Server { .. }), _) => took.as_secs_f64(),
+            (Err(_), _) => 0.0,
         };
         (result, charged)
     }
