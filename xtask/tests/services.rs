@@ -242,13 +242,14 @@ fn a_write_reaches_the_workers() {
     assert_eq!(body["rows"], json!([["O'Hara"]]));
 }
 
-#[test]
-fn a_rejected_query_never_reaches_a_database() {
-    let guard = shared();
-    let d = &*guard;
-    let hosts = ["manager", "worker-1", "worker-2", "worker-3"];
-    for host in hosts {
+/// The servers behind the proxy.
+const SERVERS: [&str; 4] = ["manager", "worker-1", "worker-2", "worker-3"];
+
+/// Starts every server's general log afresh (a file in its host's folder).
+fn general_logs_on(d: &Deployment) {
+    for host in SERVERS {
         let log = d.host_dir(host).join("general.log");
+        let _ = fs::remove_file(&log);
         d.root_sql(
             host,
             &format!(
@@ -257,6 +258,23 @@ fn a_rejected_query_never_reaches_a_database() {
             ),
         );
     }
+}
+
+/// Stops every server's general log; returns what they logged.
+fn general_logs_off(d: &Deployment) -> String {
+    let mut logs = String::new();
+    for host in SERVERS {
+        d.root_sql(host, "SET GLOBAL general_log = OFF;");
+        logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
+    }
+    logs
+}
+
+#[test]
+fn a_rejected_query_never_reaches_a_database() {
+    let guard = shared();
+    let d = &*guard;
+    general_logs_on(d);
     let rejected = format!("marker-rejected-{}", std::process::id());
     let accepted = format!("marker-accepted-{}", std::process::id());
     for (query, mode) in [
@@ -338,11 +356,7 @@ fn a_rejected_query_never_reaches_a_database() {
     }
     let (status, body) = d.api(&format!("SELECT '{accepted}' AS marker"), "direct-hit");
     assert_eq!(status, 200, "{body}");
-    let mut logs = String::new();
-    for host in hosts {
-        d.root_sql(host, "SET GLOBAL general_log = OFF;");
-        logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
-    }
+    let logs = general_logs_off(d);
     assert!(
         logs.contains(&accepted),
         "the general log does not work: the accepted query is missing"
@@ -1931,18 +1945,7 @@ fn a_flooding_client_gets_its_share_and_the_others_keep_theirs() {
 fn a_read_over_the_cost_bound_never_runs() {
     let guard = shared();
     let d = &*guard;
-    let hosts = ["manager", "worker-1", "worker-2", "worker-3"];
-    for host in hosts {
-        let log = d.host_dir(host).join("general.log");
-        let _ = fs::remove_file(&log);
-        d.root_sql(
-            host,
-            &format!(
-                "SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = ON;",
-                log.display()
-            ),
-        );
-    }
+    general_logs_on(d);
     let (wide, narrow) = (
         format!("costly-wide-{}", std::process::id()),
         format!("costly-narrow-{}", std::process::id()),
@@ -1967,11 +1970,7 @@ fn a_read_over_the_cost_bound_never_runs() {
     let narrowed = " WHERE r.rental_id = 7 AND p.payment_id = 7 AND f.film_id = 7";
     let (status, body) = d.api(&query(&narrow, narrowed), "random");
     assert_eq!(status, 200, "{body}");
-    let mut logs = String::new();
-    for host in hosts {
-        d.root_sql(host, "SET GLOBAL general_log = OFF;");
-        logs.push_str(&fs::read_to_string(d.host_dir(host).join("general.log")).unwrap());
-    }
+    let logs = general_logs_off(d);
     let lines =
         |marker: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(marker)).collect() };
     assert!(

@@ -452,19 +452,9 @@ impl Backend {
             Access::Read | Access::CausalRead => &self.reads,
             Access::Write => &self.writes,
         };
-        let result = match tokio::time::timeout(
-            self.timeout,
-            self.execute_once(access, pool, template, params),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(QueryError::Unavailable(format!(
-                "{} did not answer within {} s",
-                self.name,
-                self.timeout.as_secs()
-            ))),
-        };
+        let result = self
+            .within_timeout("answer", self.execute_once(access, pool, template, params))
+            .await;
         // An answer, even a refusal, is how long the server takes now.
         if matches!(result, Ok(_) | Err(QueryError::Server { .. })) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -504,14 +494,7 @@ impl Backend {
                 })
                 .collect())
         };
-        match tokio::time::timeout(self.timeout, plan).await {
-            Ok(plan) => plan,
-            Err(_) => Err(QueryError::Unavailable(format!(
-                "{} did not plan a read within {} s",
-                self.name,
-                self.timeout.as_secs()
-            ))),
-        }
+        self.within_timeout("plan a read", plan).await
     }
 
     /// The rows of the database's largest table, as the server estimates them.
@@ -525,10 +508,21 @@ impl Backend {
             .await
             .map_err(classify)
         };
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(rows) => Ok(rows?.flatten().unwrap_or(0)),
+        let rows = self.within_timeout("tell its tables' sizes", read).await?;
+        Ok(rows.flatten().unwrap_or(0))
+    }
+
+    /// Runs `work` on this backend for at most its timeout; past it, the backend is
+    /// unavailable ("worker-1 did not {what} within 7 s").
+    async fn within_timeout<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(QueryError::Unavailable(format!(
-                "{} did not tell its tables' sizes within {} s",
+                "{} did not {what} within {} s",
                 self.name,
                 self.timeout.as_secs()
             ))),
