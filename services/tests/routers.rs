@@ -538,6 +538,7 @@ fn proxy_app() -> Router {
             token: "failover-token".into(),
         }),
         fair_share: None,
+        operator_token: Some("operator-token".into()),
     };
     let proxy = services::proxy::Proxy::new(&config);
     services::proxy::app(proxy, Guard::new(&config.allowed_peers, &config.token))
@@ -577,4 +578,98 @@ async fn a_failover_is_asked_from_the_proxys_host_with_its_token() {
     let history: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(history["after_ms"], 5000);
     assert_eq!(history["failovers"], serde_json::json!([]));
+}
+
+/// `scale` changes the proxy's servers from the proxy's own host, with the operator token: a
+/// new one is served (unhealthy until probed), one left out is gone, and the manager cannot be
+/// left out.
+#[tokio::test]
+async fn the_servers_change_from_the_proxys_host_and_never_lose_the_manager() {
+    let app = proxy_app();
+    let change = |token: &str, names: &[&str]| {
+        let servers: Vec<Value> = names
+            .iter()
+            .map(|n| serde_json::json!({"name": n, "address": "127.0.0.1", "port": 1}))
+            .collect();
+        Request::post("/backends")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(
+                serde_json::json!({ "servers": servers }).to_string(),
+            ))
+            .unwrap()
+    };
+    let all = ["manager", "worker-1", "worker-2"];
+    let (status, _) = send(&app, "127.0.0.9", change("failover-token", &all)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&app, "127.0.0.8", change("operator-token", &all)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the trusted host may not");
+    let served = |app: Router| async move {
+        let (_, body) = send(
+            &app,
+            "127.0.0.1",
+            Request::get("/health").body(Body::empty()).unwrap(),
+        )
+        .await;
+        let health: Value = serde_json::from_str(&body).unwrap();
+        health["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap().to_string(),
+                    b["healthy"].as_bool().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let (status, body) = send(&app, "127.0.0.9", change("operator-token", &all)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(changed["added"], serde_json::json!(["worker-2"]));
+    assert_eq!(changed["removed"], serde_json::json!([]));
+    assert_eq!(
+        served(app.clone()).await,
+        [
+            ("manager".to_string(), true),
+            ("worker-1".to_string(), true),
+            ("worker-2".to_string(), false)
+        ],
+        "a new server serves nothing until its probes find it eligible (the ones there at \
+         start are trusted until their first probe)"
+    );
+
+    let (status, body) = send(
+        &app,
+        "127.0.0.9",
+        change("operator-token", &["worker-1", "worker-2"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("manager takes the writes now"), "{body}");
+    let (status, body) = send(
+        &app,
+        "127.0.0.9",
+        change("operator-token", &["manager", "worker-2", "worker-2"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("worker-2 is named twice"), "{body}");
+
+    let (status, body) = send(
+        &app,
+        "127.0.0.9",
+        change("operator-token", &["manager", "worker-2"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(changed["removed"], serde_json::json!(["worker-1"]));
+    assert_eq!(
+        changed["servers"],
+        serde_json::json!(["manager", "worker-2"])
+    );
+    assert_eq!(served(app).await.len(), 2);
 }

@@ -95,6 +95,30 @@ pub struct ProxyConfig {
     /// (none: every query runs as it comes).
     #[serde(default)]
     pub fair_share: Option<FairShare>,
+    /// What `cargo xtask` presents, from the proxy's own host, to change the cluster's servers
+    /// (`POST /backends`, on `scale`); none: the set is the config's for the proxy's life.
+    #[serde(default)]
+    pub operator_token: Option<String>,
+}
+
+/// The cluster's servers as `cargo xtask scale` wants the proxy to serve them (`POST
+/// /backends`): every server, the manager (Galera: the writer) among them. The proxy keeps
+/// what it knows of the servers that stay, starts probing the new ones (which serve once
+/// their probes find them eligible) and stops sending to the ones left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSet {
+    pub servers: Vec<BackendConfig>,
+}
+
+/// What the proxy did with a [`BackendSet`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendsChanged {
+    /// Every server it serves now, in its order.
+    pub servers: Vec<String>,
+    pub added: Vec<String>,
+    /// Left out: nothing is sent there any more, and what was sent has finished.
+    pub removed: Vec<String>,
 }
 
 /// How the proxy keeps one client from taking the cluster from the others.
@@ -128,7 +152,7 @@ impl std::fmt::Debug for Account {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub name: String,

@@ -2,7 +2,7 @@
 //! query runs on it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 
 use super::cost::PlanRow;
 use super::health::{judge_worker, Eligible, Health, ManagerView, Replication, SemiSync};
+use super::queue::FairQueue;
 use contract::config::{Account, BackendConfig, ProxyConfig};
 use contract::galera::{self, Engine, NodeState};
 use contract::gtid::GtidPosition;
@@ -51,6 +52,10 @@ pub enum Access {
 
 pub struct Backend {
     pub name: String,
+    /// Where it is (what the failover account connects to as well).
+    pub target: BackendConfig,
+    /// Its turns, fair across clients, when the proxy shares the cluster out.
+    pub queue: Option<Arc<FairQueue>>,
     engine: Engine,
     /// The connections reads run on, as the read-only account.
     reads: Pool,
@@ -183,6 +188,11 @@ impl Backend {
         let queries = pool(config.connections_per_backend.max(1));
         Backend {
             name: backend.name.clone(),
+            target: backend.clone(),
+            queue: config
+                .fair_share
+                .as_ref()
+                .map(|share| FairQueue::new(share.backend_slots, share.backend_slots_per_client)),
             engine: config.engine,
             reads: Pool::new(opts(&config.reader).pool_opts(queries.clone())),
             writes: Pool::new(opts(&config.writer).pool_opts(queries)),
@@ -205,6 +215,11 @@ impl Backend {
     pub fn expected_ms(&self) -> f64 {
         let waiting = self.in_flight.load(Ordering::Relaxed) + 1;
         self.with_health(|h| h.latency_ms).unwrap_or(f64::MAX) * f64::from(waiting)
+    }
+
+    /// Queries sent to it that have not answered yet.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts a heavy read on it for as long as the guard lives.
@@ -240,6 +255,17 @@ impl Backend {
 
     fn update_health(&self, f: impl FnOnce(&mut Health)) {
         f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Leaves a server added while the proxy serves out of every choice until its first probe
+    /// judges it (at start, every server is trusted until then: reads are retried elsewhere
+    /// if wrong; a server just added is more likely still catching up).
+    pub fn until_probed(self) -> Backend {
+        self.update_health(|h| {
+            h.healthy = false;
+            h.problem = Some("added: serves once its probes find it eligible".to_string());
+        });
+        self
     }
 
     /// Marks the backend failed at once, from a failure seen on the request path; the next

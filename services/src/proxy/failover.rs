@@ -42,8 +42,6 @@ const REPEAT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Failover {
     config: FailoverConfig,
-    /// Where each backend is, in the proxy's order.
-    targets: Vec<BackendConfig>,
     /// One failover or rejoin at a time, whoever asked.
     busy: tokio::sync::Mutex<()>,
     state: Mutex<Record>,
@@ -75,7 +73,7 @@ fn now_text() -> String {
 }
 
 impl Failover {
-    pub fn new(config: FailoverConfig, targets: Vec<BackendConfig>) -> Failover {
+    pub fn new(config: FailoverConfig) -> Failover {
         let history = FailoverHistory {
             after_ms: config.after_ms,
             cooldown_seconds: config.cooldown_seconds,
@@ -83,7 +81,6 @@ impl Failover {
         };
         Failover {
             config,
-            targets,
             busy: tokio::sync::Mutex::new(()),
             state: Mutex::new(Record {
                 history,
@@ -96,17 +93,25 @@ impl Failover {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Waits until no failover or rejoin runs, and keeps them from starting while held.
+    pub(super) async fn wait_idle(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.busy.lock().await
+    }
+
     pub fn history(&self) -> FailoverHistory {
         self.with_state(|s| s.history.clone())
     }
 
     /// A connection to a backend as the failover account.
-    async fn connect(&self, index: usize) -> Result<Conn, String> {
-        self.connect_within(index, STATEMENT_TIMEOUT).await
+    async fn connect(&self, target: &BackendConfig) -> Result<Conn, String> {
+        self.connect_within(target, STATEMENT_TIMEOUT).await
     }
 
-    async fn connect_within(&self, index: usize, limit: Duration) -> Result<Conn, String> {
-        let target = &self.targets[index];
+    async fn connect_within(
+        &self,
+        target: &BackendConfig,
+        limit: Duration,
+    ) -> Result<Conn, String> {
         let opts = OptsBuilder::default()
             .ip_or_hostname(target.address.clone())
             .tcp_port(target.port)
@@ -121,36 +126,33 @@ impl Failover {
     }
 
     /// Runs statements on a backend, as the failover account.
-    async fn run(&self, index: usize, sql: &str) -> Result<(), String> {
-        self.run_connecting_within(index, sql, STATEMENT_TIMEOUT)
+    async fn run(&self, target: &BackendConfig, sql: &str) -> Result<(), String> {
+        self.run_connecting_within(target, sql, STATEMENT_TIMEOUT)
             .await
     }
 
     /// Runs statements on a backend, giving up on connecting after `limit`.
     async fn run_connecting_within(
         &self,
-        index: usize,
+        target: &BackendConfig,
         sql: &str,
         limit: Duration,
     ) -> Result<(), String> {
-        let mut conn = self.connect_within(index, limit).await?;
+        let mut conn = self.connect_within(target, limit).await?;
         let ran = tokio::time::timeout(STATEMENT_TIMEOUT, conn.query_drop(sql)).await;
         conn.disconnect().await.ok();
         match ran {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{}: {e}", self.targets[index].name)),
-            Err(_) => Err(format!(
-                "{}: no answer within 5 s",
-                self.targets[index].name
-            )),
+            Ok(Err(e)) => Err(format!("{}: {e}", target.name)),
+            Err(_) => Err(format!("{}: no answer within 5 s", target.name)),
         }
     }
 
     /// Stops a worker receiving and waits until it has applied all it received; returns what
     /// it has applied then.
-    async fn drain(&self, index: usize) -> Result<GtidPosition, String> {
-        let name = &self.targets[index].name;
-        let mut conn = self.connect(index).await?;
+    async fn drain(&self, target: &BackendConfig) -> Result<GtidPosition, String> {
+        let name = &target.name;
+        let mut conn = self.connect(target).await?;
         let outcome = async {
             conn.query_drop(failover::STOP_RECEIVING)
                 .await
@@ -198,8 +200,9 @@ impl Proxy {
         if failover.busy.try_lock().is_err() {
             return;
         }
-        let manager = self.manager();
-        let workers: Vec<WorkerSeen> = self
+        let members = self.members();
+        let manager = members.manager();
+        let workers: Vec<WorkerSeen> = members
             .workers()
             .filter(|w| !self.is_fenced(w))
             .map(|w| {
@@ -280,10 +283,6 @@ impl Proxy {
             .is_some_and(|f| f.with_state(|s| s.history.fenced.contains(&backend.name)))
     }
 
-    fn index_of(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
-    }
-
     /// Promotes a worker: `to`, or the one that has applied the most once every worker that
     /// answers has applied all it received. The manager is fenced first if it answers (a
     /// planned switchover); the other workers replicate from the new one; writes go there.
@@ -301,22 +300,28 @@ impl Proxy {
             .busy
             .try_lock()
             .map_err(|_| "a failover is already running".to_string())?;
-        let old = self.writer.load(Ordering::Relaxed);
-        let old_name = self.backends[old].name.clone();
+        // The servers cannot change while a failover runs (a change waits for `busy`).
+        let members = self.members();
+        let old = members.writer.load(Ordering::Relaxed);
+        let old_name = members.backends[old].name.clone();
         if let Some(name) = to {
-            let known = self.index_of(name).filter(|&i| i != old);
+            let known = members.index_of(name).filter(|&i| i != old);
             if known.is_none() {
                 return Err(format!("{name} is not a worker of this proxy"));
             }
         }
         // A manager the probes lost is tried briefly: it rarely answers, and writes wait.
-        let connect_limit = if self.backends[old].is_reachable() {
+        let connect_limit = if members.backends[old].is_reachable() {
             STATEMENT_TIMEOUT
         } else {
             LOST_MANAGER_CONNECT_TIMEOUT
         };
         let old_answered = match failover
-            .run_connecting_within(old, failover::FENCE, connect_limit)
+            .run_connecting_within(
+                &members.backends[old].target,
+                failover::FENCE,
+                connect_limit,
+            )
             .await
         {
             Ok(()) => true,
@@ -327,19 +332,24 @@ impl Proxy {
         };
         // Drained at once: stopping a receiver that is still connecting to a lost manager
         // takes a while on each.
-        let drainable: Vec<usize> = (0..self.backends.len())
+        let drainable: Vec<usize> = (0..members.backends.len())
             .filter(|&i| {
-                let worker = &self.backends[i];
+                let worker = &members.backends[i];
                 i != old && !self.is_fenced(worker) && worker.is_reachable()
             })
             .collect();
-        let drained = join_all(drainable.iter().map(|&i| failover.drain(i))).await;
+        let drained = join_all(
+            drainable
+                .iter()
+                .map(|&i| failover.drain(&members.backends[i].target)),
+        )
+        .await;
         let mut candidates: Vec<(String, GtidPosition)> = Vec::new();
         let mut indexes = Vec::new();
         for (i, outcome) in drainable.into_iter().zip(drained) {
             match outcome {
                 Ok(position) => {
-                    candidates.push((self.backends[i].name.clone(), position));
+                    candidates.push((members.backends[i].name.clone(), position));
                     indexes.push(i);
                 }
                 Err(e) => tracing::warn!(problem = %e, "a worker is left out of the failover"),
@@ -356,26 +366,29 @@ impl Proxy {
         let chosen_index = indexes[chosen];
         if let Err(e) = failover
             .run(
-                chosen_index,
+                &members.backends[chosen_index].target,
                 &failover::promote(failover.config.semi_sync_timeout_ms),
             )
             .await
         {
             // The workers drained for it receive again from wherever they did.
             for &i in &indexes {
-                failover.run(i, "START SLAVE;").await.ok();
+                failover
+                    .run(&members.backends[i].target, "START SLAVE;")
+                    .await
+                    .ok();
             }
             return Err(format!("promoting {chosen_name}: {e}"));
         }
-        self.writer.store(chosen_index, Ordering::Relaxed);
-        let target = &failover.targets[chosen_index];
+        members.writer.store(chosen_index, Ordering::Relaxed);
+        let target = &members.backends[chosen_index].target;
         let repoint = failover::replicate_from(
             &target.address,
             target.port,
             &failover.config.replication.password,
         );
         for &i in indexes.iter().filter(|&&i| i != chosen_index) {
-            if let Err(e) = failover.run(i, &repoint).await {
+            if let Err(e) = failover.run(&members.backends[i].target, &repoint).await {
                 tracing::warn!(problem = %e, "a worker was not pointed at the new manager; `cargo xtask repair` does it");
             }
         }
@@ -413,12 +426,13 @@ impl Proxy {
             return;
         };
         let history = failover.history();
+        let members = self.members();
         // A fenced one that replicates again was rebuilt (`cargo xtask repair`): it serves again.
         for name in &history.fenced {
-            let Some(i) = self.index_of(name) else {
+            let Some(i) = members.index_of(name) else {
                 continue;
             };
-            let replicating = self.backends[i].with_health(|h| {
+            let replicating = members.backends[i].with_health(|h| {
                 h.down_since.is_none()
                     && h.replication
                         .as_ref()
@@ -437,7 +451,7 @@ impl Proxy {
                 });
             }
         }
-        for (i, backend) in self.backends.iter().enumerate() {
+        for (i, backend) in members.backends.iter().enumerate() {
             let Some(event) = history.last_from(&backend.name) else {
                 continue;
             };
@@ -450,29 +464,29 @@ impl Proxy {
             // (cut off from everyone, and maybe still writable).
             let waiting =
                 backend.with_health(|h| h.down_since.is_none() && h.replication.is_none());
-            if settled || !waiting || i == self.writer.load(Ordering::Relaxed) {
+            if settled || !waiting || i == members.writer.load(Ordering::Relaxed) {
                 continue;
             }
             let proxy = Arc::clone(self);
-            tokio::spawn(async move { proxy.rejoin(i).await });
+            let backend = Arc::clone(backend);
+            tokio::spawn(async move { proxy.rejoin(&backend).await });
         }
     }
 
-    async fn rejoin(&self, index: usize) {
+    async fn rejoin(&self, backend: &Backend) {
         let Some(failover) = &self.failover else {
             return;
         };
         let Ok(_busy) = failover.busy.try_lock() else {
             return;
         };
-        let backend = &self.backends[index];
         let history = failover.history();
         let Some(event) = history.last_from(&backend.name) else {
             return;
         };
         // Fenced first, whatever it holds: a former manager that was only cut off from
         // everyone may still be writable, and two writers must never be.
-        if let Err(e) = failover.run(index, failover::FENCE).await {
+        if let Err(e) = failover.run(&backend.target, failover::FENCE).await {
             tracing::warn!(problem = %e, "a former manager could not be fenced; retried after the next probes");
             return;
         }
@@ -480,9 +494,9 @@ impl Proxy {
         let holds = backend
             .with_health(|h| h.binlog.clone())
             .unwrap_or_default();
-        let manager = self.writer.load(Ordering::Relaxed);
+        let manager = self.manager();
         let (rejoined, reason) = if promoted_at.covers(&holds) {
-            let target = &failover.targets[manager];
+            let target = &manager.target;
             let sql = format!(
                 "{} {}",
                 failover::BEFORE_REJOIN,
@@ -492,12 +506,12 @@ impl Proxy {
                     &failover.config.replication.password
                 )
             );
-            match failover.run(index, &sql).await {
+            match failover.run(&backend.target, &sql).await {
                 Ok(()) => (
                     true,
                     format!(
                         "it held nothing beyond {promoted_at}: it replicates from {}",
-                        self.backends[manager].name
+                        manager.name
                     ),
                 ),
                 Err(e) => {

@@ -2,7 +2,6 @@
 //! database time per client (budget.rs), a fair queue at each backend (queue.rs), and the cost
 //! bound that refuses a read the server's plan says is too big before it runs (cost.rs).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,6 @@ pub const FREE_PER_QUERY: Duration = Duration::from_millis(1);
 
 pub struct Sharing {
     budgets: Budgets,
-    queues: HashMap<String, Arc<FairQueue>>,
     estimates: Estimates,
     max_examined_rows: u64,
     /// What the cost bound costs: reads checked against a kept plan, plans read and the time
@@ -52,21 +50,13 @@ pub struct Admitted {
 }
 
 impl Sharing {
-    pub fn new<'a>(config: &FairShare, backends: impl Iterator<Item = &'a str>) -> Sharing {
+    pub fn new(config: &FairShare) -> Sharing {
         Sharing {
             budgets: Budgets::new(
                 config.client_seconds_per_second,
                 config.client_burst_seconds,
                 FREE_PER_QUERY.as_secs_f64(),
             ),
-            queues: backends
-                .map(|name| {
-                    (
-                        name.to_string(),
-                        FairQueue::new(config.backend_slots, config.backend_slots_per_client),
-                    )
-                })
-                .collect(),
             estimates: Estimates::default(),
             max_examined_rows: config.max_examined_rows,
             plans: Mutex::default(),
@@ -121,7 +111,7 @@ impl Sharing {
         };
         let _heavy = heavy.then(|| backend.runs_heavy());
         let usual = self.budgets.usual_seconds(&request.digest).unwrap_or(0.0);
-        let slot = match self.queues.get(&backend.name) {
+        let slot = match &backend.queue {
             Some(queue) => Some(queue.enter(client, Duration::from_secs_f64(usual)).await),
             None => None,
         };
@@ -205,7 +195,7 @@ impl Sharing {
     }
 
     /// Each backend's queue and what the cost bound costs, for /metrics.
-    pub fn render(&self) -> String {
+    pub fn render(&self, backends: &[Arc<Backend>]) -> String {
         let plans = self.plan_counts();
         format!(
             "# HELP proxy_plans_total Reads checked against the cost bound, by whether their \
@@ -217,18 +207,22 @@ impl Sharing {
              # TYPE proxy_plan_read_seconds_total counter\n\
              proxy_plan_read_seconds_total {}\n",
             plans.kept, plans.read, plans.read_seconds
-        ) + &self.render_queues()
+        ) + &Self::render_queues(backends)
     }
 
-    fn render_queues(&self) -> String {
-        let mut names: Vec<&String> = self.queues.keys().collect();
-        names.sort();
+    fn render_queues(backends: &[Arc<Backend>]) -> String {
+        let mut queues: Vec<(&str, &FairQueue)> = backends
+            .iter()
+            .filter_map(|b| Some((b.name.as_str(), b.queue.as_deref()?)))
+            .collect();
+        queues.sort_by_key(|(name, _)| *name);
         let mut out = String::from(
             "# HELP proxy_queue_waiting Queries waiting for a slot of their backend.\n\
              # TYPE proxy_queue_waiting gauge\n",
         );
-        let counts: Vec<(usize, u64)> = names.iter().map(|n| self.queues[*n].waiting()).collect();
-        for (name, (now, _)) in names.iter().zip(&counts) {
+        let counts: Vec<(usize, u64)> = queues.iter().map(|(_, q)| q.waiting()).collect();
+        let names = queues.iter().map(|(name, _)| name);
+        for (name, (now, _)) in names.clone().zip(&counts) {
             out.push_str(&format!(
                 "proxy_queue_waiting{{backend=\"{name}\"}} {now}\n"
             ));
@@ -237,7 +231,7 @@ impl Sharing {
             "# HELP proxy_queue_waited_total Queries that waited for a slot of their backend.\n\
              # TYPE proxy_queue_waited_total counter\n",
         );
-        for (name, (_, all)) in names.iter().zip(&counts) {
+        for (name, (_, all)) in names.zip(&counts) {
             out.push_str(&format!(
                 "proxy_queue_waited_total{{backend=\"{name}\"}} {all}\n"
             ));

@@ -8,14 +8,15 @@ pub mod digests;
 pub mod failover;
 pub mod fair_share;
 pub mod health;
+mod members;
 pub mod metrics;
 pub mod queue;
 mod topology;
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -37,6 +38,7 @@ use contract::wire::{Client, ForwardedQuery, Mode, QueryResponse};
 use digests::Digests;
 use fair_share::Sharing;
 use health::clock;
+use members::Members;
 use metrics::Metrics;
 
 /// How many query shapes `/digests` lists.
@@ -52,11 +54,14 @@ const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(500);
 const STATEMENT_TIMEOUT: u16 = 1969;
 
 pub struct Proxy {
-    /// Every server of the cluster, the manager at first.
-    backends: Vec<Arc<Backend>>,
-    /// Which of them is the manager now: the monitor follows the servers' own state (the
-    /// one writable server that replicates from nobody), so a failover needs no restart.
-    writer: AtomicUsize,
+    /// Every server of the cluster and which is the manager now, replaced whole when `scale`
+    /// changes the servers (`POST /backends`).
+    members: ArcSwap<Members>,
+    /// Held by each round of probes and by a change of the servers, so neither sees half of
+    /// the other.
+    rounds: tokio::sync::Mutex<()>,
+    /// What a backend added later is made with.
+    config: ProxyConfig,
     engine: Engine,
     metrics: Metrics,
     digests: Digests,
@@ -69,16 +74,28 @@ pub struct Proxy {
     failover_guard: Option<Guard>,
     /// Each client's budget, the backends' fair queues and the cost bound.
     sharing: Option<Sharing>,
+    /// Who may change the servers: the proxy's own host, with the operator token.
+    operator_guard: Option<Guard>,
 }
 
 impl Proxy {
     pub fn new(config: &ProxyConfig) -> Arc<Proxy> {
+        let own_host = |token: &String| {
+            Guard::new(
+                &[config.listen.ip(), std::net::Ipv4Addr::LOCALHOST.into()],
+                token,
+            )
+        };
         Arc::new(Proxy {
-            backends: std::iter::once(&config.manager)
-                .chain(&config.workers)
-                .map(|b| Arc::new(Backend::new(b, config)))
-                .collect(),
-            writer: AtomicUsize::new(0),
+            members: ArcSwap::from_pointee(Members::new(
+                std::iter::once(&config.manager)
+                    .chain(&config.workers)
+                    .map(|b| Arc::new(Backend::new(b, config)))
+                    .collect(),
+                0,
+            )),
+            rounds: tokio::sync::Mutex::new(()),
+            config: config.clone(),
             engine: config.engine,
             metrics: Metrics::default(),
             digests: Digests::default(),
@@ -88,32 +105,16 @@ impl Proxy {
                 .failover
                 .clone()
                 .filter(|_| config.engine == Engine::Replication)
-                .map(|f| {
-                    let targets = std::iter::once(&config.manager)
-                        .chain(&config.workers)
-                        .cloned()
-                        .collect();
-                    failover::Failover::new(f, targets)
-                }),
-            failover_guard: config.failover.as_ref().map(|f| {
-                Guard::new(
-                    &[config.listen.ip(), std::net::Ipv4Addr::LOCALHOST.into()],
-                    &f.token,
-                )
-            }),
-            sharing: config.fair_share.as_ref().map(|share| {
-                Sharing::new(
-                    share,
-                    std::iter::once(&config.manager)
-                        .chain(&config.workers)
-                        .map(|b| b.name.as_str()),
-                )
-            }),
+                .map(failover::Failover::new),
+            failover_guard: config.failover.as_ref().map(|f| own_host(&f.token)),
+            sharing: config.fair_share.as_ref().map(Sharing::new),
+            operator_guard: config.operator_token.as_ref().map(own_host),
         })
     }
 
-    fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.backends.iter()
+    /// The servers now (a snapshot: a change of the servers replaces it whole).
+    fn members(&self) -> Arc<Members> {
+        self.members.load_full()
     }
 
     /// Measures every backend once per interval, all at the same time, for as long as the
@@ -125,8 +126,9 @@ impl Proxy {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let _round = proxy.rounds.lock().await;
                 let mut probes = tokio::task::JoinSet::new();
-                for backend in proxy.backends() {
+                for backend in &proxy.members().backends {
                     let backend = Arc::clone(backend);
                     probes.spawn(async move { backend.probe().await });
                 }
@@ -151,10 +153,11 @@ impl Proxy {
         heavy: bool,
     ) -> (Arc<Backend>, Option<String>) {
         if mode == Mode::DirectHit {
-            return (Arc::clone(self.manager()), None);
+            return (self.manager(), None);
         }
-        let mut healthy: Vec<&Arc<Backend>> = self
-            .workers()
+        let workers = self.workers();
+        let mut healthy: Vec<&Arc<Backend>> = workers
+            .iter()
             .filter(|w| Some(w.name.as_str()) != failed && w.with_health(|h| h.healthy))
             .collect();
         let mut must_wait = None;
@@ -208,7 +211,7 @@ impl Proxy {
         };
         let Some(worker) = chosen else {
             return (
-                Arc::clone(self.manager()),
+                self.manager(),
                 Some(match self.engine {
                     Engine::Replication => "no healthy worker: served by the manager".to_string(),
                     Engine::Galera => "no other node is Synced: served by the writer".to_string(),
@@ -221,7 +224,7 @@ impl Proxy {
                 Ok(true)
             ) {
                 return (
-                    Arc::clone(self.manager()),
+                    self.manager(),
                     Some(format!(
                         "no worker had applied {position} within {} ms: served by the manager",
                         READ_YOUR_WRITES_WAIT.as_millis()
@@ -299,7 +302,7 @@ impl Proxy {
         let (backend, mut note) = if mode.is_read() {
             self.choose_read(mode, None, after, heavy).await
         } else {
-            (Arc::clone(self.manager()), None)
+            (self.manager(), None)
         };
         let access = match mode.is_read() {
             true if causal => Access::CausalRead,
@@ -333,7 +336,7 @@ impl Proxy {
                 }
                 // Galera: a read of the writer is served by the new one (a write is never
                 // repeated).
-                let next = Arc::clone(self.manager());
+                let next = self.manager();
                 if self.engine == Engine::Galera
                     && mode.is_read()
                     && !Arc::ptr_eq(&next, &served_by)
@@ -499,7 +502,7 @@ impl Proxy {
     }
 
     pub async fn close(&self) {
-        for b in self.backends() {
+        for b in &self.members().backends {
             b.close().await;
         }
     }
@@ -509,6 +512,13 @@ pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
     let mut router = Router::new()
         .route("/query", post(query))
         .route_layer(middleware::from_fn_with_state(guard, guard::check));
+    if let Some(operator_guard) = proxy.operator_guard.clone() {
+        router = router.merge(
+            Router::new()
+                .route("/backends", post(members::change))
+                .route_layer(middleware::from_fn_with_state(operator_guard, guard::check)),
+        );
+    }
     if let Some(failover_guard) = proxy.failover_guard.clone() {
         router = router.merge(
             Router::new()
@@ -542,8 +552,10 @@ async fn digests(State(proxy): State<Arc<Proxy>>) -> Json<Vec<contract::report::
 }
 
 async fn health(State(proxy): State<Arc<Proxy>>) -> Json<serde_json::Value> {
-    let backends: Vec<_> = proxy
-        .backends()
+    let members = proxy.members();
+    let backends: Vec<_> = members
+        .backends
+        .iter()
         .map(|b| {
             let h = b.health();
             let r = h.replication.as_ref();
@@ -594,7 +606,7 @@ async fn metrics_text(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
             + &proxy
                 .sharing
                 .as_ref()
-                .map(Sharing::render)
+                .map(|sharing| sharing.render(&proxy.members().backends))
                 .unwrap_or_default()
             + &digests::render(&proxy.digests.top(DIGESTS_IN_METRICS)),
     )

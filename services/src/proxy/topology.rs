@@ -17,22 +17,17 @@ use super::Proxy;
 
 impl Proxy {
     /// The manager now: where writes and direct-hit reads go.
-    pub(super) fn manager(&self) -> &Arc<Backend> {
-        &self.backends[self.writer.load(Ordering::Relaxed)]
+    pub(super) fn manager(&self) -> Arc<Backend> {
+        Arc::clone(self.members.load().manager())
     }
 
     pub(super) fn is_manager(&self, backend: &Backend) -> bool {
-        std::ptr::eq(self.manager().as_ref(), backend)
+        std::ptr::eq(self.members.load().manager().as_ref(), backend)
     }
 
     /// Every server but the manager.
-    pub(super) fn workers(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        let writer = self.writer.load(Ordering::Relaxed);
-        self.backends
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != writer)
-            .map(|(_, b)| b)
+    pub(super) fn workers(&self) -> Vec<Arc<Backend>> {
+        self.members.load().workers().cloned().collect()
     }
 
     /// After every round of probes: the manager is the one server that takes writes and
@@ -43,30 +38,31 @@ impl Proxy {
         if self.engine == Engine::Galera {
             return self.follow_galera();
         }
-        let writable: Vec<usize> = (0..self.backends.len())
-            .filter(|&i| self.backends[i].is_writable())
+        let members = self.members();
+        let writable: Vec<usize> = (0..members.backends.len())
+            .filter(|&i| members.backends[i].is_writable())
             .collect();
-        let current = self.writer.load(Ordering::Relaxed);
+        let current = members.writer.load(Ordering::Relaxed);
         if let [only] = writable[..] {
             if only != current {
                 tracing::warn!(
-                    from = %self.backends[current].name,
-                    to = %self.backends[only].name,
+                    from = %members.backends[current].name,
+                    to = %members.backends[only].name,
                     "the manager moved: writes go to the new one"
                 );
-                self.writer.store(only, Ordering::Relaxed);
+                members.writer.store(only, Ordering::Relaxed);
             }
         }
-        let manager = self.manager();
+        let manager = members.manager();
         manager.judge_as_manager();
         let view = ManagerView {
             reachable: manager.is_reachable(),
-            received: self
+            received: members
                 .workers()
                 .filter_map(|w| w.received())
                 .reduce(|a, b| a.merged(&b)),
         };
-        for worker in self.workers() {
+        for worker in members.workers() {
             worker.judge(self.max_lag_seconds, &view);
         }
     }
@@ -74,19 +70,20 @@ impl Proxy {
     /// Galera: each node serves while it is Synced in the primary component; the writer stays
     /// while it serves, else the serving node with the lowest wsrep_local_index takes over.
     pub(super) fn follow_galera(&self) {
-        for node in self.backends() {
+        let members = self.members();
+        for node in &members.backends {
             node.judge_node();
         }
-        let states: Vec<_> = self.backends().map(|b| b.wsrep()).collect();
-        let current = self.writer.load(Ordering::Relaxed);
+        let states: Vec<_> = members.backends.iter().map(|b| b.wsrep()).collect();
+        let current = members.writer.load(Ordering::Relaxed);
         match galera::choose_writer(current, &states) {
             Some(next) if next != current => {
                 tracing::warn!(
-                    from = %self.backends[current].name,
-                    to = %self.backends[next].name,
+                    from = %members.backends[current].name,
+                    to = %members.backends[next].name,
                     "the writer stopped serving: writes go to the next Synced node"
                 );
-                self.writer.store(next, Ordering::Relaxed);
+                members.writer.store(next, Ordering::Relaxed);
             }
             Some(_) => {}
             None => tracing::warn!("no Galera node is Synced in the primary component"),
@@ -100,7 +97,8 @@ impl Proxy {
             "# HELP proxy_backend_healthy Whether a backend may serve (1) or is left out (0).\n\
              # TYPE proxy_backend_healthy gauge\n",
         );
-        for b in self.backends() {
+        let members = self.members();
+        for b in &members.backends {
             let healthy = b.with_health(|h| h.healthy);
             out += &format!(
                 "proxy_backend_healthy{{backend=\"{}\"}} {}\n",
@@ -110,7 +108,7 @@ impl Proxy {
         }
         out += "# HELP proxy_semi_sync The manager's semi-synchronous replication: 1 in the \
                 state named, 0 in the others.\n# TYPE proxy_semi_sync gauge\n";
-        let state = self.manager().with_health(|h| h.semi_sync);
+        let state = members.manager().with_health(|h| h.semi_sync);
         for s in [SemiSync::On, SemiSync::FellBack, SemiSync::Disabled] {
             out += &format!(
                 "proxy_semi_sync{{state=\"{}\"}} {}\n",
@@ -121,17 +119,17 @@ impl Proxy {
         if self.engine == Engine::Galera {
             out += "# HELP proxy_galera_writer Whether a node takes the writes (1) or not (0).\n\
                     # TYPE proxy_galera_writer gauge\n";
-            for b in self.backends() {
+            for b in &members.backends {
                 out += &format!(
                     "proxy_galera_writer{{backend=\"{}\"}} {}\n",
                     b.name,
-                    u8::from(self.is_manager(b))
+                    u8::from(Arc::ptr_eq(b, members.manager()))
                 );
             }
             out += "# HELP proxy_galera_flow_control_paused The share of time a node's \
                     replication was paused by flow control, as its last probe read it.\n\
                     # TYPE proxy_galera_flow_control_paused gauge\n";
-            for b in self.backends() {
+            for b in &members.backends {
                 if let Some(state) = b.wsrep() {
                     out += &format!(
                         "proxy_galera_flow_control_paused{{backend=\"{}\"}} {}\n",
