@@ -54,6 +54,10 @@ pub enum Command {
     /// Check what the done steps promised and fix what drifted: restart dead servers and
     /// services, re-point workers at the manager, bring a fenced old manager back as a worker.
     Repair,
+    /// Set the number of workers while the cluster serves: new ones get a copy of a worker's
+    /// data and reads once caught up; removed ones finish their reads first. Run it again to
+    /// go on after an interruption.
+    Scale(ScaleArgs),
     /// Stop and remove everything the deployment created.
     Teardown(TeardownArgs),
 }
@@ -71,6 +75,13 @@ pub struct FailoverArgs {
     /// The worker to promote [default: the one that has applied the most].
     #[arg(long, value_name = "WORKER")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// How many workers the cluster should have (1 to 20).
+    #[arg(long, value_name = "N")]
+    pub workers: u8,
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => steps::status::run(&engine.paths, a.queries),
         Command::Failover(a) => steps::failover::run(&engine.paths, a.to.as_deref()),
         Command::Repair => steps::repair::run(&engine.paths),
+        Command::Scale(a) => steps::scale::run(&engine.paths, a.workers),
         Command::Teardown(a) => steps::teardown::command(&engine, &a),
     }
 }

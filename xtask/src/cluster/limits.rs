@@ -113,7 +113,18 @@ pub fn set_cpus(
 /// Gives every group of the deployment that has a CPU quota its provisioned quota back, or,
 /// with `lifted`, no quota at all.
 pub fn set_all_cpus(d: &Deployment, lifted: bool) -> Result<()> {
-    for (name, limit) in &d.limits.hosts {
+    let names: Vec<&str> = d.limits.hosts.keys().map(String::as_str).collect();
+    set_cpus_of(d, &names, lifted)
+}
+
+/// The same for the groups of `names` only.
+pub fn set_cpus_of(d: &Deployment, names: &[&str], lifted: bool) -> Result<()> {
+    for (name, limit) in d
+        .limits
+        .hosts
+        .iter()
+        .filter(|(n, _)| names.contains(&n.as_str()))
+    {
         if limit.cpus.is_some() {
             let cpus = if lifted { None } else { limit.cpus };
             set_cpus(&group_host(d, name)?, &d.id, name, limit, cpus)?;

@@ -12,6 +12,7 @@ use crate::transport::{self, script::Script, Supervisor};
 
 const DB_START: &str = include_str!("../../scripts/db-start.sh");
 const DB_STOP: &str = include_str!("../../scripts/db-stop.sh");
+const DB_WIPE: &str = include_str!("../../scripts/db-wipe.sh");
 const DB_UNIT: &str = include_str!("../../scripts/db.unit.in");
 
 /// How long a server gets to shut down cleanly before it is killed.
@@ -59,6 +60,15 @@ pub fn start(session: &mut Session, host: &Host) -> Result<()> {
         make_writable(host)?;
     }
     Ok(())
+}
+
+/// Starts the host's server empty, whatever an earlier attempt left in it (a new host only:
+/// what it held is gone).
+pub fn start_afresh(session: &mut Session, host: &Host) -> Result<()> {
+    stop(session, host)?;
+    let script = Script::new("db-wipe", DB_WIPE).param("HOST_DIR", host.dir.display().to_string());
+    transport::run_script(host, &script, b"")?;
+    start(session, host)
 }
 
 /// The script that starts the host's server (or adopts the one running) under the host's

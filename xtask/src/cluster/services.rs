@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use contract::config::{
-    Account, BackendConfig, FairShare, GatekeeperConfig, ProxyConfig, TrustedHostConfig,
+    Account, BackendConfig, BackendSet, BackendsChanged, FairShare, GatekeeperConfig, ProxyConfig,
+    TrustedHostConfig,
 };
 use contract::failover::{FailoverConfig, FailoverEvent, FailoverHistory};
 
@@ -99,7 +100,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
             manager: backend(first),
             workers: d
                 .hosts_with_role(others)
-                .filter(|h| h.name != first.name)
+                .filter(|h| h.name != first.name && d.in_service(h))
                 .map(backend)
                 .collect(),
             database: "filmdb".into(),
@@ -135,6 +136,7 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
                 token: d.secrets.failover_token.clone(),
             }),
             fair_share: Some(fair_share(d, first)),
+            operator_token: Some(d.secrets.failover_token.clone()),
         }),
         Role::TrustedHost => serde_json::to_vec_pretty(&TrustedHostConfig {
             listen: listen(trusted)?,
@@ -275,6 +277,35 @@ pub fn request_failover(d: &Deployment, to: Option<&str>) -> Result<FailoverEven
     let input = format!("{}\n{body}", d.secrets.failover_token);
     let answer = transport::run_script(proxy, &script, input.as_bytes())
         .context("the proxy does failovers (as it does by itself); it refused or did not answer")?;
+    serde_json::from_str(&answer).with_context(|| format!("the proxy answered {answer:?}"))
+}
+
+/// Gives the proxy the cluster's servers as data.json has them now (every one in service):
+/// its config for its next start, then the running proxy, which answers once the servers
+/// left out have finished what was sent to them. Returns what it did.
+pub fn set_backends(d: &Deployment) -> Result<BackendsChanged> {
+    let proxy = d.host(Role::Proxy)?;
+    let config = config_for(d, Role::Proxy)?;
+    transport::put_file(proxy, "config.json", &config, false)?;
+    let config: ProxyConfig = serde_json::from_slice(&config).context("reading back the config")?;
+    let set = BackendSet {
+        servers: std::iter::once(config.manager)
+            .chain(config.workers)
+            .collect(),
+    };
+    let script = Script::new("service-post", SERVICE_POST)
+        .param("ADDRESS", proxy.address.clone())
+        .param("PORT", d.settings.service_port.to_string())
+        .param("URL_PATH", "/backends");
+    let body = serde_json::to_string(&set).context("serializing the servers")?;
+    let input = format!("{}\n{body}", d.secrets.failover_token);
+    let answer = transport::run_script(proxy, &script, input.as_bytes()).with_context(|| {
+        format!(
+            "the proxy did not take the new set of servers (a proxy deployed before `scale` \
+             existed has no /backends: `{}` replaces it)",
+            crate::state::command("deploy-services --force")
+        )
+    })?;
     serde_json::from_str(&answer).with_context(|| format!("the proxy answered {answer:?}"))
 }
 

@@ -13,6 +13,7 @@ use crate::state::{Deployment, Engine, FailoverRecord, Host, Role, Session, Step
 use crate::transport::{self, script::Script};
 
 const DB_DUMP: &str = include_str!("../../scripts/db-dump.sh");
+const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.sql");
 const DB_SET_ASIDE: &str = include_str!("../../scripts/db-set-aside.sh");
 
 /// Makes `replica` a GTID replica of `source` (from where it is: its gtid_slave_pos).
@@ -25,6 +26,23 @@ pub fn replicate_from(d: &Deployment, replica: &Host, source: &Host) -> Result<(
     sql::sql(replica, &text)
         .map(drop)
         .with_context(|| format!("making {} a replica of {}", replica.name, source.name))
+}
+
+/// Lets a server that connects from `client` (an address) replicate from `source`: the
+/// replication account for that address (every server of the cluster may replicate from any
+/// other after a failover, so it replicates everywhere).
+pub fn allow_replica(d: &Deployment, source: &Host, client: String) -> Result<()> {
+    let replication = sql::fill(
+        REPLICATION_SOURCE,
+        &[
+            ("REPLICA_CLIENT_HOST", client),
+            (
+                "REPLICATION_PASSWORD",
+                sql::sql_string(&d.secrets.replication_password),
+            ),
+        ],
+    )?;
+    sql::sql(source, &replication).map(drop)
 }
 
 /// What a server's binary log holds (with log_slave_updates, what it applied as a replica
@@ -56,6 +74,14 @@ pub fn rebuild_from(session: &mut Session, host: &Host, source: &Host) -> Result
         b"",
     )?;
     server::start(session, host)?;
+    copy_into(host, source)?;
+    replicate_from(&session.deployment, host, source)?;
+    Ok(aside.trim().to_string())
+}
+
+/// Loads into `host`'s fresh server a consistent copy of `source` (its accounts included)
+/// with the GTID position it was taken at, from which `host` then replicates.
+pub fn copy_into(host: &Host, source: &Host) -> Result<()> {
     let copy = transport::run_script(
         source,
         &Script::new("db-dump", DB_DUMP).param("HOST_DIR", source.dir.display().to_string()),
@@ -68,9 +94,8 @@ pub fn rebuild_from(session: &mut Session, host: &Host, source: &Host) -> Result
         host,
         &format!("RESET MASTER;\nSET SESSION sql_log_bin = 0;\n{copy}\nFLUSH PRIVILEGES;\n"),
     )
-    .with_context(|| format!("loading {}'s data into {}", source.name, host.name))?;
-    replicate_from(&session.deployment, host, source)?;
-    Ok(aside.trim().to_string())
+    .with_context(|| format!("loading {}'s data into {}", source.name, host.name))
+    .map(drop)
 }
 
 /// Turns semi-sync on at the manager (its config has it for the next start).

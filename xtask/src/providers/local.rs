@@ -55,6 +55,35 @@ pub fn plan_hosts(settings: &Settings, state_dir: &Path) -> Vec<Host> {
         .collect()
 }
 
+/// A host added to a live deployment: the address after the highest one in use, and its own
+/// folder.
+fn next_host(d: &Deployment, state_dir: &Path, name: &str, role: Role) -> Result<Host> {
+    let ProviderSettings::Local(local) = &d.settings.provider else {
+        anyhow::bail!("this is not a local deployment");
+    };
+    let last = d
+        .hosts
+        .iter()
+        .filter_map(|h| h.address.rsplit_once('.')?.1.parse::<u8>().ok())
+        .max()
+        .unwrap_or(1);
+    let next = last.checked_add(1).filter(|n| *n < 255).with_context(|| {
+        format!(
+            "no address is left after {}.{last} for {name}: scale down first, or provision \
+                 with another --loopback-prefix",
+            local.loopback_prefix
+        )
+    })?;
+    Ok(Host {
+        name: name.to_string(),
+        role,
+        address: format!("{}.{next}", local.loopback_prefix),
+        dir: state_dir.join(name),
+        ssh: None,
+        connects_from: None,
+    })
+}
+
 /// Which limits a host gets.
 fn class_of(role: Role) -> HostClass {
     match role.runs_database() {
@@ -231,6 +260,58 @@ impl Provider for Local {
         // The state folder goes too once it is empty; anything else in it is not ours.
         std::fs::remove_dir(session.paths.state_dir()).ok();
         Ok(())
+    }
+
+    fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
+        let d = &session.deployment;
+        let host = match d.hosts.iter().find(|h| h.name == name) {
+            Some(known) => known.clone(),
+            None => {
+                let host = next_host(d, &session.paths.state_dir(), name, role)?;
+                check_free(&host, d.port_of(&host))?;
+                session.deployment.hosts.push(host.clone());
+                session.save()?;
+                host
+            }
+        };
+        transport::run_script(&host, &Script::new("host-folder", ":\n"), b"")?;
+        let d = &session.deployment;
+        let ProviderSettings::Local(local) = &d.settings.provider else {
+            anyhow::bail!("this is not a local deployment");
+        };
+        // Limited like the others of its class, if the others are.
+        if d.limits.off_because.is_none() && !d.limits.hosts.is_empty() {
+            let cpus = local.host_cpus.of(class_of(role));
+            match limits::apply(&host, &d.id, &host.name, cpus, local.host_memory)? {
+                Ok((_, limit)) => {
+                    session
+                        .deployment
+                        .limits
+                        .hosts
+                        .insert(host.name.clone(), limit);
+                    session.save()?;
+                }
+                Err(why) => anyhow::bail!(
+                    "{} cannot have the limits the other hosts have: {why}",
+                    host.name
+                ),
+            }
+        }
+        Ok(host)
+    }
+
+    fn remove_host(&self, session: &mut Session, host: &Host) -> Result<()> {
+        if let Some(limit) = session.deployment.limits.hosts.get(&host.name) {
+            limits::remove(host, limit)
+                .with_context(|| format!("removing the cgroup of {}", host.name))?;
+        }
+        let script = Script::new("host-remove", HOST_REMOVE)
+            .param("HOST_DIR", host.dir.display().to_string());
+        transport::run_script(host, &script, b"")?;
+        let d = &mut session.deployment;
+        d.limits.hosts.remove(&host.name);
+        d.hosts.retain(|h| h.name != host.name);
+        session.save()
     }
 
     /// Linux routes 127.0.0.0/8 with `src 127.0.0.1`, so a connection to any loopback host

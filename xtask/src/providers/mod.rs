@@ -61,6 +61,16 @@ pub trait Provider {
     /// The work of `teardown`: everything the deployment created removed, nothing else.
     fn destroy(&self, session: &mut Session) -> Result<()>;
 
+    /// A database host more, for `scale`: recorded in data.json before anything is made for
+    /// it, then made (local: the next free address, its folder and its group, with the limits
+    /// of its class). A host of that name already recorded is made again where it is missing
+    /// something. Fails, before anything is recorded, where hosts cannot be added.
+    fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host>;
+
+    /// Removes a host `scale` took out, once nothing of the deployment runs there: what the
+    /// provider made for it, then its record.
+    fn remove_host(&self, session: &mut Session, host: &Host) -> Result<()>;
+
     /// The address a host's database connections come from, which accounts are bound to.
     fn client_address(&self, client: &Host) -> String;
 
@@ -69,6 +79,15 @@ pub trait Provider {
 
     /// What the benchmarks ran on, for the results: (instance type, where the clients ran).
     fn bench_machines(&self, d: &Deployment) -> Result<(String, String)>;
+}
+
+/// Why `scale` stops before anything changes where the provider cannot add hosts yet.
+fn hosts_not_added(d: &Deployment) -> anyhow::Error {
+    anyhow::anyhow!(
+        "scale adds and removes hosts on the local provider only so far; this is a {} \
+         deployment: provision another with the number of workers you want (--workers N)",
+        d.provider()
+    )
 }
 
 /// The provider of a deployment.

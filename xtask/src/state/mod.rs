@@ -62,6 +62,26 @@ pub struct Deployment {
     /// leaves them and says which.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub installed: BTreeMap<String, Vec<String>>,
+    /// The workers `scale` is adding or removing, by how far it got: recorded before each
+    /// phase begins, so a rerun goes on (or rolls back) from there. A worker here is not in
+    /// the proxy's servers; it leaves this list once it serves, or once it is gone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scaling: BTreeMap<String, ScalePhase>,
+}
+
+/// How far `scale` got with a worker it adds (made, copying, catching up) or removes
+/// (leaving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScalePhase {
+    /// Its host exists (address, folder, group); nothing runs there yet.
+    Made,
+    /// Its server gets a copy of a worker's data.
+    Copying,
+    /// It replicates from the manager and applies what came after the copy.
+    CatchingUp,
+    /// The proxy sends it nothing new; its server stops and its host goes.
+    Leaving,
 }
 
 /// The cloud resources of an aws deployment. Every one also carries the deployment's tag,
@@ -161,7 +181,7 @@ macro_rules! display_as_serialized {
         }
     )*};
 }
-display_as_serialized!(Step, Role, StepStatus, ProviderKind);
+display_as_serialized!(Step, Role, StepStatus, ProviderKind, ScalePhase);
 
 /// A unit enum's name as serde writes it.
 pub fn name_of(value: &impl Serialize) -> String {
@@ -356,6 +376,7 @@ impl Deployment {
             fenced: Vec::new(),
             failovers: Vec::new(),
             installed: BTreeMap::new(),
+            scaling: BTreeMap::new(),
         }
     }
 
@@ -365,6 +386,12 @@ impl Deployment {
 
     pub fn hosts_with_role(&self, role: Role) -> impl Iterator<Item = &Host> {
         self.hosts.iter().filter(move |h| h.role == role)
+    }
+
+    /// Whether the proxy serves the host: every host but the workers `scale` is adding or
+    /// removing.
+    pub fn in_service(&self, host: &Host) -> bool {
+        !self.scaling.contains_key(&host.name)
     }
 
     pub fn database_hosts(&self) -> impl Iterator<Item = &Host> {

@@ -18,7 +18,6 @@ use crate::providers;
 use crate::state::{Deployment, Engine, Host, Role, Session};
 
 const ACCOUNTS: &str = include_str!("../../../sql/accounts.sql");
-const REPLICATION_SOURCE: &str = include_str!("../../../sql/replication-source.sql");
 
 /// How long a worker may take to apply everything the manager has.
 const CATCH_UP: Duration = Duration::from_secs(300);
@@ -70,17 +69,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     replica_clients.sort();
     replica_clients.dedup();
     for client in replica_clients {
-        let replication = fill(
-            REPLICATION_SOURCE,
-            &[
-                ("REPLICA_CLIENT_HOST", client),
-                (
-                    "REPLICATION_PASSWORD",
-                    sql_string(&d.secrets.replication_password),
-                ),
-            ],
-        )?;
-        db::sql(&manager, &replication)?;
+        topology::allow_replica(d, &manager, client)?;
     }
 
     let on_manager = at_full_speed(d, &progress, || {

@@ -1,5 +1,5 @@
-//! The steps layer: one module per step (and the commands `plan`, `status`, `failover` and
-//! `repair`), each the
+//! The steps layer: one module per step (and the commands `plan`, `status`, `failover`,
+//! `repair` and `scale`), each the
 //! work of that step alone. A
 //! step uses the layers below it and never another step; this table is how the engine finds
 //! them, so a new step is one module and one line here.
@@ -12,6 +12,7 @@ mod install_cluster;
 pub mod plan;
 mod provision;
 pub mod repair;
+pub mod scale;
 pub mod status;
 pub mod teardown;
 

@@ -8,7 +8,9 @@ use contract::report::DigestStats;
 
 use crate::cluster::{galera, limits, server, services, sql, topology};
 use crate::providers;
-use crate::state::{self, Deployment, Host, HostMemory, Lock, Paths, Role, Session, Step};
+use crate::state::{
+    self, Deployment, Host, HostMemory, Lock, Paths, Role, ScalePhase, Session, Step, StepStatus,
+};
 use crate::transport;
 
 pub fn run(paths: &Paths, queries: bool) -> Result<()> {
@@ -88,12 +90,25 @@ pub fn run(paths: &Paths, queries: bool) -> Result<()> {
         "HOST", "ROLE", "ADDRESS", "LIMIT", "CPU NOW"
     );
     let mut drifted = false;
+    let reads = if d.is_live() {
+        proxy_reads(&d)
+    } else {
+        BTreeMap::new()
+    };
     for host in &d.hosts {
-        let health = if d.is_live() {
+        let mut health = if d.is_live() {
             health(&d, host)
         } else {
             "-".to_string()
         };
+        if let Some(phase) = d.scaling.get(&host.name) {
+            health = format!("{}: {health}", scale_phase(*phase));
+        } else if let Some((serves, problem)) = reads.get(&host.name) {
+            health += &match serves {
+                true => "; gets reads".to_string(),
+                false => format!("; gets NO reads ({problem})"),
+            };
+        }
         drifted |= ["DOWN", "STOPPED", "FENCED", "READ-ONLY", "not a replica"]
             .iter()
             .any(|sign| health.contains(sign));
@@ -287,6 +302,47 @@ fn health(d: &Deployment, host: &Host) -> String {
             first_line(&format!("{e:#}"))
         ),
     }
+}
+
+/// What `scale` is doing with a worker, as status says it.
+fn scale_phase(phase: ScalePhase) -> &'static str {
+    match phase {
+        ScalePhase::Made => "JOINING (host made)",
+        ScalePhase::Copying => "JOINING (copying a worker's data)",
+        ScalePhase::CatchingUp => "JOINING (catching up with the manager)",
+        ScalePhase::Leaving => "LEAVING (its reads finish, then it goes)",
+    }
+}
+
+/// Whether the proxy sends each worker reads, and if not why, as its /health says (nothing
+/// when the services are not deployed or the proxy does not answer).
+fn proxy_reads(d: &Deployment) -> BTreeMap<String, (bool, String)> {
+    let Ok(proxy) = d.host(Role::Proxy) else {
+        return BTreeMap::new();
+    };
+    if d.step(Step::DeployServices).status != StepStatus::Done {
+        return BTreeMap::new();
+    }
+    let Some(health) = services::get(d, proxy, "/health")
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+    else {
+        return BTreeMap::new();
+    };
+    health["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["role"] == "worker" || b["role"] == "node")
+        .filter_map(|b| {
+            let name = b["name"].as_str()?.to_string();
+            let problem = b["problem"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_string();
+            Some((name, (b["healthy"] == true, problem)))
+        })
+        .collect()
 }
 
 /// A Galera node: its wsrep state, its component's size, flow control, and whether the proxy

@@ -143,6 +143,14 @@ impl Provider for Aws {
         machines::forget(&session.paths)
     }
 
+    fn add_host(&self, session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
+        Err(super::hosts_not_added(&session.deployment))
+    }
+
+    fn remove_host(&self, session: &mut Session, _host: &Host) -> Result<()> {
+        Err(super::hosts_not_added(&session.deployment))
+    }
+
     fn client_address(&self, client: &Host) -> String {
         machines::client_address(client)
     }

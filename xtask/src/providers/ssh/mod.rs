@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use super::{machines, Plan, PlannedHost, Provider};
 use crate::state::{
-    atomic_write, Deployment, Host, Paths, ProviderSettings, Session, Settings, SshEndpoint,
+    atomic_write, Deployment, Host, Paths, ProviderSettings, Role, Session, Settings, SshEndpoint,
 };
 
 pub struct Ssh;
@@ -229,6 +229,14 @@ impl Provider for Ssh {
         }
         eprintln!("teardown: {}", machines::left_behind(d));
         machines::forget(&session.paths)
+    }
+
+    fn add_host(&self, session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
+        Err(super::hosts_not_added(&session.deployment))
+    }
+
+    fn remove_host(&self, session: &mut Session, _host: &Host) -> Result<()> {
+        Err(super::hosts_not_added(&session.deployment))
     }
 
     fn client_address(&self, client: &Host) -> String {
