@@ -1,5 +1,6 @@
 //! The Galera engine end to end on a real local cluster of three nodes (real MariaDB with
-//! galera-4, the real services): a write readable on every node at once, the writer SIGKILLed
+//! galera-4, the real services): a write readable on every node at once, a fourth node added
+//! and removed under load, the writer SIGKILLed
 //! under load, a node SIGKILLed and brought back by an incremental transfer, every node
 //! SIGKILLed and the cluster re-formed, and install-cluster SIGKILLed midway and resumed.
 
@@ -112,6 +113,65 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         "random reads go to the other nodes: {served:?}"
     );
     assert_eq!(served.len(), 2, "{served:?}");
+
+    // Scaled to four nodes and back to three under load: no query fails, the new node joins
+    // by a transfer from a node that is not the writer, and serves once Synced.
+    let load = Load::start(&d, &["random", "customized"], "gs");
+    std::thread::sleep(Duration::from_secs(1));
+    let up = d.ok(&["scale", "--workers", "4"]);
+    assert!(
+        up.contains("4 nodes serve: node-1, node-2, node-3, node-4"),
+        "{up}"
+    );
+    assert!(up.contains("node-4 at "), "{up}");
+    assert!(
+        !up.contains(&format!("a state transfer from {writer}")),
+        "the writer is never the donor: {up}"
+    );
+    let size = d.root_sql(
+        "node-4",
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+         WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'",
+    );
+    assert_eq!(size.trim(), "4");
+    std::thread::sleep(Duration::from_secs(2));
+    let down = d.ok(&["scale", "--workers", "3"]);
+    assert!(down.contains("the proxy took out node-4"), "{down}");
+    std::thread::sleep(Duration::from_secs(1));
+    let Seen { reads, writes, .. } = load.finish();
+    let failed: Vec<_> = reads.iter().filter(|r| r.status != 200).collect();
+    assert!(reads.len() > 300, "{} reads", reads.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed while scaling, first: {:?}",
+        failed.len(),
+        reads.len(),
+        failed.first().map(|r| &r.body)
+    );
+    assert!(
+        reads
+            .iter()
+            .any(|r| r.body.contains("\"served_by\":\"node-4\"")),
+        "node-4 served no read"
+    );
+    let failed: Vec<_> = writes.iter().filter(|w| w.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} writes failed while scaling, first: {:?}",
+        failed.len(),
+        writes.len(),
+        failed.first().map(|w| &w.body)
+    );
+    wait_for(
+        "every node Synced, three of them",
+        Duration::from_secs(30),
+        || every_node_synced(&d),
+    );
+    assert!(!d.host_dir("node-4").exists());
+    d.fails(
+        &["scale", "--workers", "2"],
+        "between 3 and 20 for a Galera cluster",
+    );
 
     // Load: readers in every strategy, and a writer whose acknowledged markers are kept.
     let load = Load::start(&d, &["random", "customized", "direct-hit"], "gw");

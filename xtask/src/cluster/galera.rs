@@ -248,6 +248,26 @@ fn join(
     launch(session, node, false, report.recovered.as_deref(), true)
 }
 
+/// Starts a node new to the cluster, empty, and waits until it answers: it joins the primary
+/// component by a full state transfer from `donor` (never the writer: the transfer blocks the
+/// donor's writes).
+pub fn join_new(session: &mut Session, node: &Host, donor: &Host) -> Result<()> {
+    server::wipe(session, node)?;
+    server::write_config(&session.deployment, node)?;
+    let prepare = Script::new("galera-prepare-start", GALERA_PREPARE_START)
+        .param("HOST_DIR", node.dir.display().to_string())
+        .param("BOOTSTRAP", "0")
+        .param("START_POSITION", "")
+        .param("DONOR", donor.name.clone());
+    transport::run_script(node, &prepare, b"")?;
+    let start = server::start_script(node)?
+        .param("WAIT", "1")
+        .param("START_TIMEOUT", JOIN_TIMEOUT.as_secs().to_string());
+    process::start_and_record(session, node, start, server::process_key(node), "mariadbd")
+        .with_context(|| format!("starting {}", node.name))?;
+    forget_start(node)
+}
+
 /// What the node's host holds now.
 pub fn report(node: &Host) -> Result<NodeReport> {
     let script =

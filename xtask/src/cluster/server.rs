@@ -62,13 +62,12 @@ pub fn start(session: &mut Session, host: &Host) -> Result<()> {
     Ok(())
 }
 
-/// Starts the host's server empty, whatever an earlier attempt left in it (a new host only:
-/// what it held is gone).
-pub fn start_afresh(session: &mut Session, host: &Host) -> Result<()> {
+/// Stops the host's server and makes its next start an empty one, whatever an earlier attempt
+/// left in it (a new host only: what it held is gone).
+pub fn wipe(session: &mut Session, host: &Host) -> Result<()> {
     stop(session, host)?;
     let script = Script::new("db-wipe", DB_WIPE).param("HOST_DIR", host.dir.display().to_string());
-    transport::run_script(host, &script, b"")?;
-    start(session, host)
+    transport::run_script(host, &script, b"").map(drop)
 }
 
 /// The script that starts the host's server (or adopts the one running) under the host's

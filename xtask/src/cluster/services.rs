@@ -90,7 +90,11 @@ pub fn config_for(d: &Deployment, role: Role) -> Result<Vec<u8>> {
         Engine::Replication => (Role::Manager, Role::Worker),
         Engine::Galera => (Role::Node, Role::Node),
     };
-    let first = d.host(first)?;
+    // (A server `scale` is taking out is not the first: the proxy's set leaves it out.)
+    let first = d
+        .hosts_with_role(first)
+        .find(|h| d.in_service(h))
+        .with_context(|| format!("data.json has no {first} host in service"))?;
     let json = match role {
         Role::Proxy => serde_json::to_vec_pretty(&ProxyConfig {
             listen: listen(proxy)?,
@@ -307,6 +311,17 @@ pub fn set_backends(d: &Deployment) -> Result<BackendsChanged> {
         )
     })?;
     serde_json::from_str(&answer).with_context(|| format!("the proxy answered {answer:?}"))
+}
+
+/// The server the proxy sends writes to now, as its /health says.
+pub fn proxy_writer(d: &Deployment) -> Result<String> {
+    let body = get(d, d.host(Role::Proxy)?, "/health")?;
+    let health: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the proxy's /health said {body:?}"))?;
+    health["writer"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("the proxy's /health names no writer: {body}"))
 }
 
 /// What the proxy says of its failovers: its settings, every failover and rejoin, its last
