@@ -7,12 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The layers, bottom first; `main.rs` sits on top of all of them.
-const LAYERS: [&str; 9] = [
+const LAYERS: [&str; 10] = [
     "progress",
     "state",
     "transport",
     "cluster",
     "providers",
+    "resize",
     "results",
     "flags",
     "engine",

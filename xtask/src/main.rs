@@ -3,8 +3,9 @@
 //!
 //! The layers, from the bottom: `progress`, `state` (data.json, lock, session), `transport`
 //! (how a host is reached), `cluster` (what runs on the hosts), `providers` (where hosts come
-//! from), `results` (what the benchmarks produced), `flags` (the command line), `engine` (runs
-//! and records a step), `steps` (one module per step). A module uses only the layers below its
+//! from), `resize` (the cluster's size changed while it serves), `results` (what the
+//! benchmarks produced), `flags` (the command line), `engine` (runs and records a step),
+//! `steps` (one module per step). A module uses only the layers below its
 //! own (checked by a test in `layers.rs`).
 
 mod cluster;
@@ -14,6 +15,7 @@ mod flags;
 mod layers;
 mod progress;
 mod providers;
+mod resize;
 mod results;
 mod state;
 mod steps;

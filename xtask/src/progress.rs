@@ -58,6 +58,14 @@ impl Progress {
         }
     }
 
+    /// Counts more tasks than were known when it started (a step whose plan is made as it
+    /// goes).
+    pub fn add_tasks(&self, tasks: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc_length(tasks);
+        }
+    }
+
     /// Whether a bar is on the screen (else every task is already a line of its own).
     pub fn is_drawn(&self) -> bool {
         self.bar.is_some()
