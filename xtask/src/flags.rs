@@ -176,6 +176,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PERCENT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded_worker_percent: Option<u32>,
+    /// The scaling curve: after the other measurements, scale the cluster to each of these
+    /// numbers of workers in turn (e.g. 1,2,3,4,6; Galera: nodes, 3 or more) and measure its
+    /// reads at each: sysbench on every worker at once and the chain; then scale it back.
+    #[arg(long, value_name = "COUNTS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Vec<u8>>,
 }
 
 /// Deployment settings: given to `provision` (or `all`) and fixed for the deployment's life.

@@ -221,6 +221,7 @@ fn choose_bench_run(d: &mut Deployment, args: &BenchArgs, force: bool) -> Result
                 id: format!("{stamp}-{}", d.id),
                 started_at,
                 settings: requested,
+                workers: Some(d.settings.workers),
             });
         }
     }

@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::layout::{degraded_modes, modes, WORKLOADS};
+use super::scaling::{curves, label, Curve, CurveRow};
 use super::{sysbench_spread, PatternRow, Run, Spread, SysbenchRow};
 
 const FONT: &str = "sans-serif";
@@ -239,4 +240,102 @@ pub fn patterns(path: &Path, run: &Run) -> Result<()> {
             }],
         )
     })
+}
+
+/// The scaling curve, one panel per workload: the median throughput at each number of workers
+/// (a whisker spans the runs) and the ideal line, N times one worker's.
+pub fn scaling(path: &Path, rows: &[CurveRow]) -> Result<()> {
+    let curves = curves(rows);
+    let noun = match rows.first() {
+        Some(r) if r.meta.engine == "galera" => "nodes",
+        _ => "workers",
+    };
+    panels(path, (1500, 460), curves.len().max(1), |areas| {
+        for (area, (workload, curve)) in areas.iter().zip(&curves) {
+            line_panel(area, workload, noun, curve, rows)?;
+        }
+        Ok(())
+    })
+}
+
+fn line_panel(
+    area: &Area,
+    workload: &str,
+    noun: &str,
+    curve: &Curve,
+    rows: &[CurveRow],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let most = curve.points.iter().map(|(n, _, _)| *n).max().unwrap_or(1);
+    let top = curve
+        .points
+        .iter()
+        .map(|(n, v, _)| v.max(f64::from(*n) * curve.per_worker))
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{}, by {noun}", label(workload)), (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..f64::from(most) + 0.5, 0.0..top)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(noun)
+        .x_labels(usize::from(most) + 2)
+        // Whole numbers of workers only.
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let ideal = [0.0, f64::from(most)].map(|n| (n, n * curve.per_worker));
+    chart
+        .draw_series(LineSeries::new(ideal, BLUE.stroke_width(1)))
+        .map_err(|e| err(&e))?
+        .label("ideal: N times one")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLUE));
+    let measured: Vec<(f64, f64)> = curve
+        .points
+        .iter()
+        .map(|(n, v, _)| (f64::from(*n), *v))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(measured.clone(), ORANGE.stroke_width(3)))
+        .map_err(|e| err(&e))?
+        .label("measured (median)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], ORANGE.stroke_width(3)));
+    chart
+        .draw_series(measured.iter().map(|p| Circle::new(*p, 4, ORANGE.filled())))
+        .map_err(|e| err(&e))?;
+    let spreads = curve.points.iter().filter_map(|(n, _, _)| {
+        let s = Spread::of(
+            rows.iter()
+                .filter(|r| r.workload == workload && r.workers == *n)
+                .map(|r| r.reads_per_s),
+        );
+        (s.max > s.min).then_some((f64::from(*n), s))
+    });
+    chart
+        .draw_series(
+            spreads.map(|(n, s)| ErrorBar::new_vertical(n, s.min, s.median, s.max, BLACK, 8)),
+        )
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    Ok(())
 }

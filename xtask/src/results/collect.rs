@@ -141,7 +141,9 @@ pub fn load_runs(raw: &Path) -> Result<Vec<Run>> {
         let latency = load_reports(&dir.join("latency"), &meta, lifted)?;
         let degraded = load_reports(&dir.join("degraded"), &meta, Scenario::DegradedWorker)?;
         let chain = load_reports(&dir.join("chain"), &meta, Scenario::QuotasLifted)?;
+        let scaling = super::scaling::load(&dir, &meta)?;
         runs.push(Run {
+            scaling,
             id,
             meta,
             sysbench,

@@ -20,6 +20,39 @@ pub fn scaling_out(node: &str, n: u32) -> String {
     format!("scaling/{node}-oltp_read_write-run{n}.txt")
 }
 
+/// The scaling curve's folder: `scaling-curve/w<N>/` holds what was measured with N workers.
+pub const CURVE: &str = "scaling-curve";
+
+/// `scaling-curve/w<N>`
+pub fn curve_dir(workers: u8) -> String {
+    format!("{CURVE}/w{workers}")
+}
+
+/// "w4" -> 4
+pub fn curve_workers(dir_name: &str) -> Option<u8> {
+    dir_name.strip_prefix('w')?.parse().ok()
+}
+
+/// `scaling-curve/w<N>/<host>-<workload>-run<n>.txt`: one worker's sysbench report.
+pub fn curve_sysbench_out(workers: u8, host: &str, workload: &str, n: u32) -> String {
+    format!("{}/{host}-{workload}-run{n}.txt", curve_dir(workers))
+}
+
+/// `scaling-curve/w<N>/<load>-run<n>.json`: the chain's load report.
+pub fn curve_report_out(workers: u8, load: &str, n: u32) -> String {
+    format!("{}/{load}-run{n}.json", curve_dir(workers))
+}
+
+/// `<what>-run<n>.cpu.json`: the CPU a curve measurement used, written last (it is complete).
+pub fn curve_cpu_file(what: &str, n: u32) -> String {
+    format!("{what}-run{n}.cpu.json")
+}
+
+/// `scaling-curve/w<N>/<what>-run<n>.cpu.json`
+pub fn curve_cpu_out(workers: u8, what: &str, n: u32) -> String {
+    format!("{}/{}", curve_dir(workers), curve_cpu_file(what, n))
+}
+
 /// The run's description, beside its outputs.
 pub const METADATA: &str = "run.json";
 

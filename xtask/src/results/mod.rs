@@ -7,6 +7,7 @@ pub mod charts;
 pub mod collect;
 pub mod csv;
 pub mod layout;
+pub mod scaling;
 pub mod summary;
 pub mod sysbench;
 
@@ -105,6 +106,8 @@ pub struct Run {
     pub chain: Vec<PatternRow>,
     /// The degraded-worker scenario's runs (`degraded/`).
     pub degraded: Vec<PatternRow>,
+    /// The scaling curve (`scaling-curve/`), when the run has one.
+    pub scaling: Vec<scaling::CurveRow>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +220,15 @@ pub fn rebuild(results: &Path, raw: &Path) -> Result<(usize, usize, usize)> {
     )?;
     charts::sysbench_tps(&results.join("sysbench-tps.svg"), &latest.sysbench)?;
     charts::patterns(&results.join("patterns.svg"), latest)?;
+    let curve_rows: Vec<scaling::CurveRow> = runs.iter().flat_map(|r| r.scaling.clone()).collect();
+    if let Some(curve) = runs.iter().rev().find(|r| !r.scaling.is_empty()) {
+        atomic_write(
+            &results.join("scaling.csv"),
+            &scaling::csv(&curve_rows)?,
+            0o644,
+        )?;
+        charts::scaling(&results.join("scaling.svg"), &curve.scaling)?;
+    }
     // The latency chart of earlier versions, which patterns.svg replaces: a stale chart beside
     // fresh ones would show an old run as if it were this one.
     std::fs::remove_file(results.join("patterns-latency.svg")).ok();

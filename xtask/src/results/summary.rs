@@ -143,6 +143,9 @@ pub fn summary(runs: &[Run]) -> String {
     out.push_str(&chain_cost(run));
     out.push_str(&slow_worker(run));
     out.push_str("\nCharts: `sysbench-tps.svg`, `patterns.svg`. Every number per run: `sysbench.csv`, `patterns.csv` (columns in README.md).\n");
+    if let Some(curve) = runs.iter().rev().find(|r| !r.scaling.is_empty()) {
+        out.push_str(&super::scaling::section(&curve.scaling));
+    }
     out
 }
 
@@ -447,6 +450,7 @@ mod tests {
             latency: rows(Scenario::QuotasLifted, latency_errors),
             degraded: Vec::new(),
             chain: rows(Scenario::QuotasLifted, chain_errors),
+            scaling: Vec::new(),
         };
         assert!(summary(&[run(0, 0)]).contains("No request failed."));
         let text = summary(&[run(7, 0)]);
@@ -520,6 +524,7 @@ mod tests {
                 latency: Vec::new(),
                 degraded: Vec::new(),
                 chain: Vec::new(),
+                scaling: Vec::new(),
             }
         };
         let only_galera = summary(&[run("galera", 200.0)]);

@@ -118,6 +118,10 @@ pub struct BenchRun {
     pub id: String,
     pub started_at: String,
     pub settings: BenchSettings,
+    /// The number of workers (Galera: nodes) when it began: its scaling curve scales the
+    /// cluster back to it. (Runs from before: the deployment's.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u8>,
 }
 
 /// The steps of a deployment, as data.json records them.

@@ -366,6 +366,11 @@ pub struct BenchSettings {
     /// hosts have no CPU quota). Runs from before it: 0.
     #[serde(default)]
     pub degraded_worker_percent: u32,
+    /// The scaling curve: after the other measurements, the cluster is scaled to each of these
+    /// numbers of workers (Galera: nodes) in turn and its reads measured at each; then it is
+    /// scaled back. Empty: no curve.
+    #[serde(default)]
+    pub scaling: Vec<u8>,
 }
 
 impl BenchSettings {
@@ -380,6 +385,7 @@ impl BenchSettings {
                 runs: 1,
                 concurrency: 4,
                 degraded_worker_percent: 20,
+                scaling: Vec::new(),
             }
         } else {
             BenchSettings {
@@ -390,6 +396,7 @@ impl BenchSettings {
                 runs: 3,
                 concurrency: 8,
                 degraded_worker_percent: 20,
+                scaling: Vec::new(),
             }
         }
     }
@@ -405,6 +412,14 @@ impl BenchSettings {
         ] {
             if !(1..=max).contains(&value) {
                 bail!("--{name} must be between 1 and {max}, got {value}");
+            }
+        }
+        for (i, count) in self.scaling.iter().enumerate() {
+            if !(1..=20).contains(count) {
+                bail!("--scaling takes numbers of workers from 1 to 20, got {count}");
+            }
+            if self.scaling[..i].contains(count) {
+                bail!("--scaling names {count} workers twice: give each number once");
             }
         }
         if self.degraded_worker_percent >= 100 {

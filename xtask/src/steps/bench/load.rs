@@ -57,7 +57,7 @@ impl LoadTest {
     }
 
     /// The load generator's options for a mode (`direct-db`: straight to the manager).
-    fn args(&self, mode: &str, workload: Workload, concurrency: u32) -> Vec<String> {
+    pub(super) fn args(&self, mode: &str, workload: Workload, concurrency: u32) -> Vec<String> {
         let mut args: Vec<String> = [
             "--workload",
             workload.as_str(),
@@ -156,7 +156,7 @@ pub(super) fn pending(done: &BTreeSet<String>, runs: u32, degraded: bool) -> u32
 }
 
 impl Bench<'_> {
-    fn loadgen(&mut self, args: &[String], out: String) -> Result<()> {
+    pub(super) fn loadgen(&mut self, args: &[String], out: String) -> Result<()> {
         let script = Script::new("bench-loadgen", BENCH_LOADGEN)
             .param("LOADGEN", LOADGEN)
             .param("ARGS", args.join(" "))
@@ -292,7 +292,7 @@ pub(super) fn degraded(
 }
 
 /// The program whose CPU a host's work is: its server or its service.
-fn program_of(host: &Host) -> Result<&'static str> {
+pub(super) fn program_of(host: &Host) -> Result<&'static str> {
     if host.role.runs_database() {
         Ok("mariadbd")
     } else {
@@ -301,7 +301,7 @@ fn program_of(host: &Host) -> Result<&'static str> {
 }
 
 /// The CPU seconds each host's server or service has used so far.
-fn cpu_seconds(hosts: &[(Host, &'static str)]) -> Result<BTreeMap<String, f64>> {
+pub(super) fn cpu_seconds(hosts: &[(Host, &'static str)]) -> Result<BTreeMap<String, f64>> {
     hosts
         .iter()
         .map(|(host, program)| Ok((host.name.clone(), process::cpu_seconds(host, program)?)))

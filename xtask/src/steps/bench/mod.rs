@@ -1,11 +1,13 @@
 //! bench: sysbench against the standalone server and the cluster (`sysbench.rs`), then the
-//! patterns load test through the gatekeeper and straight to the manager (`load.rs`).
+//! patterns load test through the gatekeeper and straight to the manager (`load.rs`), and, when
+//! asked, the scaling curve (`curve.rs`).
 //! Everything runs on the bench client host (the proxy's host, which may reach the databases
 //! and the gatekeeper and serves no database) through the provider-neutral scripts. Raw outputs
 //! go to the client's run folder (`bench/<run-id>/`, laid out as `results::layout` says), one
 //! file per measurement, each written whole or not at all: a resumed run skips what is there
 //! and does the rest.
 
+mod curve;
 mod load;
 mod sysbench;
 
@@ -175,7 +177,8 @@ pub fn run(session: &mut Session) -> Result<()> {
     write_client_files(&client, d)?;
 
     let pending = sysbench::pending(&done, s.runs, &cluster)
-        + load::pending(&done, s.runs, degraded.is_some());
+        + load::pending(&done, s.runs, degraded.is_some())
+        + curve::pending(&done, s);
     let mut bench = Bench {
         client_limit: limits::of(d, &client.name).cloned(),
         client,
@@ -200,6 +203,7 @@ pub fn run(session: &mut Session) -> Result<()> {
     if let Some(plan) = &degraded {
         load::degraded(&mut bench, d, &load, plan)?;
     }
+    curve::run(&mut bench, session)?;
     bench.progress.note(format!(
         "run {} is complete in {} ({}); `{}` turns it into {}",
         run.id,

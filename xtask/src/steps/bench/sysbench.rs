@@ -19,7 +19,7 @@ const CATCH_UP: Duration = Duration::from_secs(300);
 const BENCH_SYSBENCH: &str = include_str!("../../../scripts/bench-sysbench.sh");
 
 /// The read-only workloads, which run on every reader at once.
-fn read_workloads() -> &'static [&'static str] {
+pub(super) fn read_workloads() -> &'static [&'static str] {
     &WORKLOADS[1..]
 }
 
@@ -108,7 +108,7 @@ pub(super) fn pending(done: &BTreeSet<String>, runs: u32, cluster: &Cluster) -> 
 impl Bench<'_> {
     /// One sysbench command against several servers at once, each (server, output) a pair;
     /// an output of None discards the report.
-    fn sysbench(
+    pub(super) fn sysbench(
         &mut self,
         command: &str,
         workload: &str,
@@ -137,7 +137,7 @@ impl Bench<'_> {
     }
 
     /// A fresh sysbench dataset on a server.
-    fn prepare(&mut self, host: &Host) -> Result<()> {
+    pub(super) fn prepare(&mut self, host: &Host) -> Result<()> {
         for command in ["cleanup", "prepare"] {
             self.sysbench(command, "oltp_read_write", &[(host, None)])?;
         }
@@ -241,7 +241,7 @@ pub(super) fn cleanup(bench: &mut Bench, hosts: &[&Host]) -> Result<()> {
 /// Waits until the readers hold everything the writer has: the workers apply the manager's
 /// binary log; a Galera node answers a causal read (wsrep_sync_wait) once it has applied every
 /// write certified before it.
-fn catch_up(cluster: &Cluster) -> Result<()> {
+pub(super) fn catch_up(cluster: &Cluster) -> Result<()> {
     if cluster.nodes.is_empty() {
         return server::wait_for_replicas(&cluster.writer, &cluster.readers, CATCH_UP);
     }
