@@ -269,6 +269,57 @@ fn workers_join_and_leave_under_load_and_an_interrupted_scale_goes_on() {
         || proxy_backends(&d) == three.iter().map(|n| (n.clone(), true)).collect::<Vec<_>>(),
     );
 
+    // The scaling curve, quick: scaled to 1 and 2 workers in turn, measured at each, then
+    // back to 3; its rows, chart and summary section are written.
+    d.ok(&["bench", "--quick", "--scaling", "1,2"]);
+    assert_eq!(cluster_hosts(&d), three, "scaled back to the run's size");
+    d.ok(&["fetch-results"]);
+    let results = d.dir.join("results");
+    let csv = std::fs::read_to_string(results.join("scaling.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "2 counts x 3 workloads:\n{csv}");
+    for (workers, workload) in [
+        (1, "oltp_read_only"),
+        (2, "oltp_point_select"),
+        (2, "chain-random"),
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.contains(&format!(",{workers},{workload},1,")))
+            .unwrap_or_else(|| panic!("no row for {workload} at {workers}:\n{csv}"));
+        let reads: f64 = row.split(',').nth(7).unwrap().parse().unwrap();
+        assert!(reads > 0.0, "{row}");
+    }
+    assert!(std::fs::read_to_string(results.join("scaling.svg"))
+        .unwrap()
+        .contains("<svg"));
+    let summary = std::fs::read_to_string(results.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("## Scaling: reads against the number of workers"),
+        "{summary}"
+    );
+    // Every curve measurement ran with each worker at its quota (read back from the groups),
+    // though the copies that made the workers ran without.
+    let raw = std::fs::read_dir(results.join("raw"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for (workers, what) in [(1, "oltp_read_only"), (2, "chain-random")] {
+        let cpu: Value = serde_json::from_slice(
+            &std::fs::read(raw.join(format!("scaling-curve/w{workers}/{what}-run1.cpu.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        for worker in (1..=workers).map(|i| format!("worker-{i}")) {
+            assert_eq!(
+                cpu["cpu_quotas"][&worker], 0.25,
+                "{worker} at {workers}: {cpu}"
+            );
+        }
+    }
+
     // What scale cannot do is said before anything changes.
     let refused = d.run(&["scale", "--workers", "0"]);
     assert!(!refused.status.success());
