@@ -397,6 +397,54 @@ fn replication_on_machines_like_instances() {
     }
     d.ok(&["status"]);
 
+    // A machine added to the inventory takes a third worker, live, under load; removed again,
+    // nothing of the deployment is left on it.
+    let spare = fleet.add(None);
+    fleet.inventory(&inventory, &[6, 1, 0, 2, 3, 4, 5, spare], |i| match i {
+        6 => "role = \"gatekeeper\"\n".to_string(),
+        1 => "role = \"manager\"\n".to_string(),
+        5 => format!("host_key = \"{}\"\n", trusted_key.join(" ")),
+        _ => String::new(),
+    });
+    let load = Load::start(&d, &["random"], "Scale");
+    let out = d.ok(&["scale", "--workers", "3"]);
+    assert!(
+        out.contains("3 workers serve: worker-1, worker-2, worker-3"),
+        "{out}"
+    );
+    assert_eq!(d.address("worker-3"), fleet.address(spare));
+    assert_server_under_its_unit(&fleet, spare, "worker-3");
+    let status = status_of(&d, "worker-3");
+    assert!(
+        status.contains("up, replicating") && status.contains("gets reads"),
+        "{status}"
+    );
+    let known = fs::read_to_string(d.dir.join(".state/known_hosts")).unwrap();
+    assert_eq!(
+        known.lines().count(),
+        8,
+        "the new machine's key is pinned: {known}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = d.ok(&["scale", "--workers", "2"]);
+    assert!(out.contains("the proxy took out worker-3"), "{out}");
+    let seen = load.finish();
+    let failed: Vec<_> = seen.reads.iter().filter(|r| r.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed while scaling, the first: {}",
+        failed.len(),
+        seen.reads.len(),
+        failed[0].body
+    );
+    assert!(
+        seen.reads
+            .iter()
+            .any(|r| r.body.contains("\"served_by\":\"worker-3\"")),
+        "worker-3 served no read"
+    );
+    assert_nothing_left(&fleet, spare);
+
     // The manager's machine is lost for good (its workers notice only when its heartbeats
     // stop): reads go on, the proxy promotes a worker by itself, writes come back with no
     // command run, status records the new roles, and `repair` mends what it can reach and

@@ -354,10 +354,14 @@ pub enum Cleaned {
 /// unit (stopped, disabled, deleted), any process of it still running, the service's own
 /// account, the host's folder, and the deployment's folder once empty. Packages stay.
 pub fn clean(d: &Deployment) -> Vec<(Host, Cleaned)> {
+    clean_hosts(&d.hosts)
+}
+
+/// The same for some hosts only (the ones `scale` took out).
+pub fn clean_hosts(hosts: &[Host]) -> Vec<(Host, Cleaned)> {
     let grace = "60".to_string();
     std::thread::scope(|scope| {
-        let running: Vec<_> = d
-            .hosts
+        let running: Vec<_> = hosts
             .iter()
             .map(|host| {
                 let service = crate::cluster::services::binary_name(host.role).unwrap_or("");
@@ -378,7 +382,7 @@ pub fn clean(d: &Deployment) -> Vec<(Host, Cleaned)> {
                 })
             })
             .collect();
-        d.hosts
+        hosts
             .iter()
             .cloned()
             .zip(running)

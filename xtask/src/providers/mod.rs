@@ -81,15 +81,6 @@ pub trait Provider {
     fn bench_machines(&self, d: &Deployment) -> Result<(String, String)>;
 }
 
-/// Why `scale` stops before anything changes where the provider cannot add hosts yet.
-fn hosts_not_added(d: &Deployment) -> anyhow::Error {
-    anyhow::anyhow!(
-        "scale adds and removes hosts on the local provider only so far; this is a {} \
-         deployment: provision another with the number of workers you want (--workers N)",
-        d.provider()
-    )
-}
-
 /// The provider of a deployment.
 pub fn of(kind: ProviderKind) -> &'static dyn Provider {
     match kind {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cluster::{galera, limits, server, services, sql, topology};
+use crate::cluster::{galera, limits, packages, server, services, sql, topology};
 use crate::progress::Progress;
 use crate::providers::{self, Provider};
 use crate::state::{self, Deployment, Engine, Host, Role, ScalePhase, Session, Step, StepStatus};
@@ -294,6 +294,12 @@ fn add_server(
             return Err(e);
         }
     };
+    // MariaDB (and Galera) on its machine, if it has not.
+    let packages = match kind.role {
+        Role::Node => &packages::GALERA,
+        _ => &packages::DATABASE,
+    };
+    packages::ensure(session, &[(&host, packages)])?;
     let d = &session.deployment;
     let source = copy_source(d)?;
     // Copied and caught up at full speed; the quotas are back before it serves.

@@ -143,12 +143,12 @@ impl Provider for Aws {
         machines::forget(&session.paths)
     }
 
-    fn add_host(&self, session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
-        Err(super::hosts_not_added(&session.deployment))
+    fn add_host(&self, _session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
+        Err(hosts_not_added())
     }
 
-    fn remove_host(&self, session: &mut Session, _host: &Host) -> Result<()> {
-        Err(super::hosts_not_added(&session.deployment))
+    fn remove_host(&self, _session: &mut Session, _host: &Host) -> Result<()> {
+        Err(hosts_not_added())
     }
 
     fn client_address(&self, client: &Host) -> String {
@@ -204,6 +204,14 @@ fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Ho
             machines::place(host, String::new(), ssh)
         })
         .collect()
+}
+
+/// Why `scale` stops, before anything changes: instances are not added or removed yet.
+fn hosts_not_added() -> anyhow::Error {
+    anyhow::anyhow!(
+        "scale adds and removes hosts on the local and ssh providers only so far; on aws, \
+         provision another deployment with the number of workers you want (--workers N)"
+    )
 }
 
 /// The deployment's private key: next to data.json, ignored by git, mode 0600.

@@ -231,12 +231,94 @@ impl Provider for Ssh {
         machines::forget(&session.paths)
     }
 
-    fn add_host(&self, session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
-        Err(super::hosts_not_added(&session.deployment))
+    /// A machine of the inventory that no host uses (and whose role, if it names one, is this
+    /// host or its role), checked like provision checks every machine, with its host key
+    /// pinned from the inventory or as first seen.
+    fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
+        if let Some(known) = session.deployment.hosts.iter().find(|h| h.name == name) {
+            return Ok(known.clone());
+        }
+        let d = &session.deployment;
+        let ProviderSettings::Ssh(ssh) = &d.settings.provider else {
+            anyhow::bail!("this is not an ssh deployment");
+        };
+        let machines = inventory::read(&ssh.hosts)?;
+        let used: Vec<(String, u16)> = d
+            .hosts
+            .iter()
+            .filter_map(|h| h.ssh.as_ref())
+            .map(|e| (e.address.clone(), e.port))
+            .collect();
+        let role_name = role.to_string();
+        let machine = machines
+            .iter()
+            .filter(|m| !used.contains(&(m.address.clone(), m.port)))
+            .find(|m| {
+                m.role
+                    .as_deref()
+                    .is_none_or(|r| r == name || r == role_name)
+            })
+            .with_context(|| {
+                format!(
+                    "every machine of {} has a host already: add one for {name} (a [[machine]] \
+                     with its address), then run scale again",
+                    ssh.hosts.display()
+                )
+            })?;
+        let state = session.paths.state_dir();
+        let known_hosts = state.join("known_hosts");
+        if let Some(key) = &machine.host_key {
+            let mut keys = std::fs::read_to_string(&known_hosts).unwrap_or_default();
+            keys.push_str(&format!(
+                "{} {key}\n",
+                known_hosts_name(&machine.address, machine.port)
+            ));
+            atomic_write(&known_hosts, keys.as_bytes(), 0o600)?;
+        }
+        let endpoint = SshEndpoint {
+            address: machine.address.clone(),
+            port: machine.port,
+            user: machine.user.clone(),
+            key_file: machine.identity_file.clone(),
+            known_hosts,
+            host_keys_pinned: machine.host_key.is_some(),
+            sudo: machine.user != "root",
+            log_file: state.join("logs").join(format!("{name}.log")),
+        };
+        let planned = Host {
+            name: name.to_string(),
+            role,
+            address: String::new(),
+            dir: PathBuf::new(),
+            ssh: None,
+            connects_from: None,
+        };
+        let host = machines::place(planned, machine.private_address.clone(), endpoint);
+        let needs = machines::Needs::of(&d.settings)?;
+        let host = machines::check(&d.settings, &needs, vec![host])?
+            .pop()
+            .context("the check returned no host")?;
+        session.deployment.hosts.push(host.clone());
+        session.save()?;
+        Ok(host)
     }
 
-    fn remove_host(&self, session: &mut Session, _host: &Host) -> Result<()> {
-        Err(super::hosts_not_added(&session.deployment))
+    /// Removes what the deployment made on the host's machine (its unit, folder); the
+    /// packages stay, as at teardown.
+    fn remove_host(&self, session: &mut Session, host: &Host) -> Result<()> {
+        if let [(_, machines::Cleaned::Unreachable(why))] =
+            &machines::clean_hosts(std::slice::from_ref(host))[..]
+        {
+            anyhow::bail!(
+                "{} ({}) could not be reached to remove what the deployment made there; run \
+                 scale again once it is back ({})",
+                host.name,
+                crate::transport::describe(host),
+                first_line(why)
+            );
+        }
+        session.deployment.hosts.retain(|h| h.name != host.name);
+        session.save()
     }
 
     fn client_address(&self, client: &Host) -> String {
