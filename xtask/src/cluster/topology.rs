@@ -130,13 +130,7 @@ pub fn record_failover(session: &mut Session, event: &FailoverEvent) -> Result<(
     });
     session.save()?;
     for name in [&event.to, &event.from] {
-        let host = session
-            .deployment
-            .hosts
-            .iter()
-            .find(|h| h.name == *name)
-            .cloned();
-        if let Some(host) = host {
+        if let Some(host) = session.deployment.host_named(name).cloned() {
             // A machine that is gone gets its config when it is repaired.
             server::write_config(&session.deployment, &host).ok();
         }

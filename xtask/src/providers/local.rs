@@ -264,7 +264,7 @@ impl Provider for Local {
 
     fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
         let d = &session.deployment;
-        let host = match d.hosts.iter().find(|h| h.name == name) {
+        let host = match d.host_named(name) {
             Some(known) => known.clone(),
             None => {
                 let host = next_host(d, &session.paths.state_dir(), name, role)?;

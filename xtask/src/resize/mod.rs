@@ -248,13 +248,7 @@ fn remove_servers(
     }
     for name in names {
         progress.task(format!("stopping {name} and removing its host"));
-        let host = session
-            .deployment
-            .hosts
-            .iter()
-            .find(|h| h.name == *name)
-            .cloned();
-        if let Some(host) = host {
+        if let Some(host) = session.deployment.host_named(name).cloned() {
             server::stop(session, &host)?;
             provider.remove_host(session, &host)?;
         }

@@ -114,6 +114,14 @@ fn bars(
             }))
             .map_err(|e| err(&e))?;
     }
+    legend(&mut chart)?;
+    Ok(())
+}
+
+/// The series' names, in a box at the upper left.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -121,8 +129,7 @@ fn bars(
         .border_style(BLACK)
         .label_font((FONT, 13))
         .draw()
-        .map_err(|e| err(&e))?;
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// Draws panels side by side into one SVG.
@@ -329,13 +336,6 @@ fn line_panel(
             spreads.map(|(n, s)| ErrorBar::new_vertical(n, s.min, s.median, s.max, BLACK, 8)),
         )
         .map_err(|e| err(&e))?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(|e| err(&e))?;
+    legend(&mut chart)?;
     Ok(())
 }

@@ -435,6 +435,11 @@ impl Deployment {
         }
     }
 
+    /// The host of that name, if the deployment has one.
+    pub fn host_named(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
     /// The host of a role there is one of (everything but the workers).
     pub fn host(&self, role: Role) -> Result<&Host> {
         self.hosts_with_role(role)

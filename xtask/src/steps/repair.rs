@@ -142,7 +142,7 @@ fn repair_replication(
     // A fenced former manager joins the new one, unless its history went elsewhere.
     for name in d.fenced.clone() {
         let d = &session.deployment;
-        let Some(host) = d.hosts.iter().find(|h| h.name == name).cloned() else {
+        let Some(host) = d.host_named(&name).cloned() else {
             continue;
         };
         if down.contains(&name) {

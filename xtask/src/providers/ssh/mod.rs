@@ -235,7 +235,7 @@ impl Provider for Ssh {
     /// host or its role), checked like provision checks every machine, with its host key
     /// pinned from the inventory or as first seen.
     fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
-        if let Some(known) = session.deployment.hosts.iter().find(|h| h.name == name) {
+        if let Some(known) = session.deployment.host_named(name) {
             return Ok(known.clone());
         }
         let d = &session.deployment;
