@@ -378,9 +378,14 @@ pub fn section(rows: &[CurveRow]) -> String {
                     ),
                     None => "no CPU was measured".to_string(),
                 };
+                let gained = if added < 0.0 {
+                    format!("the throughput fell, by {:.0}/s for each added", -added)
+                } else {
+                    format!("each added {added:.0}/s")
+                };
                 format!(
-                    "adding a {} stops paying at {at}: each added {added:.0}/s, against {:.0}/s \
-                     for one; {why}.",
+                    "adding a {} stops paying at {at}: {gained}, against {:.0}/s for one; \
+                     {why}.",
                     &noun[..noun.len() - 1],
                     curve.per_worker
                 )
