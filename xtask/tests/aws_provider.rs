@@ -534,3 +534,70 @@ fn plan_shows_what_it_costs_and_contacts_nothing_and_status_counts_the_hours() {
     d.ok(&["teardown"]);
     assert_nothing_left(&moto, &d, &id);
 }
+
+/// Before the cluster is installed, scale changes only the hosts: a new worker gets an
+/// instance of its own, in the databases' group and tagged like the others, and one that goes
+/// has its instance terminated; a worker added again gets a new instance.
+#[test]
+fn scale_before_install_launches_and_terminates_instances() {
+    let moto = Moto::start();
+    let d = aws_deployment("aws-scale", &moto);
+    d.ok(&provision_args(&moto, "2"));
+    let id = d.state()["id"].as_str().unwrap().to_string();
+
+    let out = d.ok(&["scale", "--workers", "3"]);
+    assert!(
+        out.contains("3 workers planned: worker-1, worker-2, worker-3"),
+        "{out}"
+    );
+    let resources = moto.resources(&id);
+    let live = live_instances(&resources);
+    let added = &live["worker-3"];
+    assert_eq!(added["tags"]["role"], "worker", "{added}");
+    assert_eq!(
+        added["groups"],
+        json!([group(&resources, &id, "database")["id"]]),
+        "{added}"
+    );
+    assert_eq!(added["type"], live["worker-1"]["type"]);
+    let state = d.state();
+    assert_eq!(
+        state["aws"]["instances"]["worker-3"]["instance_id"],
+        added["id"]
+    );
+    let host = state["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "worker-3")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        host["address"],
+        state["aws"]["instances"]["worker-3"]["private_ip"]
+    );
+    assert_eq!(host["dir"], "/var/lib/dbcluster/worker-3");
+
+    let out = d.ok(&["scale", "--workers", "1"]);
+    assert!(out.contains("1 workers planned: worker-1"), "{out}");
+    let live = live_instances(&moto.resources(&id));
+    assert!(
+        !live.contains_key("worker-2") && !live.contains_key("worker-3"),
+        "{live:?}"
+    );
+    assert_eq!(live.len(), 6, "{live:?}");
+    let state = d.state();
+    assert!(
+        state["aws"]["instances"].get("worker-3").is_none(),
+        "{state}"
+    );
+
+    // The name comes back with an instance of its own, not the terminated one.
+    let terminated = added["id"].clone();
+    d.ok(&["scale", "--workers", "3"]);
+    let live = live_instances(&moto.resources(&id));
+    assert_ne!(live["worker-3"]["id"], terminated);
+
+    d.ok(&["teardown"]);
+    assert_nothing_left(&moto, &d, &id);
+}

@@ -94,6 +94,19 @@ fn workers_join_and_leave_under_load_and_an_interrupted_scale_goes_on() {
     let d = Deployment::new("scale", "127.0.37");
     // With the default limits: a quarter of a CPU per server, lifted while a worker copies.
     d.provision(&["--workers", "2"]);
+    // Before install-cluster, only the hosts change.
+    let out = d.ok(&["scale", "--workers", "3"]);
+    assert!(
+        out.contains("3 workers planned: worker-1, worker-2, worker-3"),
+        "{out}"
+    );
+    assert!(d.host_dir("worker-3").is_dir());
+    let out = d.ok(&["scale", "--workers", "2"]);
+    assert!(
+        out.contains("2 workers planned: worker-1, worker-2"),
+        "{out}"
+    );
+    assert!(!d.host_dir("worker-3").exists());
     d.ok(&["install-cluster"]);
     d.ok(&["deploy-services"]);
     let two: Vec<String> = ["manager", "worker-1", "worker-2"].map(String::from).into();

@@ -113,7 +113,7 @@ impl Kind {
 /// what an interrupted run left; returns what serves then, in a line.
 pub fn to(session: &mut Session, count: u8, progress: &Progress) -> Result<String> {
     let started = Instant::now();
-    check(&session.deployment, count)?;
+    let serves = check(&session.deployment, count)?;
     // What the proxy did by itself (a failover) is recorded first: the manager never goes.
     topology::follow(session)?;
     let d = &session.deployment;
@@ -121,8 +121,8 @@ pub fn to(session: &mut Session, count: u8, progress: &Progress) -> Result<Strin
     let provider = providers::of(d.provider());
     // Galera: every node counts, and the one taking the writes stays.
     let (writer, pinned) = match d.engine() {
-        Engine::Replication => (None, 0),
-        Engine::Galera => (Some(services::proxy_writer(d)?), 1),
+        Engine::Galera if serves => (Some(services::proxy_writer(d)?), 1),
+        _ => (None, 0),
     };
     let serving: Vec<(String, bool)> = d
         .hosts_with_role(kind.role)
@@ -156,6 +156,9 @@ pub fn to(session: &mut Session, count: u8, progress: &Progress) -> Result<Strin
             .map(|(name, _)| name.clone()),
     );
     progress.add_tasks((todo.leave.len() + 2 * (todo.finish.len() + todo.add.len()) + 1) as u64);
+    if !serves {
+        return hosts_only(session, provider, &kind, &todo, count, progress);
+    }
     if !todo.leave.is_empty() {
         remove_servers(session, provider, &todo.leave, progress)?;
     }
@@ -194,8 +197,57 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-/// Refuses, before anything changes, what scale cannot do.
-fn check(d: &Deployment, count: u8) -> Result<()> {
+/// Before install-cluster is done, only the hosts change: the ones that go are removed (with a
+/// server an interrupted install started), the new ones made; install-cluster then sets up
+/// every host it finds.
+fn hosts_only(
+    session: &mut Session,
+    provider: &dyn Provider,
+    kind: &Kind,
+    todo: &ScalePlan,
+    count: u8,
+    progress: &Progress,
+) -> Result<String> {
+    for name in &todo.leave {
+        set_phase(session, name, ScalePhase::Leaving)?;
+        progress.task(format!("removing the host of {name}"));
+        if let Some(host) = session.deployment.host_named(name).cloned() {
+            // Only an install that began can have started its server.
+            if session.deployment.step(Step::InstallCluster).attempts > 0 {
+                server::stop(session, &host)?;
+            }
+            provider.remove_host(session, &host)?;
+        }
+        session.deployment.scaling.remove(name);
+        session.save()?;
+    }
+    for name in todo.finish.iter().chain(&todo.add) {
+        progress.task(format!("making the host of {name}"));
+        set_phase(session, name, ScalePhase::Made)?;
+        provider.add_host(session, name, kind.role)?;
+        session.deployment.scaling.remove(name);
+        session.save()?;
+    }
+    session.deployment.settings.workers = count;
+    session.save()?;
+    let names: Vec<&str> = session
+        .deployment
+        .hosts_with_role(kind.role)
+        .map(|h| h.name.as_str())
+        .collect();
+    Ok(format!(
+        "{} {} planned: {}; the cluster is not installed yet, so only their hosts changed: `{}` \
+         sets them up",
+        names.len(),
+        kind.noun,
+        names.join(", "),
+        state::command("install-cluster")
+    ))
+}
+
+/// Refuses, before anything changes, what scale cannot do; says whether the cluster serves
+/// (else only its hosts change).
+fn check(d: &Deployment, count: u8) -> Result<bool> {
     match d.engine() {
         Engine::Replication if !(1..=20).contains(&count) => bail!(
             "--workers must be between 1 and 20, got {count} (the manager's commits wait for \
@@ -208,15 +260,16 @@ fn check(d: &Deployment, count: u8) -> Result<()> {
         ),
         _ => {}
     }
-    for step in [Step::InstallCluster, Step::DeployServices] {
-        if d.step(step).status != StepStatus::Done {
-            bail!(
-                "scale changes a cluster that serves, and {step} is not done yet: run `{}` first",
-                state::command(&step.to_string())
-            );
-        }
+    let done = |step| d.step(step).status == StepStatus::Done;
+    match (done(Step::InstallCluster), done(Step::DeployServices)) {
+        (true, true) => Ok(true),
+        (false, _) => Ok(false),
+        (true, false) => bail!(
+            "the cluster is installed and its services are not deployed yet: scale changes the \
+             proxy's servers too; run `{}` first",
+            state::command("deploy-services")
+        ),
     }
-    Ok(())
 }
 
 /// Takes servers out: the proxy sends them nothing new (and answers once what it sent has

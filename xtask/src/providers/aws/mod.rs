@@ -143,12 +143,37 @@ impl Provider for Aws {
         machines::forget(&session.paths)
     }
 
-    fn add_host(&self, _session: &mut Session, _name: &str, _role: Role) -> Result<Host> {
-        Err(hosts_not_added())
+    /// An instance more, in the groups of its role: the host is recorded first, then what
+    /// provision does for a host without an instance (launch, wait until it runs, its
+    /// addresses, its key).
+    fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
+        if session.deployment.host_named(name).is_none() {
+            let planned = Host {
+                name: name.to_string(),
+                role,
+                address: String::new(),
+                dir: PathBuf::new(),
+                ssh: None,
+                connects_from: None,
+            };
+            let host = on_instance(planned, &session.paths, &session.deployment.id);
+            session.deployment.hosts.push(host);
+            session.save()?;
+        }
+        provision::launch_missing(session)?;
+        session
+            .deployment
+            .host_named(name)
+            .cloned()
+            .with_context(|| format!("{name} is not recorded after its launch"))
     }
 
-    fn remove_host(&self, _session: &mut Session, _host: &Host) -> Result<()> {
-        Err(hosts_not_added())
+    /// Terminates the host's instance (nothing of the deployment outlives it there), then
+    /// forgets it.
+    fn remove_host(&self, session: &mut Session, host: &Host) -> Result<()> {
+        teardown::terminate(session, &host.name)?;
+        session.deployment.hosts.retain(|h| h.name != host.name);
+        session.save()
     }
 
     fn client_address(&self, client: &Host) -> String {
@@ -185,33 +210,28 @@ impl Provider for Aws {
 fn plan_hosts(settings: &Settings, paths: &Paths, deployment_id: &str) -> Vec<Host> {
     super::local::plan_hosts(settings, &paths.state_dir())
         .into_iter()
-        .map(|host| {
-            let ssh = SshEndpoint {
-                address: String::new(),
-                port: 22,
-                user: SSH_USER.to_string(),
-                key_file: key_file(paths, deployment_id),
-                known_hosts: paths.state_dir().join("known_hosts"),
-                // Set by provision once the keys are read from the console.
-                host_keys_pinned: false,
-                sudo: true,
-                log_file: paths
-                    .state_dir()
-                    .join("logs")
-                    .join(format!("{}.log", host.name)),
-            };
-            // Its private address is known once it runs.
-            machines::place(host, String::new(), ssh)
-        })
+        .map(|host| on_instance(host, paths, deployment_id))
         .collect()
 }
 
-/// Why `scale` stops, before anything changes: instances are not added or removed yet.
-fn hosts_not_added() -> anyhow::Error {
-    anyhow::anyhow!(
-        "scale adds and removes hosts on the local and ssh providers only so far; on aws, \
-         provision another deployment with the number of workers you want (--workers N)"
-    )
+/// A host on an instance of its own, reached as the images' login user with the
+/// deployment's key; its addresses are filled in once the instance runs.
+fn on_instance(host: Host, paths: &Paths, deployment_id: &str) -> Host {
+    let ssh = SshEndpoint {
+        address: String::new(),
+        port: 22,
+        user: SSH_USER.to_string(),
+        key_file: key_file(paths, deployment_id),
+        known_hosts: paths.state_dir().join("known_hosts"),
+        // Set by provision once the keys are read from the console.
+        host_keys_pinned: false,
+        sudo: true,
+        log_file: paths
+            .state_dir()
+            .join("logs")
+            .join(format!("{}.log", host.name)),
+    };
+    machines::place(host, String::new(), ssh)
 }
 
 /// The deployment's private key: next to data.json, ignored by git, mode 0600.

@@ -15,6 +15,7 @@ use aws_sdk_ec2::types::{
     UserIdGroupPair, VolumeType,
 };
 use aws_sdk_ec2::Client;
+use rand::distr::{Alphanumeric, SampleString};
 use tokio::task::JoinSet;
 
 use super::{
@@ -116,6 +117,32 @@ async fn provision_async(session: &mut Session) -> Result<()> {
         key_file(&session.paths, &id).display()
     ));
     Ok(())
+}
+
+/// What provision does for hosts recorded without an instance (a host `scale` added): launch,
+/// wait until it runs, record its addresses and, as the settings say, pin its keys.
+pub fn launch_missing(session: &mut Session) -> Result<()> {
+    block_on(async {
+        let settings = session.deployment.settings.aws()?.clone();
+        let recorded = session.deployment.aws.clone().unwrap_or_default();
+        let (ec2, _) = client(recorded.region.as_deref(), settings.aws_endpoint.as_deref()).await?;
+        let ami = require(recorded.ami, "the deployment's image in data.json")?;
+        let key_name = require(recorded.key_name, "the deployment's key pair in data.json")?;
+        launch_instances(
+            &ec2,
+            session,
+            &ami,
+            &key_name,
+            &recorded.security_groups,
+            &settings,
+        )
+        .await?;
+        wait_running(&ec2, session).await?;
+        if settings.host_keys == HostKeys::Console {
+            host_keys::pin(&ec2, session).await?;
+        }
+        Ok(())
+    })
 }
 
 fn record(session: &mut Session, change: impl FnOnce(&mut AwsResources)) -> Result<()> {
@@ -518,8 +545,22 @@ async fn launch_instances(
     let existing = instances_of(ec2, &id).await?;
     let hosts: Vec<Host> = session.deployment.hosts.clone();
     let mut missing = Vec::new();
+    let recorded = session.deployment.aws.clone().unwrap_or_default();
     for (index, host) in hosts.iter().enumerate() {
-        let token = format!("{id}-{}", host.name);
+        // Saved before the call, so a rerun sends the same one; a host added again after its
+        // instance was terminated gets a new one (EC2 would answer the old one's with the
+        // terminated instance).
+        let token = recorded
+            .instances
+            .get(&host.name)
+            .map(|i| i.client_token.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| {
+                let nonce = Alphanumeric
+                    .sample_string(&mut rand::rng(), 8)
+                    .to_lowercase();
+                format!("{id}-{}-{nonce}", host.name)
+            });
         let adopted = existing.get(&host.name).and_then(|i| i.instance_id());
         record(session, |resources| {
             let entry = resources.instances.entry(host.name.clone()).or_default();

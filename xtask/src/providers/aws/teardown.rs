@@ -35,6 +35,46 @@ pub fn teardown(session: &mut Session) -> Result<()> {
     .map(drop)
 }
 
+/// Terminates the instance of one host (one `scale` took out: by its tag, and the recorded
+/// one) and waits until it is gone; then forgets the instance.
+pub fn terminate(session: &mut Session, name: &str) -> Result<()> {
+    let settings = session.deployment.settings.aws()?;
+    let recorded = session.deployment.aws.clone().unwrap_or_default();
+    let id = session.deployment.id.clone();
+    let region = recorded.region.clone().or(settings.region.clone());
+    block_on(async {
+        let (ec2, _) = client(region.as_deref(), settings.aws_endpoint.as_deref()).await?;
+        let tagged = filter("tag:Name", &[&format!("{id}-{name}")]);
+        let mut ids = live_instances(&ec2, &[deployment_filter(&id), tagged]).await?;
+        if let Some(instance) = recorded
+            .instances
+            .get(name)
+            .and_then(|i| i.instance_id.as_deref())
+        {
+            ids.extend(live_instances(&ec2, &[filter("instance-id", &[instance])]).await?);
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        ec2.terminate_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .send()
+            .await
+            .map_err(|e| explain(&format!("terminating the instance of {name}"), e))?;
+        ec2.wait_until_instance_terminated()
+            .set_instance_ids(Some(ids))
+            .wait(TERMINATED_TIMEOUT)
+            .await
+            .map_err(waiter_gave_up("terminated", TERMINATED_TIMEOUT))?;
+        Ok(())
+    })?;
+    if let Some(aws) = session.deployment.aws.as_mut() {
+        aws.instances.remove(name);
+    }
+    session.save()
+}
+
 /// Removes what carries a deployment's tag when its data.json is gone: the tags alone say what
 /// is the deployment's.
 pub fn teardown_lost(
