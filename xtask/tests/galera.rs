@@ -162,6 +162,11 @@ fn galera_serves_through_a_writer_kill_and_repair_brings_nodes_back() {
         writes.len(),
         failed.first().map(|w| &w.body)
     );
+    eprintln!(
+        "while scaling 3 -> 4 -> 3 nodes: {} reads, {} writes, none failed",
+        reads.len(),
+        writes.len()
+    );
     wait_for(
         "every node Synced, three of them",
         Duration::from_secs(30),
