@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use contract::report::Workload;
 
 use super::load::{cpu_seconds, program_of, LoadTest};
@@ -18,7 +18,7 @@ use crate::cluster::limits;
 use crate::resize;
 use crate::results::layout;
 use crate::results::scaling::{CurveCpu, CHAIN};
-use crate::state::{BenchSettings, Deployment, Host, Session};
+use crate::state::{BenchSettings, Deployment, Engine, Host, Session};
 use crate::transport::{self, script::Script};
 
 const MACHINE_CPU: &str = include_str!("../../../scripts/machine-cpu.sh");
@@ -46,6 +46,19 @@ pub(super) fn pending(done: &BTreeSet<String>, s: &BenchSettings) -> u32 {
         .filter(|(count, n, what)| !done.contains(&layout::curve_cpu_out(*count, what, *n)))
         .count();
     u32::try_from(left).unwrap_or(u32::MAX)
+}
+
+/// Refuses, before anything is measured, a count the cluster cannot be scaled to.
+pub(super) fn check(d: &Deployment, s: &BenchSettings) -> Result<()> {
+    if d.engine() == Engine::Galera {
+        if let Some(count) = s.scaling.iter().find(|c| **c < 3) {
+            bail!(
+                "--scaling {count}: a Galera cluster keeps 3 nodes or more (with fewer, one node \
+                 lost takes the others' majority); start the curve at 3"
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn run(bench: &mut Bench, session: &mut Session) -> Result<()> {
@@ -210,4 +223,30 @@ fn used(d: &Deployment, before: &Sample, after: &Sample) -> Result<CurveCpu> {
         machine_busy_seconds: (after.machine.0 - before.machine.0) / after.machine.1.max(1.0),
         machine_cores: after.machine.2,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ProviderKind, Settings};
+
+    #[test]
+    fn a_galera_curve_below_three_nodes_is_refused_before_anything_runs() {
+        let settings = |engine| Settings {
+            engine,
+            ..Settings::defaults(ProviderKind::Local)
+        };
+        let bench = BenchSettings {
+            scaling: vec![3, 2, 4],
+            ..BenchSettings::defaults(true)
+        };
+        let galera = Deployment::new("d".into(), settings(Engine::Galera), Vec::new());
+        let err = check(&galera, &bench).unwrap_err().to_string();
+        assert!(
+            err.contains("--scaling 2: a Galera cluster keeps 3 nodes"),
+            "{err}"
+        );
+        let replication = Deployment::new("d".into(), settings(Engine::Replication), Vec::new());
+        assert!(check(&replication, &bench).is_ok());
+    }
 }

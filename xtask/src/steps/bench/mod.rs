@@ -140,6 +140,7 @@ pub fn run(session: &mut Session) -> Result<()> {
         .context("no bench run was chosen; this is a bug in the step engine")?;
     let s = &run.settings;
     let d = &session.deployment;
+    curve::check(d, s)?;
     let client = d.bench_client()?;
     let built_loadgen = build::release_dir(d.settings.target.as_deref()).join("loadgen");
     if !built_loadgen.exists() {
