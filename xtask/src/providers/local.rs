@@ -75,12 +75,9 @@ fn next_host(d: &Deployment, state_dir: &Path, name: &str, role: Role) -> Result
         )
     })?;
     Ok(Host {
-        name: name.to_string(),
-        role,
         address: format!("{}.{next}", local.loopback_prefix),
         dir: state_dir.join(name),
-        ssh: None,
-        connects_from: None,
+        ..Host::planned(name, role)
     })
 }
 

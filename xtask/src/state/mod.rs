@@ -214,6 +214,21 @@ pub struct Host {
     pub connects_from: Option<String>,
 }
 
+impl Host {
+    /// A host with its name and role only: where it is and how it is reached, its provider
+    /// fills in.
+    pub fn planned(name: &str, role: Role) -> Host {
+        Host {
+            name: name.to_string(),
+            role,
+            address: String::new(),
+            dir: PathBuf::new(),
+            ssh: None,
+            connects_from: None,
+        }
+    }
+}
+
 /// One failover: who was promoted, from what position, and what became of the old manager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverRecord {

@@ -148,14 +148,7 @@ impl Provider for Aws {
     /// addresses, its key).
     fn add_host(&self, session: &mut Session, name: &str, role: Role) -> Result<Host> {
         if session.deployment.host_named(name).is_none() {
-            let planned = Host {
-                name: name.to_string(),
-                role,
-                address: String::new(),
-                dir: PathBuf::new(),
-                ssh: None,
-                connects_from: None,
-            };
+            let planned = Host::planned(name, role);
             let host = on_instance(planned, &session.paths, &session.deployment.id);
             session.deployment.hosts.push(host);
             session.save()?;

@@ -285,14 +285,7 @@ impl Provider for Ssh {
             sudo: machine.user != "root",
             log_file: state.join("logs").join(format!("{name}.log")),
         };
-        let planned = Host {
-            name: name.to_string(),
-            role,
-            address: String::new(),
-            dir: PathBuf::new(),
-            ssh: None,
-            connects_from: None,
-        };
+        let planned = Host::planned(name, role);
         let host = machines::place(planned, machine.private_address.clone(), endpoint);
         let needs = machines::Needs::of(&d.settings)?;
         let host = machines::check(&d.settings, &needs, vec![host])?
