@@ -313,6 +313,35 @@ pub fn set_backends(d: &Deployment) -> Result<BackendsChanged> {
     serde_json::from_str(&answer).with_context(|| format!("the proxy answered {answer:?}"))
 }
 
+/// Waits, up to `within`, until the proxy's own probes find the server `name` healthy (it
+/// sends it queries again); returns the problem the proxy still reports if they do not.
+pub fn until_the_proxy_serves(
+    d: &Deployment,
+    name: &str,
+    within: Duration,
+) -> Result<Option<String>> {
+    let proxy = d.host(Role::Proxy)?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let body = get(d, proxy, "/health")?;
+        let health: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("the proxy's /health said {body:?}"))?;
+        let backend = health["backends"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["name"] == name))
+            .cloned()
+            .unwrap_or_default();
+        if backend["healthy"] == true {
+            return Ok(None);
+        }
+        if std::time::Instant::now() >= deadline {
+            let problem = backend["problem"].as_str().unwrap_or("it does not list it");
+            return Ok(Some(problem.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The server the proxy sends writes to now, as its /health says.
 pub fn proxy_writer(d: &Deployment) -> Result<String> {
     let body = get(d, d.host(Role::Proxy)?, "/health")?;

@@ -463,29 +463,14 @@ fn copy_source(d: &Deployment) -> Result<Host> {
 
 /// Waits until the proxy finds the server eligible to serve.
 fn wait_served(d: &Deployment, name: &str) -> Result<()> {
-    let proxy = d.host(Role::Proxy)?;
-    let deadline = Instant::now() + PROXY_SERVES_WITHIN;
-    loop {
-        let health: serde_json::Value = serde_json::from_str(&services::get(d, proxy, "/health")?)
-            .context("reading the proxy's /health")?;
-        let backend = health["backends"]
-            .as_array()
-            .and_then(|all| all.iter().find(|b| b["name"] == name))
-            .cloned()
-            .unwrap_or_default();
-        if backend["healthy"] == true {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the proxy has {name} but does not send it queries after {} s: {}; `{}` shows \
-                 why, and running scale again goes on",
-                PROXY_SERVES_WITHIN.as_secs(),
-                backend["problem"].as_str().unwrap_or("it does not list it"),
-                state::command("status")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    match services::until_the_proxy_serves(d, name, PROXY_SERVES_WITHIN)? {
+        None => Ok(()),
+        Some(problem) => bail!(
+            "the proxy has {name} but does not send it queries after {} s: {problem}; `{}` \
+             shows why, and running scale again goes on",
+            PROXY_SERVES_WITHIN.as_secs(),
+            state::command("status")
+        ),
     }
 }
 

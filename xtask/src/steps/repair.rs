@@ -18,6 +18,8 @@ use crate::state::{self, Engine, Host, Lock, Paths, Role, Session, Step, StepSta
 
 /// How long a restarted worker gets to catch up before repair says it is still behind.
 const CATCH_UP: Duration = Duration::from_secs(60);
+/// How long the proxy's probes (every 500 ms) may take to see a mended manager.
+const PROXY_SEES_WITHIN: Duration = Duration::from_secs(15);
 
 pub fn run(paths: &Paths) -> Result<()> {
     let started = Instant::now();
@@ -39,6 +41,19 @@ pub fn run(paths: &Paths) -> Result<()> {
         Engine::Galera => repair_galera(&mut session, &mut did, &mut stuck)?,
     };
     repair_services(&mut session, &mut did, &mut stuck)?;
+    // What was mended serves once the proxy's probes see it: writes wait for the manager.
+    let d = &session.deployment;
+    if !did.is_empty()
+        && d.engine() == Engine::Replication
+        && d.step(Step::DeployServices).status == StepStatus::Done
+    {
+        let manager = d.host(Role::Manager)?.name.clone();
+        if let Some(problem) = services::until_the_proxy_serves(d, &manager, PROXY_SEES_WITHIN)? {
+            stuck.push(format!(
+                "the proxy does not send writes to the manager ({manager}) yet: {problem}"
+            ));
+        }
+    }
 
     if !stuck.is_empty() {
         for line in &did {
