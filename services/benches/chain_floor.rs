@@ -1,65 +1,25 @@
-//! The floor under the chain's cost on this machine: three services that do nothing but relay
-//! (the gatekeeper's and trusted host's JSON in, the same client out, the proxy's place taken
-//! by one that answers a canned row), each its own process on its own loopback address, as the
-//! real ones are. What the real chain spends above these figures is the services' own work;
-//! what it spends at them is what three HTTP hops cost here, whatever the services do.
+//! The floor under the chain's cost on this machine, by itself: three `relay` processes (see
+//! `services::relay`), each on its own loopback address as the services are. `cargo xtask
+//! bench` measures the same floor on the deployment's own hosts, beside the services; this is
+//! the quick way to see it without a deployment.
 //!
-//! `cargo bench -p services --bench chain_floor` prints requests/s and the three relays' CPU per
-//! request under 8 clients, and the p50 from one client, beside a direct measure of nothing.
+//! `cargo bench -p services --bench chain_floor` prints requests/s and the three relays' CPU
+//! per request under 8 clients, and the p50 from one client.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
+use contract::config::RelayConfig;
 use contract::report::{Report, Workload};
 use contract::wire::Mode;
-use services::extract::ApiJson;
 use services::loadgen::{self, Plan, Target};
-use services::upstream::{self, Upstream};
 
-/// The loopback addresses the bench takes: the relays at .1 and .2, the end at .3, the load
-/// generator at .9.
+/// The loopback addresses the bench takes: the relays at .1, .2 and .3, the load generator
+/// at .9.
 const PREFIX: &str = "127.0.77";
 const PORT: u16 = 8080;
-/// A point read's answer as the proxy gives it.
-const ANSWER: &str = r#"{"columns":["film_id","title","rental_rate","length"],"rows":[[17,"Arabia Truman 17","3.99",171]],"served_by":"manager","elapsed_ms":0.3}"#;
-const ROLE_VAR: &str = "CHAIN_FLOOR_ROLE";
-
-async fn relay(
-    State(next): State<Arc<Upstream>>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<serde_json::Value>,
-) -> Response {
-    match next
-        .query(
-            &body,
-            upstream::request_id(&headers),
-            &upstream::client(&headers),
-        )
-        .await
-    {
-        Ok((status, body)) => {
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn end(ApiJson(_): ApiJson<serde_json::Value>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        ANSWER,
-    )
-        .into_response()
-}
 
 fn address(host: u8) -> IpAddr {
     format!("{PREFIX}.{host}")
@@ -67,50 +27,53 @@ fn address(host: u8) -> IpAddr {
         .expect("a loopback address")
 }
 
-/// One hop, in this process: "relay <n>" forwards to hop n + 1, "end" answers.
-async fn serve_role(role: &str) -> Result<()> {
-    let (listen, app) = match role.split_once(' ') {
-        Some(("relay", n)) => {
-            let n: u8 = n.parse()?;
-            let next = Upstream::new(
-                &format!("http://{}:{PORT}", address(n + 1)),
-                "floor",
-                address(n),
-                Duration::from_secs(10),
-                8 << 20,
-            )?;
-            let app = Router::new()
-                .route("/api/query", post(relay))
-                .route("/query", post(relay))
-                .with_state(Arc::new(next));
-            (address(n), app)
-        }
-        None if role == "end" => (address(3), Router::new().route("/query", post(end))),
-        _ => bail!("unknown role {role:?}"),
-    };
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(listen, PORT))
-        .await
-        .with_context(|| format!("binding {listen}:{PORT}"))?;
-    services::serve::serve_until(
-        listener,
-        app,
-        Duration::from_secs(10),
-        std::future::pending(),
-    )
-    .await;
-    Ok(())
+/// The relays, each a process; killed when dropped, with their config folder.
+struct Relays {
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
 }
 
-/// The hops, each a process of this program; killed when dropped.
-struct Hops(Vec<Child>);
-
-impl Drop for Hops {
+impl Drop for Relays {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn start_relays() -> Result<Relays> {
+    let dir = std::env::temp_dir().join(format!("chain-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut relays = Relays {
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    // Cargo builds the package's binaries for its benches, beside the bench's own folder.
+    let relay = std::env::current_exe()?
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("the bench's folder")?
+        .join("relay");
+    for n in 1..=3u8 {
+        let config = RelayConfig {
+            listen: SocketAddr::new(address(n), PORT),
+            next_url: (n < 3).then(|| format!("http://{}:{PORT}", address(n + 1))),
+            outgoing_address: Some(address(n)),
+        };
+        let path = dir.join(format!("relay-{n}.json"));
+        std::fs::write(&path, serde_json::to_vec(&config)?)?;
+        relays.children.push(
+            Command::new(&relay)
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .context("starting a relay")?,
+        );
+    }
+    Ok(relays)
 }
 
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -143,19 +106,12 @@ async fn load(concurrency: usize, seconds: u64) -> Result<Report> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    if let Ok(role) = std::env::var(ROLE_VAR) {
-        return serve_role(&role).await;
-    }
     // `cargo bench` passes --bench; `cargo test --benches` would run this too: only a bench
     // run measures.
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let me = std::env::current_exe()?;
-    let mut hops = Hops(Vec::new());
-    for role in ["end", "relay 2", "relay 1"] {
-        hops.0.push(Command::new(&me).env(ROLE_VAR, role).spawn()?);
-    }
+    let relays = start_relays()?;
     // Until the first relay answers through the others.
     let mut ready = false;
     for _ in 0..100 {
@@ -171,7 +127,7 @@ async fn main() -> Result<()> {
     if !ready {
         bail!("the relays did not answer on {PREFIX}.1-3:{PORT}");
     }
-    let pids: Vec<u32> = hops.0.iter().map(Child::id).collect();
+    let pids: Vec<u32> = relays.children.iter().map(Child::id).collect();
     let spent = || -> Result<f64> { pids.iter().map(|p| cpu_seconds(*p)).sum() };
     let before = spent()?;
     let busy = load(8, 10).await?;

@@ -10,6 +10,7 @@ pub mod gatekeeper;
 pub mod guard;
 pub mod loadgen;
 pub mod proxy;
+pub mod relay;
 pub mod serve;
 pub mod trusted_host;
 pub mod upstream;

@@ -1,8 +1,11 @@
 # Prints the CPU time the host's server or service has used so far (user and system, in clock
 # ticks) and the clock ticks per second: two samples around a load test give its CPU cost.
-# Parameters: HOST_DIR, PROGRAM ("mariadbd", or the service's binary name).
+# Parameters: HOST_DIR, PROGRAM ("mariadbd", the service's binary name, or "relay": the floor
+# relay beside the service).
 if [ "$PROGRAM" = mariadbd ]; then
   pid=$(find_process mariadbd --defaults-file="$HOST_DIR/my.cnf") || pid=""
+elif [ "$PROGRAM" = relay ]; then
+  pid=$(find_process "$HOST_DIR/relay" --config "$HOST_DIR/relay.json") || pid=""
 else
   pid=$(find_process "$HOST_DIR/$PROGRAM" --config "$HOST_DIR/config.json") || pid=""
 fi

@@ -1,7 +1,8 @@
 # Removes what the deployment made on a machine it does not own, for one host: its unit
-# (stopped, disabled, deleted), any of its processes still running outside the unit, the
-# service's own account, a copy fetch-results staged in the login user's home, the host's folder
-# (data, configs, logs, secrets) and the deployment's folder once empty. Packages stay. Prints
+# (stopped, disabled, deleted), any of its processes still running outside the unit (a floor
+# relay a bench left included), the service's own account, a copy fetch-results staged in the
+# login user's home, the host's folder (data, configs, logs, secrets) and the deployment's
+# folder once empty. Packages stay. Prints
 # what it removed, a line each.
 # Parameters: HOST_DIR, UNIT_NAME, SERVICE (the service's binary; empty on a database host),
 # ACCOUNT (the service's account; empty on a database host), GRACE.
@@ -24,6 +25,10 @@ fi
 if [ -n "$SERVICE" ] && pid=$(find_process "$HOST_DIR/$SERVICE" --config "$HOST_DIR/config.json"); then
   stop_process "$pid" "$GRACE" > /dev/null
   echo "$SERVICE (pid $pid)"
+fi
+if [ -n "$SERVICE" ] && pid=$(find_process "$HOST_DIR/relay" --config "$HOST_DIR/relay.json"); then
+  stop_process "$pid" 5 > /dev/null
+  echo "the bench's floor relay (pid $pid)"
 fi
 if [ -n "$ACCOUNT" ] && id "$ACCOUNT" > /dev/null 2>&1; then
   userdel "$ACCOUNT"

@@ -159,3 +159,16 @@ pub struct BackendConfig {
     pub address: String,
     pub port: u16,
 }
+
+/// A relay of the chain's floor (`relay --config PATH`): the bench runs one beside each service,
+/// on its host, to measure what three hops that do nothing but relay cost there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// The next relay's base URL; None: this is the last hop, which answers a canned row where
+    /// the proxy would ask a server.
+    pub next_url: Option<String>,
+    /// Where connections to the next relay leave from.
+    pub outgoing_address: Option<IpAddr>,
+}

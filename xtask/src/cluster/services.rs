@@ -234,9 +234,11 @@ pub fn start(session: &mut Session, host: &Host) -> Result<()> {
     process::start_and_record(session, host, script, process_key(host), name)
 }
 
-/// Stops the host's service gracefully, recorded or not; nothing to do when none runs.
-/// Returns the pid stopped, if one ran (and was not under systemd).
+/// Stops the host's service gracefully, recorded or not, and the floor relay beside it if a
+/// bench left one; nothing to do when none runs. Returns the pid of the service stopped, if
+/// one ran (and was not under systemd).
 pub fn stop(session: &mut Session, host: &Host) -> Result<Option<u32>> {
+    super::floor::stop(host)?;
     let script = Script::new("service-stop", SERVICE_STOP)
         .param("HOST_DIR", host.dir.display().to_string())
         .param("SERVICE", binary_name(host.role)?)

@@ -80,12 +80,17 @@ pub fn patterns_cpu_out(mode: &str, n: u32) -> String {
     format!("patterns/{mode}-run{n}.cpu.json")
 }
 
+/// The chain's floor in the names of its outputs: the same load through three relays that do
+/// nothing but relay, each beside its service (`cluster::floor`).
+pub const FLOOR: &str = "floor";
+
 /// What the chain costs is measured on the same server both ways, with every CPU quota lifted:
-/// `direct-db` (straight to the manager) and `direct-hit` (the manager through the chain).
-/// Each under load (`chain/`) and as point reads from one client (`latency/`), so the
-/// difference is what the chain adds.
-pub fn chain_modes() -> [&'static str; 2] {
-    [DIRECT_DB, Mode::DirectHit.as_str()]
+/// `direct-db` (straight to the manager) and `direct-hit` (the manager through the chain), and
+/// beside them the chain's `floor`. Each under load (`chain/`) and as point reads from one
+/// client (`latency/`), so the differences are what the chain adds and what of that is the
+/// services' own work.
+pub fn chain_modes() -> [&'static str; 3] {
+    [DIRECT_DB, Mode::DirectHit.as_str(), FLOOR]
 }
 
 /// `chain/<mode>-run<n>.json`: a chain-cost load test's report.

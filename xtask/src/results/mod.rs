@@ -322,16 +322,24 @@ impl PatternMeans {
     }
 }
 
+/// Microseconds of CPU per request of a mode's hosts that `which` selects, added up, as a mean
+/// over the runs that sampled them; NaN when none did.
+pub fn cpu_per_request(
+    rows: &[PatternRow],
+    mode: &str,
+    which: impl Fn(&RunMeta, &str) -> bool,
+) -> f64 {
+    mean(rows.iter().filter(|r| r.mode == mode).filter_map(|r| {
+        r.cpu
+            .as_ref()
+            .map(|c| c.per_request(r.report.requests, |h| which(&r.meta, h)))
+    }))
+}
+
 pub fn pattern_means(rows: &[PatternRow], mode: &str) -> PatternMeans {
     let of = || rows.iter().filter(|r| r.mode == mode);
     let reports = || of().map(|r| &r.report);
-    let cpu = |which: fn(&RunMeta, &str) -> bool| {
-        mean(of().filter_map(|r| {
-            r.cpu
-                .as_ref()
-                .map(|c| c.per_request(r.report.requests, |h| which(&r.meta, h)))
-        }))
-    };
+    let cpu = |which: fn(&RunMeta, &str) -> bool| cpu_per_request(rows, mode, which);
     let mut errors = std::collections::BTreeMap::new();
     for (kind, n) in reports().flat_map(|r| &r.errors) {
         *errors.entry(kind.clone()).or_default() += n;

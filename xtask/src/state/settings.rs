@@ -146,6 +146,12 @@ fn first_use() -> HostKeys {
 const AWS_DEFAULT_TARGET: &str = "x86_64-unknown-linux-musl";
 
 impl Settings {
+    /// The port the bench's floor relays listen on, one past the services' own: each relay runs
+    /// beside its service, on its host (`cluster::floor`).
+    pub fn floor_port(&self) -> u16 {
+        self.service_port.saturating_add(1)
+    }
+
     /// The defaults of a provider's deployment.
     pub fn defaults(kind: ProviderKind) -> Settings {
         let (provider, target) = match kind {
@@ -278,6 +284,13 @@ impl Settings {
         }
         if self.db_port == self.service_port {
             bail!("--db-port and --service-port must differ");
+        }
+        if self.service_port == u16::MAX || self.db_port == self.floor_port() {
+            bail!(
+                "--service-port {} leaves no port for the bench's floor relays, which listen one \
+                 above it: choose a --service-port below 65535 whose next port is not --db-port",
+                self.service_port
+            );
         }
         match &self.provider {
             ProviderSettings::Local(local) => local.validate(),

@@ -406,6 +406,26 @@ pub fn rules(settings: &crate::state::Settings, aws: &AwsSettings) -> Vec<Rule> 
             Source::Group("trusted-host"),
             "validated requests",
         ),
+        // The bench's floor: a relay beside each service, on the next port, reached the way
+        // the services are.
+        rule(
+            "gatekeeper",
+            settings.floor_port(),
+            Source::Group("proxy"),
+            "the bench's floor relay, from the bench client",
+        ),
+        rule(
+            "trusted-host",
+            settings.floor_port(),
+            Source::Group("gatekeeper"),
+            "the bench's floor relays",
+        ),
+        rule(
+            "proxy",
+            settings.floor_port(),
+            Source::Group("trusted-host"),
+            "the bench's floor relays",
+        ),
         rule(
             "database",
             db,

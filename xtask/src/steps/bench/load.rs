@@ -8,7 +8,7 @@ use contract::report::{Workload, DIRECT_DB};
 use contract::wire::Mode;
 
 use super::{Bench, LOADGEN};
-use crate::cluster::{limits, process, services};
+use crate::cluster::{build, floor, limits, process, services};
 use crate::results::layout;
 use crate::results::CpuUse;
 use crate::state::{BenchSettings, Deployment, Host, HostLimit, Millicpus};
@@ -30,6 +30,10 @@ pub(super) struct LoadTest {
     seconds: u32,
     /// Every host with the program whose CPU is its work: its server or its service.
     measured: Vec<(Host, &'static str)>,
+    /// Where the floor's load goes in: the relay beside the gatekeeper.
+    floor_url: String,
+    /// The relays' hosts, each with the relay as the program whose CPU is measured.
+    floor_measured: Vec<(Host, &'static str)>,
 }
 
 impl LoadTest {
@@ -53,6 +57,11 @@ impl LoadTest {
             from: client.address.clone(),
             seconds,
             measured,
+            floor_url: floor::url(d)?,
+            floor_measured: floor::hosts(d)?
+                .into_iter()
+                .map(|h| (h, floor::PROGRAM))
+                .collect(),
         })
     }
 
@@ -70,6 +79,11 @@ impl LoadTest {
         ]
         .map(String::from)
         .into();
+        // The floor is sent what direct-hit is sent; its last relay answers in the proxy's place.
+        let (url, mode) = match mode {
+            layout::FLOOR => (&self.floor_url, Mode::DirectHit.as_str()),
+            _ => (&self.gatekeeper_url, mode),
+        };
         let target: [&str; 6] = if mode == DIRECT_DB {
             [
                 "--database",
@@ -82,7 +96,7 @@ impl LoadTest {
         } else {
             [
                 "--gatekeeper",
-                &self.gatekeeper_url,
+                url,
                 "--mode",
                 mode,
                 "--from",
@@ -172,18 +186,17 @@ impl Bench<'_> {
     fn loadgen_with_cpu(
         &mut self,
         d: &Deployment,
-        load: &LoadTest,
+        measured: &[(Host, &'static str)],
         args: &[String],
         out: String,
         cpu_out: &str,
     ) -> Result<()> {
-        let before = cpu_seconds(&load.measured)?;
+        let before = cpu_seconds(measured)?;
         self.loadgen(args, out)?;
-        let after = cpu_seconds(&load.measured)?;
+        let after = cpu_seconds(measured)?;
         // What was in force, read back from the groups: the figures say under which quotas
         // they were taken, not which were meant.
-        let cpu_quotas = load
-            .measured
+        let cpu_quotas = measured
             .iter()
             .filter_map(|(host, _)| Some((host, limits::of(d, &host.name)?)))
             .map(|(host, limit)| Ok((host.name.clone(), limits::usage(host, limit)?.quota_cpus)))
@@ -216,17 +229,30 @@ pub(super) fn patterns(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> Re
             };
             let args = load.args(mode, workload, concurrency);
             bench
-                .loadgen_with_cpu(d, load, &args, layout::patterns_out(mode, n), &cpu_out)
+                .loadgen_with_cpu(
+                    d,
+                    &load.measured,
+                    &args,
+                    layout::patterns_out(mode, n),
+                    &cpu_out,
+                )
                 .with_context(|| format!("the load test of {mode}"))?;
         }
     }
     Ok(())
 }
 
-/// What the chain costs: the manager straight and through the chain, under load and from one
-/// client, with every CPU quota lifted: a capped server makes any chain look free and a capped
-/// service makes it look dear.
+/// What the chain costs: the manager straight, through the chain and through the chain's floor,
+/// under load and from one client, with every CPU quota lifted: a capped server makes any chain
+/// look free and a capped service makes it look dear. The floor's relays run only for it.
 pub(super) fn chain_cost(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> Result<()> {
+    let relays = floor::hosts(d)?;
+    let measured = chain_cost_runs(bench, d, load);
+    let stopped = relays.iter().try_for_each(floor::stop);
+    measured.and(stopped)
+}
+
+fn chain_cost_runs(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> Result<()> {
     let runs = bench.run.settings.runs;
     let left = (1..=runs).any(|n| {
         layout::chain_modes().iter().any(|mode| {
@@ -237,6 +263,7 @@ pub(super) fn chain_cost(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> 
         return Ok(());
     }
     limits::set_all_cpus(d, true)?;
+    floor::start(d, &build::release_dir(d.settings.target.as_deref()))?;
     let concurrency = bench.run.settings.concurrency;
     for n in 1..=runs {
         for mode in layout::chain_modes() {
@@ -244,8 +271,12 @@ pub(super) fn chain_cost(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> 
             if !bench.has(&cpu_out) {
                 bench.measuring(format!("what the chain costs: {mode} with no CPU quota"), n);
                 let args = load.args(mode, Workload::Mix, concurrency);
+                let measured = match mode {
+                    layout::FLOOR => &load.floor_measured,
+                    _ => &load.measured,
+                };
                 bench
-                    .loadgen_with_cpu(d, load, &args, layout::chain_out(mode, n), &cpu_out)
+                    .loadgen_with_cpu(d, measured, &args, layout::chain_out(mode, n), &cpu_out)
                     .with_context(|| format!("the chain-cost test of {mode}"))?;
             }
             let out = layout::latency_out(mode, n);
