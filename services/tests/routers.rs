@@ -19,7 +19,8 @@ use services::gatekeeper::{
     self, admission::Admission, rate_limit::RateLimiter, Gatekeeper, Hygiene,
 };
 use services::guard::Guard;
-use services::trusted_host::{self, policy::Limits, TrustedHost};
+use services::trusted_host::policy::{Limits, Policy};
+use services::trusted_host::{self, TrustedHost};
 use services::upstream::Upstream;
 
 const TOKEN: &str = "test-token";
@@ -66,7 +67,7 @@ fn gatekeeper_app_admitting(rate: f64, burst: u32, admission: Admission) -> Rout
 fn trusted_host_app() -> Router {
     let trusted_host = Arc::new(TrustedHost {
         proxy: upstream(),
-        limits: Limits::default(),
+        policy: Policy::new(Limits::default()),
     });
     let allowed: IpAddr = GATEKEEPER.parse().unwrap();
     trusted_host::app(trusted_host, Guard::new(&[allowed], TOKEN))

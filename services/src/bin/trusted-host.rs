@@ -7,7 +7,8 @@ use contract::config::TrustedHostConfig;
 use services::config;
 use services::guard::Guard;
 use services::serve;
-use services::trusted_host::{self, policy::Limits, TrustedHost};
+use services::trusted_host::policy::{Limits, Policy};
+use services::trusted_host::{self, TrustedHost};
 use services::upstream::Upstream;
 
 #[tokio::main(flavor = "current_thread")]
@@ -22,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_millis(config.request_timeout_ms),
             config.max_answer_bytes,
         )?,
-        limits: Limits::default(),
+        policy: Policy::new(Limits::default()),
     });
     let guard = Guard::new(&config.allowed_peers, &config.token);
     serve::serve(config.listen, trusted_host::app(trusted_host, guard)).await

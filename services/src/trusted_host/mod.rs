@@ -22,11 +22,11 @@ use crate::upstream::Upstream;
 use axum::http::HeaderMap;
 use contract::gtid::GtidPosition;
 use contract::wire::{ForwardedQuery, QueryRequest};
-use policy::Limits;
+use policy::Policy;
 
 pub struct TrustedHost {
     pub proxy: Upstream,
-    pub limits: Limits,
+    pub policy: Policy,
 }
 
 pub fn app(trusted_host: Arc<TrustedHost>, guard: Guard) -> Router {
@@ -43,7 +43,7 @@ async fn query(
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
     let request_id = upstream::request_id(&headers);
-    let checked = policy::validate(&request.query, request.mode, &th.limits).map_err(|r| {
+    let checked = th.policy.validate(&request.query, request.mode).map_err(|r| {
         tracing::warn!(request_id, rule = r.rule, mode = request.mode.as_str(), reason = %r.reason, "query rejected");
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.to_string())
     })?;

@@ -24,8 +24,10 @@ use catalog::{
     WRITE_ROW_CAP,
 };
 use contract::wire::Mode;
+use round_trip::{round_trips, ParsedTemplates};
 
 mod catalog;
+mod round_trip;
 
 /// A rule of the policy and the reason it exists.
 pub struct Rule {
@@ -106,8 +108,38 @@ fn reject<T>(rule: &'static str, reason: impl Into<String>) -> Result<T, Rejecti
     })
 }
 
+/// The policy as the trusted host runs it: its limits, and the trees its templates parsed to.
+pub struct Policy {
+    pub limits: Limits,
+    parsed_templates: ParsedTemplates,
+}
+
+impl Policy {
+    pub fn new(limits: Limits) -> Policy {
+        Policy {
+            limits,
+            parsed_templates: ParsedTemplates::default(),
+        }
+    }
+
+    /// Checks a query for a mode, as [`validate`] does; a template's text already parsed back
+    /// is compared with the tree it parsed to then.
+    pub fn validate(&self, sql: &str, mode: Mode) -> Result<Templated, Rejection> {
+        checked(sql, mode, &self.limits, Some(&self.parsed_templates))
+    }
+}
+
 /// Checks a query for a mode; returns what to forward: its template, parameters and digest.
 pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rejection> {
+    checked(sql, mode, limits, None)
+}
+
+fn checked(
+    sql: &str,
+    mode: Mode,
+    limits: &Limits,
+    parsed_templates: Option<&ParsedTemplates>,
+) -> Result<Templated, Rejection> {
     if sql.len() > limits.max_query_bytes {
         return reject(
             "query-length",
@@ -170,12 +202,13 @@ pub fn validate(sql: &str, mode: Mode, limits: &Limits) -> Result<Templated, Rej
 
     let (templated, template) = templatize(statement, sql)
         .or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
-    match parse(&templated.template) {
-        Ok(again) if again.len() == 1 && again[0] == template => Ok(templated),
-        _ => reject(
+    if round_trips(&templated.template, &template, parsed_templates) {
+        Ok(templated)
+    } else {
+        reject(
             "round-trip",
             "the query does not print back to the same statement; write it more plainly",
-        ),
+        )
     }
 }
 

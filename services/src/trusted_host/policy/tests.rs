@@ -4,8 +4,14 @@
 use super::*;
 use contract::wire::Param;
 
+/// The corpus goes through the policy as the trusted host runs it, its parsed templates kept
+/// across the queries, and through the check that keeps none: both must say the same.
 fn check(sql: &str, mode: Mode) -> Result<Templated, Rejection> {
-    validate(sql, mode, &Limits::default())
+    static POLICY: std::sync::LazyLock<Policy> =
+        std::sync::LazyLock::new(|| Policy::new(Limits::default()));
+    let kept = POLICY.validate(sql, mode);
+    assert_eq!(kept, validate(sql, mode, &Limits::default()), "{sql}");
+    kept
 }
 
 const LEGITIMATE_READS: &[&str] = &[
