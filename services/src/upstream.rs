@@ -81,6 +81,16 @@ impl Upstream {
                 format!("encoding the request: {e}"),
             )
         })?;
+        self.send(Bytes::from(body), request_id, client).await
+    }
+
+    /// Sends a request already encoded as JSON, as [`Upstream::query`] does.
+    pub async fn send(
+        &self,
+        body: Bytes,
+        request_id: &str,
+        client: &Client,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
         let mut builder = Request::post(self.url.clone())
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, "application/json");
@@ -91,7 +101,7 @@ impl Upstream {
             builder = builder.header(CLIENT_HEADER, value);
         }
         let request = builder
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| ApiError::upstream(format!("building the request: {e}")))?;
         let exchange = async {
             let response = self

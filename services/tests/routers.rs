@@ -233,6 +233,13 @@ async fn json_rejections_are_json_errors() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-request",
         ),
+        // The gatekeeper passes on the bytes it got: what it does not know stays out.
+        (
+            json,
+            br#"{"query": "SELECT 1", "mode": "random", "as": "root"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+        ),
         (
             json,
             b"{\"query\": \"SELECT '\xff'\", \"mode\": \"random\"}".to_vec(),

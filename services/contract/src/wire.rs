@@ -29,7 +29,10 @@ impl Mode {
     }
 }
 
+/// The API's request. The gatekeeper passes it on as the bytes it came in, once they decode as
+/// this: a field it does not know is refused there, not carried to the hops behind.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     pub query: String,
     pub mode: Mode,

@@ -24,7 +24,7 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::JsonWithBytes;
 use crate::upstream::Upstream;
 use admission::Admission;
 use axum::body::Bytes;
@@ -52,9 +52,10 @@ impl Gatekeeper {
 
     /// Sends a query down the chain for the client at `peer`, unless it is held for a budget
     /// spent; a refusal for one holds it for the time the proxy said.
+    /// `request` is a `QueryRequest` as JSON: the API's body as it came, which decoded as one.
     async fn forward(
         &self,
-        request: &QueryRequest,
+        request: Bytes,
         id: &str,
         peer: SocketAddr,
     ) -> Result<(StatusCode, Bytes), ApiError> {
@@ -65,7 +66,7 @@ impl Gatekeeper {
         }
         let (status, body) = self
             .trusted_host
-            .query(request, id, &self.client(peer))
+            .send(request, id, &self.client(peer))
             .await?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             if let Ok(ErrorBody { error }) = serde_json::from_slice(&body) {
@@ -150,9 +151,10 @@ async fn api_query(
     State(gk): State<Arc<Gatekeeper>>,
     Extension(RequestId(id)): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ApiJson(request): ApiJson<QueryRequest>,
+    // Decoded to refuse what is not a query request here; what is sent on is its bytes.
+    request: JsonWithBytes<QueryRequest>,
 ) -> Response {
-    match gk.forward(&request, &id, peer).await {
+    match gk.forward(request.bytes, &id, peer).await {
         Ok((status, body)) if status.is_success() => {
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
@@ -281,7 +283,15 @@ async fn submit(
         after_gtid,
     };
     let said = |e: ErrorBody| format!("{} (request id {id})", e.error.message);
-    let (status, outcome) = match gk.forward(&request, id, peer).await {
+    let encoded = match serde_json::to_vec(&request) {
+        Ok(encoded) => Bytes::from(encoded),
+        Err(e) => {
+            let message = format!("encoding the request: {e} (request id {id})");
+            let page = pages::result(&request.query, mode, &Err(message));
+            return (StatusCode::INTERNAL_SERVER_ERROR, None, Html(page));
+        }
+    };
+    let (status, outcome) = match gk.forward(encoded, id, peer).await {
         Ok((status, body)) if status.is_success() => {
             match serde_json::from_slice::<QueryResponse>(&body) {
                 Ok(response) => (status, Ok(response)),
