@@ -16,7 +16,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        decode(request, state).await.map(|(value, _)| ApiJson(value))
+        decode(request, state)
+            .await
+            .map(|(value, _)| ApiJson(value))
     }
 }
 

@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use super::rate_limit::RateLimiter;
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -98,13 +99,24 @@ impl Drop for Ticket {
     }
 }
 
+/// Who gets in, as one layer: the client's rate, then a slot (one layer, not two: each layer
+/// is work on every request).
+#[derive(Clone)]
+pub struct Gate {
+    pub limiter: RateLimiter,
+    pub admission: Admission,
+}
+
 pub async fn admit(
-    State(admission): State<Admission>,
+    State(gate): State<Gate>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    match admission.enter(peer.ip()) {
+    if let Err(refusal) = gate.limiter.check(peer) {
+        return refusal.into_response();
+    }
+    match gate.admission.enter(peer.ip()) {
         Ok(_ticket) => next.run(request).await,
         Err(refusal) => {
             log_refusal(&refusal.code, peer);

@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::error::ApiError;
 use crate::extract::JsonWithBytes;
 use crate::upstream::Upstream;
-use admission::Admission;
+use admission::{Admission, Gate};
 use axum::body::Bytes;
 use contract::wire::{Client, ErrorBody, Mode, QueryRequest, QueryResponse};
 use holds::Holds;
@@ -106,16 +106,14 @@ pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
         .route_layer(middleware::from_fn(browser::same_origin_forms))
         .route("/api/query", axum::routing::post(api_query))
         .route_layer(middleware::from_fn_with_state(
-            hygiene.admission,
+            Gate {
+                limiter: hygiene.limiter,
+                admission: hygiene.admission,
+            },
             admission::admit,
         ))
-        .route_layer(middleware::from_fn_with_state(
-            hygiene.limiter,
-            rate_limit::limit,
-        ))
         .route("/health", get(health))
-        .layer(middleware::from_fn(browser::safety_headers))
-        .layer(middleware::from_fn(public::tag))
+        .layer(middleware::from_fn(public::answer))
         .layer(DefaultBodyLimit::max(hygiene.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

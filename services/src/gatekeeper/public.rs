@@ -15,14 +15,18 @@ use contract::wire::{ErrorBody, ErrorDetail, REQUEST_ID_HEADER};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Gives the request its id and its answer the header.
-pub async fn tag(mut request: Request, next: Next) -> Response {
+/// Gives the request its id, and its answer the id's header and the safety headers (one
+/// layer for what every answer gets: each layer is work on every request).
+pub async fn answer(mut request: Request, next: Next) -> Response {
     let id = format!("{:016x}", rand::random::<u64>());
-    request.extensions_mut().insert(RequestId(id.clone()));
+    let header = HeaderValue::from_str(&id);
+    request.extensions_mut().insert(RequestId(id));
     let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    let headers = response.headers_mut();
+    if let Ok(value) = header {
+        headers.insert(REQUEST_ID_HEADER, value);
     }
+    super::browser::add_safety_headers(headers);
     response
 }
 

@@ -7,10 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::error::ApiError;
 
@@ -69,21 +66,19 @@ impl RateLimiter {
     }
 }
 
-pub async fn limit(
-    State(limiter): State<RateLimiter>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !limiter.allow(peer.ip(), Instant::now()) {
+impl RateLimiter {
+    /// Lets a request of the client at `peer` in, or refuses it (429).
+    pub fn check(&self, peer: SocketAddr) -> Result<(), ApiError> {
+        if self.allow(peer.ip(), Instant::now()) {
+            return Ok(());
+        }
         super::admission::log_refusal("rate-limited", peer);
-        return Err(ApiError::new(
+        Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "too many requests from this address; slow down",
-        ));
+        ))
     }
-    Ok(next.run(request).await)
 }
 
 #[cfg(test)]

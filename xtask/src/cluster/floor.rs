@@ -72,8 +72,12 @@ pub fn start(d: &Deployment, release_dir: &Path) -> Result<()> {
             .param("HOST_DIR", host.dir.display().to_string())
             .param("ADDRESS", host.address.clone())
             .param("PORT", port.to_string());
-        transport::run_script(host, &limits::in_group(script, limits::of(d, &host.name)), b"")
-            .with_context(|| format!("starting the floor relay on {}", host.name))?;
+        transport::run_script(
+            host,
+            &limits::in_group(script, limits::of(d, &host.name)),
+            b"",
+        )
+        .with_context(|| format!("starting the floor relay on {}", host.name))?;
     }
     Ok(())
 }

@@ -316,9 +316,7 @@ fn chain_cost(run: &Run) -> String {
          cost on these machines. Measured with every CPU quota lifted (a capped database makes \
          any chain look free), {} clients of the same reads as above, {} s per run, and point \
          reads from one client; means of {} run(s).",
-        run.meta.settings.concurrency,
-        run.meta.settings.seconds,
-        run.meta.settings.runs
+        run.meta.settings.concurrency, run.meta.settings.seconds, run.meta.settings.runs
     )
     .unwrap();
     let direct = pattern_means(&run.chain, DIRECT_DB);
@@ -331,18 +329,19 @@ fn chain_cost(run: &Run) -> String {
         "\n\n| measure | chain | floor | chain / floor | target | |\n\
          |---|---:|---:|---:|---:|---|\n",
     );
-    let mut row = |what: &str, chain: String, floor: String, ratio: f64, target: &str, met: bool| {
-        let mark = match (ratio.is_finite(), met) {
-            (false, _) => "not measured",
-            (true, true) => "met",
-            (true, false) => "**not met**",
+    let mut row =
+        |what: &str, chain: String, floor: String, ratio: f64, target: &str, met: bool| {
+            let mark = match (ratio.is_finite(), met) {
+                (false, _) => "not measured",
+                (true, true) => "met",
+                (true, false) => "**not met**",
+            };
+            writeln!(
+                out,
+                "| {what} | {chain} | {floor} | {ratio:.2}x | {target} | {mark} |"
+            )
+            .unwrap();
         };
-        writeln!(
-            out,
-            "| {what} | {chain} | {floor} | {ratio:.2}x | {target} | {mark} |"
-        )
-        .unwrap();
-    };
     let cpu_ratio = hit.cpu_services / floor.cpu_services;
     row(
         "CPU per request, the three services / the three relays",

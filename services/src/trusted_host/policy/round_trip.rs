@@ -27,7 +27,11 @@ impl Default for ParsedTemplates {
 
 impl ParsedTemplates {
     fn get(&self, text: &str) -> Option<Arc<Statement>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(text).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(text)
+            .cloned()
     }
 
     fn keep(&self, text: &str, tree: Arc<Statement>) {
@@ -79,6 +83,10 @@ mod tests {
         assert!(round_trips(text, &tree(text), Some(&kept)));
         // What does not parse, or parses to two statements, never matches.
         assert!(!round_trips("SELECT FROM", &tree(text), Some(&kept)));
-        assert!(!round_trips(&format!("{text}; {text}"), &tree(text), Some(&kept)));
+        assert!(!round_trips(
+            &format!("{text}; {text}"),
+            &tree(text),
+            Some(&kept)
+        ));
     }
 }

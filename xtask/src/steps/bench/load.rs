@@ -94,14 +94,7 @@ impl LoadTest {
                 &self.manager_name,
             ]
         } else {
-            [
-                "--gatekeeper",
-                url,
-                "--mode",
-                mode,
-                "--from",
-                &self.from,
-            ]
+            ["--gatekeeper", url, "--mode", mode, "--from", &self.from]
         };
         args.extend(target.map(String::from));
         args
