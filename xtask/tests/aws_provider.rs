@@ -487,6 +487,8 @@ fn plan_shows_what_it_costs_and_contacts_nothing_and_status_counts_the_hours() {
         "standalone     standalone    t3.micro",
         "gatekeeper     gatekeeper    x9.huge",
         "trusted-host: port 8080 from the gatekeeper group (requests from the gatekeeper)",
+        "trusted-host: port 8081 from the gatekeeper group (the bench's floor relays)",
+        "gatekeeper: port 8081 from the proxy group (the bench's floor relay, from the bench client)",
         "5 × t3.micro: $0.0104 per hour each, $0.0520 per hour",
         "3 × x9.huge: $0.1000 per hour each, $0.3000 per hour",
         "8 × public IPv4 address: $0.0050 per hour each, $0.0400 per hour",

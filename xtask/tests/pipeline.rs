@@ -249,10 +249,25 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         [
             ("direct-db", "4"),
             ("direct-hit", "4"),
+            ("floor", "4"),
             ("direct-db", "1"),
-            ("direct-hit", "1")
+            ("direct-hit", "1"),
+            ("floor", "1")
         ]
     );
+    // The floor's relays ran beside the services, each measured on its service's host, and
+    // were stopped after: only the three services run.
+    let floor = lifted
+        .iter()
+        .find(|r| column(&header, r, "mode") == "floor" && column(&header, r, "concurrency") == "4")
+        .unwrap();
+    let relays: Vec<&str> = column(&header, floor, "cpu_us_per_request_by_host")
+        .split(';')
+        .filter_map(|part| part.split_once('=').map(|(host, _)| host))
+        .collect();
+    assert_eq!(relays, ["gatekeeper", "proxy", "trusted-host"], "{floor:?}");
+    let services: Vec<String> = d.services().into_iter().map(|(host, _)| host).collect();
+    assert_eq!(services, ["gatekeeper", "proxy", "trusted-host"]);
     let (rows, degraded): (Vec<Vec<String>>, Vec<Vec<String>>) = all_rows
         .into_iter()
         .partition(|r| column(&header, r, "scenario") == "normal");
@@ -303,9 +318,10 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         }
         // The CPU each process spent per request was measured around the run.
         let cpu = |name: &str| -> f64 { column(&header, r, name).parse().unwrap() };
-        // The servers that served the mode worked for it.
+        // The servers that served the mode worked for it (the floor's relays, for it).
         let served = match column(&header, r, "mode") {
             "random" | "customized" => "cpu_us_per_request_workers",
+            "floor" => "cpu_us_per_request_services",
             _ => "cpu_us_per_request_manager",
         };
         assert!(cpu(served) > 0.0, "{served}: {r:?}");
@@ -385,8 +401,11 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     assert!(
         summary.contains("## What the chain costs")
             && summary.contains("Measured with every CPU quota lifted")
-            && summary.contains("| point read p50 from one client, chain minus direct |")
-            && summary.contains("| ≤ 150 µs |"),
+            && summary.contains("| CPU per request, the three services / the three relays |")
+            && summary.contains("| requests/s, direct-hit / the floor |")
+            && summary.contains("| ≤ 1.50x |")
+            && summary.contains("### Where the time goes")
+            && summary.contains("| trusted-host |"),
         "{summary}"
     );
     // The charts as a person sees them: rendered by a browser, each panel has its bars (more
@@ -455,7 +474,23 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     assert!(repaired.contains("started worker-2"), "{repaired}");
     assert!(!d.ok(&["all"]).contains("drifted"));
 
+    // A relay a killed bench left behind: teardown stops it with the services.
+    let gatekeeper = d.host_dir("gatekeeper");
+    let mut relay = std::process::Command::new(gatekeeper.join("relay"))
+        .arg("--config")
+        .arg(gatekeeper.join("relay.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the relay to run", Duration::from_secs(10), || {
+        d.services().len() == 4
+    });
     d.ok(&["teardown"]);
+    assert!(
+        relay.try_wait().unwrap().is_some(),
+        "teardown stopped the relay"
+    );
     assert_eq!(d.servers(), []);
     assert_eq!(d.services(), []);
     assert!(

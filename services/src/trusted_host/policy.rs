@@ -18,16 +18,16 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserOptions};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
-use super::template::{templatize, Templated, Untemplatable};
+use super::template::{template_of, Templated, Untemplatable};
 use catalog::{
     dataset, Dataset, ALLOWED_FUNCTIONS, DATASET_SCHEMA, IDENTITY_KEYWORDS, SYSTEM_SCHEMAS,
     WRITE_ROW_CAP,
 };
 use contract::wire::Mode;
-use round_trip::{round_trips, ParsedTemplates};
+use known_templates::{forwarded, KnownTemplates, Refused};
 
 mod catalog;
-mod round_trip;
+mod known_templates;
 
 /// A rule of the policy and the reason it exists.
 pub struct Rule {
@@ -108,24 +108,24 @@ fn reject<T>(rule: &'static str, reason: impl Into<String>) -> Result<T, Rejecti
     })
 }
 
-/// The policy as the trusted host runs it: its limits, and the trees its templates parsed to.
+/// The policy as the trusted host runs it: its limits, and the templates it has seen.
 pub struct Policy {
     pub limits: Limits,
-    parsed_templates: ParsedTemplates,
+    known_templates: KnownTemplates,
 }
 
 impl Policy {
     pub fn new(limits: Limits) -> Policy {
         Policy {
             limits,
-            parsed_templates: ParsedTemplates::default(),
+            known_templates: KnownTemplates::default(),
         }
     }
 
-    /// Checks a query for a mode, as [`validate`] does; a template's text already parsed back
-    /// is compared with the tree it parsed to then.
+    /// Checks a query for a mode, as [`validate`] does; a template seen before is compared
+    /// with the tree its text parsed to then, and has the digest it had then.
     pub fn validate(&self, sql: &str, mode: Mode) -> Result<Templated, Rejection> {
-        checked(sql, mode, &self.limits, Some(&self.parsed_templates))
+        checked(sql, mode, &self.limits, Some(&self.known_templates))
     }
 }
 
@@ -138,7 +138,7 @@ fn checked(
     sql: &str,
     mode: Mode,
     limits: &Limits,
-    parsed_templates: Option<&ParsedTemplates>,
+    known_templates: Option<&KnownTemplates>,
 ) -> Result<Templated, Rejection> {
     if sql.len() > limits.max_query_bytes {
         return reject(
@@ -200,15 +200,15 @@ fn checked(
         check_bounded(scope)?;
     }
 
-    let (templated, template) = templatize(statement, sql)
+    let template = template_of(statement.clone(), sql)
         .or_else(|Untemplatable(reason)| reject("literal-kind", reason))?;
-    if round_trips(&templated.template, &template, parsed_templates) {
-        Ok(templated)
-    } else {
-        reject(
+    match forwarded(template, statement, known_templates) {
+        Ok(templated) => Ok(templated),
+        Err(Refused::Literal(Untemplatable(reason))) => reject("literal-kind", reason),
+        Err(Refused::RoundTrip) => reject(
             "round-trip",
             "the query does not print back to the same statement; write it more plainly",
-        )
+        ),
     }
 }
 

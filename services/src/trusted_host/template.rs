@@ -44,29 +44,33 @@ pub struct Templated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Untemplatable(pub String);
 
-/// Turns a checked statement (parsed from `sql`) into its template and parameters; also
-/// returns the template's own tree, for the round-trip check.
-pub fn templatize(
-    statement: Statement,
-    sql: &str,
-) -> Result<(Templated, Statement), Untemplatable> {
-    // The digest's shape: every literal one `?`, an IN list of them one `?`, no aliases added.
-    let mut shape = statement.clone();
-    take_literals(&mut shape, false)?;
-    let _ = shape.visit(&mut CollapseInLists);
-    let digest_text = shape.to_string();
+/// A checked statement's template (parsed from `sql`): its text, its parameters, and its own
+/// tree, for the round-trip check.
+pub struct Template {
+    pub text: String,
+    pub params: Vec<Param>,
+    pub tree: Statement,
+}
 
-    // The template: names kept for unnamed select items, then the literals taken out.
-    let mut template = statement;
-    let _ = template.visit(&mut NameSelectItems { sql });
-    let params = take_literals(&mut template, true)?;
-    let templated = Templated {
-        template: template.to_string(),
+/// Turns a checked statement into its template: names kept for unnamed select items, then the
+/// literals taken out.
+pub fn template_of(mut statement: Statement, sql: &str) -> Result<Template, Untemplatable> {
+    let _ = statement.visit(&mut NameSelectItems { sql });
+    let params = take_literals(&mut statement, true)?;
+    Ok(Template {
+        text: statement.to_string(),
         params,
-        digest: digest_of(&digest_text),
-        digest_text,
-    };
-    Ok((templated, template))
+        tree: statement,
+    })
+}
+
+/// A statement's digest: its shape (every literal one `?`, an IN list of them one `?`, no
+/// aliases added) and the shape's hash, as (digest, digest_text).
+pub fn shape_of(mut statement: Statement) -> Result<(String, String), Untemplatable> {
+    take_literals(&mut statement, false)?;
+    let _ = statement.visit(&mut CollapseInLists);
+    let digest_text = statement.to_string();
+    Ok((digest_of(&digest_text), digest_text))
 }
 
 /// Replaces the statement's literals (column positions aside) with `?`, decimals cast to their
@@ -526,7 +530,15 @@ mod tests {
             .unwrap()
             .parse_statements()
             .unwrap();
-        templatize(statements.remove(0), sql).unwrap().0
+        let statement = statements.remove(0);
+        let (digest, digest_text) = shape_of(statement.clone()).unwrap();
+        let template = template_of(statement, sql).unwrap();
+        Templated {
+            template: template.text,
+            params: template.params,
+            digest,
+            digest_text,
+        }
     }
 
     #[test]

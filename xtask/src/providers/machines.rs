@@ -106,13 +106,14 @@ impl Needs {
     }
 }
 
-/// The ports a host's server or service listens on.
+/// The ports a host's server or service listens on (a service host: the bench's floor relay's
+/// too, the port after it).
 fn ports(settings: &Settings, host: &Host) -> Vec<u16> {
     match host.role {
         // Galera's group communication, incremental and full state transfers.
         Role::Node => vec![settings.db_port, 4567, 4568, 4444],
         role if role.runs_database() => vec![settings.db_port],
-        _ => vec![settings.service_port],
+        _ => vec![settings.service_port, settings.floor_port()],
     }
 }
 
@@ -566,7 +567,7 @@ mod tests {
             ports(&settings, &host(Role::Node)),
             [3306, 4567, 4568, 4444]
         );
-        assert_eq!(ports(&settings, &host(Role::Proxy)), [8080]);
+        assert_eq!(ports(&settings, &host(Role::Proxy)), [8080, 8081]);
     }
 
     #[test]

@@ -325,6 +325,9 @@ fn chain_cost(run: &Run) -> String {
     let one_direct = pattern_means(&run.latency, DIRECT_DB);
     let one_chain = pattern_means(&run.latency, Mode::DirectHit.as_str());
     let one_floor = pattern_means(&run.latency, layout::FLOOR);
+    if floor.throughput.is_nan() {
+        out.push_str(" This run measured no floor (it is from before the floor was measured).");
+    }
     out.push_str(
         "\n\n| measure | chain | floor | chain / floor | target | |\n\
          |---|---:|---:|---:|---:|---|\n",
@@ -336,9 +339,13 @@ fn chain_cost(run: &Run) -> String {
                 (true, true) => "met",
                 (true, false) => "**not met**",
             };
+            let ratio = match ratio.is_finite() {
+                true => format!("{ratio:.2}x"),
+                false => "-".to_string(),
+            };
             writeln!(
                 out,
-                "| {what} | {chain} | {floor} | {ratio:.2}x | {target} | {mark} |"
+                "| {what} | {chain} | {floor} | {ratio} | {target} | {mark} |"
             )
             .unwrap();
         };
@@ -378,8 +385,7 @@ fn chain_cost(run: &Run) -> String {
         out,
         "\nAgainst the database alone: `direct-hit` serves {:.2}x `direct-db`'s requests/s ({:.0} \
          / {:.0}), and {server} spends {:.2}x its CPU per direct query on a chain query ({} / {} \
-         µs; target ≤ 1.20x: {}): the proxy's prepared statements cost the server no more than \
-         the text a client sends.",
+         µs; target ≤ 1.20x: {}).",
         hit.throughput / direct.throughput,
         hit.throughput,
         direct.throughput,
@@ -389,7 +395,9 @@ fn chain_cost(run: &Run) -> String {
         if manager <= 1.2 { "met" } else { "**not met**" }
     )
     .unwrap();
-    out.push_str(&where_the_time_goes(run));
+    if floor.throughput.is_finite() {
+        out.push_str(&where_the_time_goes(run));
+    }
     out
 }
 
@@ -543,6 +551,66 @@ mod tests {
             text.contains("`direct-hit` with every CPU quota lifted, from one client: http-503 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_chain_is_read_against_its_floor() {
+        // (mode, requests/s, p50 ms, CPU µs per request of gatekeeper, trusted host, proxy)
+        let measured = |mode: &str, throughput, p50, cpu: [f64; 3]| {
+            let mut r = row(mode, Scenario::QuotasLifted, 0);
+            r.report.throughput_rps = throughput;
+            r.report.latency_ms.p50 = p50;
+            let seconds = |us: f64| us * r.report.requests as f64 / 1e6;
+            r.cpu = Some(crate::results::CpuUse {
+                cpu_seconds: ["gatekeeper", "trusted-host", "proxy"]
+                    .into_iter()
+                    .zip(cpu)
+                    .map(|(host, us)| (host.to_string(), seconds(us)))
+                    .chain([("manager".to_string(), seconds(20.0))])
+                    .collect(),
+                cpu_quotas: BTreeMap::new(),
+            });
+            r
+        };
+        let run = Run {
+            id: "r".into(),
+            meta: row(DIRECT_DB, Scenario::Normal, 0).meta,
+            sysbench: Vec::new(),
+            patterns: Vec::new(),
+            latency: vec![
+                measured(DIRECT_DB, 900.0, 0.1, [0.0; 3]),
+                measured("direct-hit", 300.0, 0.3, [0.0; 3]),
+                measured(layout::FLOOR, 800.0, 0.15, [0.0; 3]),
+            ],
+            degraded: Vec::new(),
+            chain: vec![
+                measured(DIRECT_DB, 900.0, 0.1, [0.0; 3]),
+                measured("direct-hit", 300.0, 0.3, [30.0, 40.0, 30.0]),
+                measured(layout::FLOOR, 800.0, 0.15, [20.0, 20.0, 10.0]),
+            ],
+            scaling: Vec::new(),
+        };
+        let text = chain_cost(&run);
+        for line in [
+            "| CPU per request, the three services / the three relays | 100 µs | 50 µs | 2.00x | ≤ 1.50x | **not met** |",
+            "| point read p50 from one client: what the chain adds (chain minus direct) / the floor's | 0.200 ms (0.300 - 0.100) | 0.150 ms | 1.33x | ≤ 1.50x | met |",
+            "| requests/s, direct-hit / the floor | 300 | 800 | 0.38x | ≥ 0.50x | **not met** |",
+            "| gatekeeper | 30 | 20 | 10 | 20 % |",
+            "| trusted-host | 40 | 20 | 20 | 40 % |",
+            "| proxy | 30 | 10 | 20 | 40 % |",
+            "| the three | 100 | 50 | 50 | 100 % |",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        // A run that measured no floor says so instead of marking anything.
+        let mut no_floor = run;
+        no_floor.chain.retain(|r| r.mode != layout::FLOOR);
+        no_floor.latency.retain(|r| r.mode != layout::FLOOR);
+        let text = chain_cost(&no_floor);
+        assert_eq!(text.matches("not measured").count(), 3, "{text}");
+        assert!(!text.contains("| met |"), "{text}");
+        assert!(text.contains("This run measured no floor"), "{text}");
+        assert!(!text.contains("Where the time goes"), "{text}");
     }
 
     fn stats(tps: f64, transactions: u64, errors: u64) -> crate::results::sysbench::SysbenchStats {
