@@ -380,7 +380,31 @@ impl Proxy {
             }
             return Err(format!("promoting {chosen_name}: {e}"));
         }
+        let event = FailoverEvent {
+            at: now_text(),
+            from: old_name,
+            to: chosen_name,
+            position: position.to_string(),
+            old_manager_answered: old_answered,
+            automatic,
+            reason,
+        };
+        // Writes go to the new manager from here, and the history says so from the same moment:
+        // a client whose write succeeded finds the failover that made it possible.
         members.writer.store(chosen_index, Ordering::Relaxed);
+        failover.with_state(|s| {
+            s.last_failover = Some(SystemTime::now());
+            s.failovers += 1;
+            s.history.failovers.push(event.clone());
+        });
+        tracing::warn!(
+            from = %event.from,
+            to = %event.to,
+            position = %event.position,
+            automatic,
+            reason = %event.reason,
+            "failed over: writes go to the new manager"
+        );
         let target = &members.backends[chosen_index].target;
         let repoint = failover::replicate_from(
             &target.address,
@@ -392,28 +416,6 @@ impl Proxy {
                 tracing::warn!(problem = %e, "a worker was not pointed at the new manager; `cargo xtask repair` does it");
             }
         }
-        let event = FailoverEvent {
-            at: now_text(),
-            from: old_name,
-            to: chosen_name,
-            position: position.to_string(),
-            old_manager_answered: old_answered,
-            automatic,
-            reason,
-        };
-        tracing::warn!(
-            from = %event.from,
-            to = %event.to,
-            position = %event.position,
-            automatic,
-            reason = %event.reason,
-            "failed over: writes go to the new manager"
-        );
-        failover.with_state(|s| {
-            s.last_failover = Some(SystemTime::now());
-            s.failovers += 1;
-            s.history.failovers.push(event.clone());
-        });
         Ok(event)
     }
 
