@@ -178,21 +178,35 @@ fn provision_creates_tagged_resources_adopts_them_and_teardown_removes_them() {
     }
     assert_eq!(live["worker-2"]["tags"]["role"], "worker");
 
-    // Each tier is reachable only from the one in front of it, by group reference; SSH only
-    // from the operator; the world only reaches the gatekeeper.
+    // Each tier is reachable only from the one in front of it, by group reference (the bench's
+    // floor relays, on the port after the services', the same way); SSH only from the
+    // operator; the world only reaches the gatekeeper.
     let ssh = (22, OPERATOR.to_string());
     let g = |role: &str| format!("group:{role}");
     assert_eq!(
         rules(&resources, &id, "gatekeeper"),
-        [ssh.clone(), (8080, "0.0.0.0/0".into()), (8080, g("proxy"))]
+        [
+            ssh.clone(),
+            (8080, "0.0.0.0/0".into()),
+            (8080, g("proxy")),
+            (8081, g("proxy"))
+        ]
     );
     assert_eq!(
         rules(&resources, &id, "trusted-host"),
-        [ssh.clone(), (8080, g("gatekeeper"))]
+        [
+            ssh.clone(),
+            (8080, g("gatekeeper")),
+            (8081, g("gatekeeper"))
+        ]
     );
     assert_eq!(
         rules(&resources, &id, "proxy"),
-        [ssh.clone(), (8080, g("trusted-host"))]
+        [
+            ssh.clone(),
+            (8080, g("trusted-host")),
+            (8081, g("trusted-host"))
+        ]
     );
     assert_eq!(
         rules(&resources, &id, "database"),
