@@ -351,6 +351,11 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         }
         // Under the quotas of the scenario, read back from the groups.
         let quotas = column(&header, r, "cpu_quotas");
+        if column(&header, r, "mode") == "floor" {
+            // The relays, measured on their services' hosts (above), every quota lifted.
+            assert_eq!(quotas, "gatekeeper=none;proxy=none;trusted-host=none");
+            continue;
+        }
         if column(&header, r, "scenario") == "normal" {
             assert!(
                 quotas.contains("manager=0.25") && quotas.contains("proxy=0.50"),
