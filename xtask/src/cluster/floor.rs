@@ -4,6 +4,7 @@
 //! relays as it sends it through the services, so what the services spend above the relays is
 //! their own work, measured on the same machines at the same time.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -53,18 +54,16 @@ pub fn start(d: &Deployment, release_dir: &Path) -> Result<()> {
     let hosts = hosts(d)?;
     let port = d.settings.floor_port();
     for (i, host) in hosts.iter().enumerate().rev() {
+        let address: IpAddr = host
+            .address
+            .parse()
+            .with_context(|| format!("{}'s address {}", host.name, host.address))?;
         let config = RelayConfig {
-            listen: format!("{}:{port}", host.address)
-                .parse()
-                .with_context(|| format!("{}'s address {}", host.name, host.address))?,
+            listen: SocketAddr::new(address, port),
             next_url: hosts
                 .get(i + 1)
                 .map(|next| format!("http://{}:{port}", next.address)),
-            outgoing_address: Some(
-                host.address
-                    .parse()
-                    .with_context(|| format!("{}'s address {}", host.name, host.address))?,
-            ),
+            outgoing_address: Some(address),
         };
         transport::put_file(host, PROGRAM, &bytes, true)?;
         transport::put_file(host, "relay.json", &serde_json::to_vec(&config)?, false)?;
