@@ -1,8 +1,12 @@
-//! A JSON body extractor whose rejections are the services' JSON errors, not plain text.
+//! A JSON body extractor whose rejections are the services' JSON errors, not plain text; and
+//! the peer's address, for the layers that look at it before any extractor runs.
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use std::net::SocketAddr;
+
+use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -97,4 +101,18 @@ fn json_error(rejection: JsonRejection) -> ApiError {
         _ => "bad-request",
     };
     ApiError::new(rejection.status(), code, rejection.body_text())
+}
+
+/// The address a request came from, found where the `ConnectInfo` extractor finds it (the
+/// server's, or in tests the one `MockConnectInfo` gives).
+pub fn peer(request: &Request) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .or_else(|| {
+            extensions
+                .get::<MockConnectInfo<SocketAddr>>()
+                .map(|MockConnectInfo(peer)| *peer)
+        })
 }

@@ -425,6 +425,79 @@ async fn admission_refuses_with_retry_after() {
     );
 }
 
+/// A request holds its slot until its answer is ready, not only until it is let in: with one
+/// slot, a second request while the first waits on the next hop is refused as busy, and once
+/// the first is answered the next gets in.
+#[tokio::test]
+async fn a_slot_is_held_until_the_answer() {
+    // The next hop answers every request, the first only when told.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let next = format!("http://{}", listener.local_addr().unwrap());
+    let (reached, reached_rx) = tokio::sync::oneshot::channel();
+    let (answer, answer_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_held = Arc::new(tokio::sync::Mutex::new(Some((reached, answer_rx))));
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let first_held = Arc::clone(&first_held);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = [0u8; 4096];
+                while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {
+                    let held = first_held.lock().await.take();
+                    if let Some((reached, answer_rx)) = held {
+                        reached.send(()).unwrap();
+                        let _ = answer_rx.await;
+                    }
+                    let body = r#"{"columns":[],"rows":[]}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                    socket.write_all(body.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    let app = gatekeeper::app(
+        Arc::new(Gatekeeper {
+            trusted_host: Upstream::new(&next, TOKEN, local, Duration::from_secs(10), 1 << 20)
+                .unwrap(),
+            unlimited_clients: vec![],
+            holds: Default::default(),
+        }),
+        Hygiene {
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_secs(10),
+            limiter: RateLimiter::new(1000.0, 1000, &[]),
+            admission: Admission::new(1, 10, &[]),
+        },
+    );
+    let query = || {
+        json_post(
+            "/api/query",
+            "application/json",
+            r#"{"query":"SELECT 1","mode":"random"}"#,
+        )
+    };
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "127.0.0.5", query()).await }
+    });
+    reached_rx.await.unwrap();
+    let (status, body) = send(&app, "127.0.0.6", query()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body), "busy");
+    answer.send(()).unwrap();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The slot is free again: the next request is let in.
+    let (status, body) = send(&app, "127.0.0.6", query()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A form posted by another site's page is refused before anything is forwarded; the
 /// gatekeeper's own pages and programs without an Origin go through (to the next hop, which is
 /// nowhere: 502). Every answer carries the headers that keep a browser safe.

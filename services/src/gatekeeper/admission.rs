@@ -5,19 +5,25 @@
 //! are logged sampled, not a line each: a flood of refusals must not become a flood of log.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{self, Either, Ready};
+use pin_project_lite::pin_project;
 use tokio::sync::Semaphore;
+use tower::{Layer, Service};
 
 use super::rate_limit::RateLimiter;
 use crate::error::ApiError;
+use crate::extract;
 
 #[derive(Clone)]
 pub struct Admission {
@@ -100,32 +106,97 @@ impl Drop for Ticket {
 }
 
 /// Who gets in, as one layer: the client's rate, then a slot (one layer, not two: each layer
-/// is work on every request).
+/// is work on every request; and a plain layer, not `middleware::from_fn`, which boxes the
+/// rest of the request's path on every request).
 #[derive(Clone)]
 pub struct Gate {
     pub limiter: RateLimiter,
     pub admission: Admission,
 }
 
-pub async fn admit(
-    State(gate): State<Gate>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(refusal) = gate.limiter.check(peer) {
-        return refusal.into_response();
-    }
-    match gate.admission.enter(peer.ip()) {
-        Ok(_ticket) => next.run(request).await,
-        Err(refusal) => {
+impl Gate {
+    /// The request's ticket, or the answer that refuses it.
+    fn admit(&self, request: &Request) -> Result<Ticket, Response> {
+        let Some(peer) = extract::peer(request) else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request came without its peer's address",
+            )
+            .into_response());
+        };
+        self.limiter
+            .check(peer)
+            .map_err(IntoResponse::into_response)?;
+        self.admission.enter(peer.ip()).map_err(|refusal| {
             log_refusal(&refusal.code, peer);
             let mut response = refusal.into_response();
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
+        })
+    }
+}
+
+impl<S> Layer<S> for Gate {
+    type Service = Gated<S>;
+
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            gate: self.clone(),
+            inner,
         }
+    }
+}
+
+/// A route behind the gate.
+#[derive(Clone)]
+pub struct Gated<S> {
+    gate: Gate,
+    inner: S,
+}
+
+impl<S> Service<Request> for Gated<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, Admitted<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.gate.admit(&request) {
+            Ok(ticket) => Either::Right(Admitted {
+                answer: self.inner.call(request),
+                ticket: Some(ticket),
+            }),
+            Err(refusal) => Either::Left(future::ready(Ok(refusal))),
+        }
+    }
+}
+
+pin_project! {
+    /// An admitted request's answer: its slots are held until the answer is ready.
+    pub struct Admitted<F> {
+        #[pin]
+        answer: F,
+        ticket: Option<Ticket>,
+    }
+}
+
+impl<F: Future> Future for Admitted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let answer = ready!(this.answer.poll(cx));
+        this.ticket.take();
+        Poll::Ready(answer)
     }
 }
 

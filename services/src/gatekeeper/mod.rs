@@ -105,15 +105,12 @@ pub fn app(gatekeeper: Arc<Gatekeeper>, hygiene: Hygiene) -> Router {
         .route("/write", get(write_page).post(write_submit))
         .route_layer(middleware::from_fn(browser::same_origin_forms))
         .route("/api/query", axum::routing::post(api_query))
-        .route_layer(middleware::from_fn_with_state(
-            Gate {
-                limiter: hygiene.limiter,
-                admission: hygiene.admission,
-            },
-            admission::admit,
-        ))
+        .route_layer(Gate {
+            limiter: hygiene.limiter,
+            admission: hygiene.admission,
+        })
         .route("/health", get(health))
-        .layer(middleware::from_fn(public::answer))
+        .layer(public::Answer)
         .layer(DefaultBodyLimit::max(hygiene.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -4,10 +4,15 @@
 //! names, server or driver text; those stay in the logs under the request's id. Errors about
 //! the request itself (a policy refusal, a malformed body, a limit) are said as they are.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use contract::wire::{ErrorBody, ErrorDetail, REQUEST_ID_HEADER};
 
@@ -15,19 +20,74 @@ use contract::wire::{ErrorBody, ErrorDetail, REQUEST_ID_HEADER};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Gives the request its id, and its answer the id's header and the safety headers (one
-/// layer for what every answer gets: each layer is work on every request).
-pub async fn answer(mut request: Request, next: Next) -> Response {
-    let id = format!("{:016x}", rand::random::<u64>());
-    let header = HeaderValue::from_str(&id);
-    request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    if let Ok(value) = header {
-        headers.insert(REQUEST_ID_HEADER, value);
+/// Gives the request its id, and its answer the id's header and the safety headers: one
+/// layer for what every answer gets (each layer is work on every request), and a plain one,
+/// not `middleware::from_fn`, which boxes the rest of the request's path on every request.
+#[derive(Clone)]
+pub struct Answer;
+
+impl<S> Layer<S> for Answer {
+    type Service = Answered<S>;
+
+    fn layer(&self, inner: S) -> Answered<S> {
+        Answered { inner }
     }
-    super::browser::add_safety_headers(headers);
-    response
+}
+
+/// A route whose answers carry their request's id and the safety headers.
+#[derive(Clone)]
+pub struct Answered<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Answered<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = WithHeaders<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let header = HeaderValue::from_str(&id).ok();
+        request.extensions_mut().insert(RequestId(id));
+        WithHeaders {
+            answer: self.inner.call(request),
+            id: header,
+        }
+    }
+}
+
+pin_project! {
+    /// An answer on its way out, given its headers when ready.
+    pub struct WithHeaders<F> {
+        #[pin]
+        answer: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, E> Future for WithHeaders<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.answer.poll(cx))?;
+        let headers = response.headers_mut();
+        if let Some(id) = this.id.take() {
+            headers.insert(REQUEST_ID_HEADER, id);
+        }
+        super::browser::add_safety_headers(headers);
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Codes whose message speaks of the request itself, and is said as it is.

@@ -21,13 +21,13 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::guard::{self, Guard};
+use crate::guard::Guard;
 use crate::upstream;
 use axum::http::HeaderMap;
 use backend::{Access, Backend, QueryError, QueryOutput};
@@ -511,19 +511,19 @@ impl Proxy {
 pub fn app(proxy: Arc<Proxy>, guard: Guard) -> Router {
     let mut router = Router::new()
         .route("/query", post(query))
-        .route_layer(middleware::from_fn_with_state(guard, guard::check));
+        .route_layer(guard);
     if let Some(operator_guard) = proxy.operator_guard.clone() {
         router = router.merge(
             Router::new()
                 .route("/backends", post(members::change))
-                .route_layer(middleware::from_fn_with_state(operator_guard, guard::check)),
+                .route_layer(operator_guard),
         );
     }
     if let Some(failover_guard) = proxy.failover_guard.clone() {
         router = router.merge(
             Router::new()
                 .route("/failover", post(failover::requested))
-                .route_layer(middleware::from_fn_with_state(failover_guard, guard::check)),
+                .route_layer(failover_guard),
         );
     }
     router

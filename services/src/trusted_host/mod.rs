@@ -11,12 +11,12 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::guard::{self, Guard};
+use crate::guard::Guard;
 use crate::upstream;
 use crate::upstream::Upstream;
 use axum::http::HeaderMap;
@@ -32,7 +32,7 @@ pub struct TrustedHost {
 pub fn app(trusted_host: Arc<TrustedHost>, guard: Guard) -> Router {
     Router::new()
         .route("/query", post(query))
-        .route_layer(middleware::from_fn_with_state(guard, guard::check))
+        .route_layer(guard)
         .route("/health", get(health))
         .with_state(trusted_host)
 }
