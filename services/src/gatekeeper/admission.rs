@@ -116,14 +116,16 @@ pub struct Gate {
 
 impl Gate {
     /// The request's ticket, or the answer that refuses it.
-    fn admit(&self, request: &Request) -> Result<Ticket, Response> {
+    fn admit(&self, request: &Request) -> Result<Ticket, Box<Response>> {
         let Some(peer) = extract::peer(request) else {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request came without its peer's address",
-            )
-            .into_response());
+            return Err(Box::new(
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the request came without its peer's address",
+                )
+                .into_response(),
+            ));
         };
         self.limiter
             .check(peer)
@@ -134,7 +136,7 @@ impl Gate {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            Box::new(response)
         })
     }
 }
@@ -175,7 +177,7 @@ where
                 answer: self.inner.call(request),
                 ticket: Some(ticket),
             }),
-            Err(refusal) => Either::Left(future::ready(Ok(refusal))),
+            Err(refusal) => Either::Left(future::ready(Ok(*refusal))),
         }
     }
 }
