@@ -425,45 +425,60 @@ async fn admission_refuses_with_retry_after() {
     );
 }
 
-/// A request holds its slot until its answer is ready, not only until it is let in: with one
-/// slot, a second request while the first waits on the next hop is refused as busy, and once
-/// the first is answered the next gets in.
-#[tokio::test]
-async fn a_slot_is_held_until_the_answer() {
-    // The next hop answers every request, the first only when told.
+/// A next hop on loopback that answers every request at once, except those whose body says
+/// `held`: it tells of each of those on `reached` and answers them when `release` is notified.
+struct HeldHop {
+    url: String,
+    reached: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+async fn held_hop() -> HeldHop {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let next = format!("http://{}", listener.local_addr().unwrap());
-    let (reached, reached_rx) = tokio::sync::oneshot::channel();
-    let (answer, answer_rx) = tokio::sync::oneshot::channel::<()>();
-    let first_held = Arc::new(tokio::sync::Mutex::new(Some((reached, answer_rx))));
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (reached_tx, reached) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let released = Arc::clone(&release);
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let first_held = Arc::clone(&first_held);
+            let (reached_tx, released) = (reached_tx.clone(), Arc::clone(&released));
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buffer = [0u8; 4096];
-                while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {
-                    let held = first_held.lock().await.take();
-                    if let Some((reached, answer_rx)) = held {
-                        reached.send(()).unwrap();
-                        let _ = answer_rx.await;
+                while let Ok(n @ 1..) = socket.read(&mut buffer).await {
+                    if String::from_utf8_lossy(&buffer[..n]).contains("held") {
+                        let release = released.notified();
+                        let _ = reached_tx.send(());
+                        release.await;
                     }
                     let body = r#"{"columns":[],"rows":[]}"#;
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                         body.len()
                     );
-                    socket.write_all(head.as_bytes()).await.unwrap();
-                    socket.write_all(body.as_bytes()).await.unwrap();
+                    if socket.write_all(head.as_bytes()).await.is_err()
+                        || socket.write_all(body.as_bytes()).await.is_err()
+                    {
+                        break;
+                    }
                 }
             });
         }
     });
+    HeldHop {
+        url,
+        reached,
+        release,
+    }
+}
+
+/// A gatekeeper with one slot in all, in front of `next`.
+fn one_slot_gatekeeper(next: &str) -> Router {
     let local: IpAddr = "127.0.0.1".parse().unwrap();
-    let app = gatekeeper::app(
+    gatekeeper::app(
         Arc::new(Gatekeeper {
-            trusted_host: Upstream::new(&next, TOKEN, local, Duration::from_secs(10), 1 << 20)
+            trusted_host: Upstream::new(next, TOKEN, local, Duration::from_secs(10), 1 << 20)
                 .unwrap(),
             unlimited_clients: vec![],
             holds: Default::default(),
@@ -474,27 +489,53 @@ async fn a_slot_is_held_until_the_answer() {
             limiter: RateLimiter::new(1000.0, 1000, &[]),
             admission: Admission::new(1, 10, &[]),
         },
-    );
-    let query = || {
-        json_post(
-            "/api/query",
-            "application/json",
-            r#"{"query":"SELECT 1","mode":"random"}"#,
-        )
-    };
+    )
+}
+
+fn api_query(sql: &str) -> Request<Body> {
+    json_post(
+        "/api/query",
+        "application/json",
+        format!(r#"{{"query":"{sql}","mode":"random"}}"#),
+    )
+}
+
+/// A request holds its slot until its answer is ready, not only until it is let in: with one
+/// slot, a second request while the first waits on the next hop is refused as busy, and once
+/// the first is answered the next gets in.
+#[tokio::test]
+async fn a_slot_is_held_until_the_answer() {
+    let mut hop = held_hop().await;
+    let app = one_slot_gatekeeper(&hop.url);
     let first = tokio::spawn({
         let app = app.clone();
-        async move { send(&app, "127.0.0.5", query()).await }
+        async move { send(&app, "127.0.0.5", api_query("SELECT 'held'")).await }
     });
-    reached_rx.await.unwrap();
-    let (status, body) = send(&app, "127.0.0.6", query()).await;
+    hop.reached.recv().await.unwrap();
+    let (status, body) = send(&app, "127.0.0.6", api_query("SELECT 1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "busy");
-    answer.send(()).unwrap();
+    hop.release.notify_waiters();
     let (status, body) = first.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     // The slot is free again: the next request is let in.
-    let (status, body) = send(&app, "127.0.0.6", query()).await;
+    let (status, body) = send(&app, "127.0.0.6", api_query("SELECT 1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A request dropped before its answer (its client gone, its time up) gives its slot back.
+#[tokio::test]
+async fn a_dropped_request_gives_its_slot_back() {
+    let mut hop = held_hop().await;
+    let app = one_slot_gatekeeper(&hop.url);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "127.0.0.5", api_query("SELECT 'held'")).await }
+    });
+    hop.reached.recv().await.unwrap();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let (status, body) = send(&app, "127.0.0.6", api_query("SELECT 1")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
