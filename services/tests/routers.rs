@@ -500,6 +500,19 @@ fn api_query(sql: &str) -> Request<Body> {
     )
 }
 
+/// A request from 127.0.0.5 that `hop` holds, sent and waiting there when this returns.
+async fn held_request(
+    app: &Router,
+    hop: &mut HeldHop,
+) -> tokio::task::JoinHandle<(StatusCode, String)> {
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "127.0.0.5", api_query("SELECT 'held'")).await }
+    });
+    hop.reached.recv().await.unwrap();
+    first
+}
+
 /// A request holds its slot until its answer is ready, not only until it is let in: with one
 /// slot, a second request while the first waits on the next hop is refused as busy, and once
 /// the first is answered the next gets in.
@@ -507,11 +520,7 @@ fn api_query(sql: &str) -> Request<Body> {
 async fn a_slot_is_held_until_the_answer() {
     let mut hop = held_hop().await;
     let app = one_slot_gatekeeper(&hop.url);
-    let first = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, "127.0.0.5", api_query("SELECT 'held'")).await }
-    });
-    hop.reached.recv().await.unwrap();
+    let first = held_request(&app, &mut hop).await;
     let (status, body) = send(&app, "127.0.0.6", api_query("SELECT 1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "busy");
@@ -528,11 +537,7 @@ async fn a_slot_is_held_until_the_answer() {
 async fn a_dropped_request_gives_its_slot_back() {
     let mut hop = held_hop().await;
     let app = one_slot_gatekeeper(&hop.url);
-    let first = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, "127.0.0.5", api_query("SELECT 'held'")).await }
-    });
-    hop.reached.recv().await.unwrap();
+    let first = held_request(&app, &mut hop).await;
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     let (status, body) = send(&app, "127.0.0.6", api_query("SELECT 1")).await;
