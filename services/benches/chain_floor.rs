@@ -100,6 +100,7 @@ async fn load(concurrency: usize, seconds: u64) -> Result<Report> {
         concurrency,
         duration: Duration::from_secs(seconds),
         films: 1000,
+        rate: None,
     })
     .await
 }

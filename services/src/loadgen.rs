@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
+use tokio::sync::Semaphore;
 
 use contract::report::{Percentiles, Report, Workload, DIRECT_DB};
 use contract::wire::{Mode, QueryRequest, QueryResponse};
@@ -80,6 +82,9 @@ pub struct Plan {
     pub duration: Duration,
     /// Number of films in the dataset (100 per unit of scale).
     pub films: u32,
+    /// Requests per second, all clients together, when the load is paced; else each client
+    /// sends its next query as soon as it has the answer to the last.
+    pub rate: Option<f64>,
 }
 
 /// What one client saw.
@@ -114,15 +119,28 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     if plan.concurrency == 0 || plan.films == 0 {
         bail!("concurrency and the number of films must be at least 1");
     }
+    if let Some(rate) = plan.rate {
+        if !(rate.is_finite() && rate >= 1.0) {
+            bail!("the rate must be at least 1 request/s, got {rate}");
+        }
+    }
     let sender = Sender::new(&plan.target, plan.concurrency)?;
     let started = Instant::now();
     let deadline = started + plan.duration;
+    let pace = plan.rate.map(|rate| pace(rate, plan.concurrency, deadline));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..plan.concurrency {
-        let (sender, plan) = (sender.clone(), plan.clone());
+        let (sender, plan, pace) = (sender.clone(), plan.clone(), pace.clone());
         clients.spawn(async move {
             let mut tally = ClientTally::new();
             while Instant::now() < deadline {
+                if let Some(pace) = &pace {
+                    // Closed at the deadline: the client stops waiting then.
+                    match pace.acquire().await {
+                        Ok(turn) => turn.forget(),
+                        Err(_) => break,
+                    }
+                }
                 let query = query(plan.workload, &mut rand::rng(), plan.films);
                 let sent = Instant::now();
                 let outcome = sender.send(&query, plan.workload).await;
@@ -168,6 +186,28 @@ pub async fn run(plan: &Plan) -> Result<Report> {
         },
         served_by: total.served_by,
     })
+}
+
+/// Turns to send, given out at `rate` per second until the deadline from a thread of its own:
+/// tokio's timers tick in milliseconds, several times the gap between two turns. At most
+/// `clients` turns wait unused, so a target that falls behind is not sent a burst after.
+fn pace(rate: f64, clients: usize, deadline: Instant) -> Arc<Semaphore> {
+    let turns = Arc::new(Semaphore::new(0));
+    let given = Arc::clone(&turns);
+    std::thread::spawn(move || {
+        let (started, gap) = (Instant::now(), Duration::from_secs_f64(1.0 / rate));
+        let mut due = 0_u64;
+        while Instant::now() < deadline {
+            // Every turn due by now, counted from the start so that late wake-ups even out.
+            let now = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
+            let unused = given.available_permits();
+            given.add_permits(((now - due) as usize).min(clients.saturating_sub(unused)));
+            due = now;
+            std::thread::sleep(gap);
+        }
+        given.close();
+    });
+    turns
 }
 
 /// Sends one query and says who served it, or what kind of error it met.

@@ -249,6 +249,7 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
             ("direct-db", "4"),
             ("direct-hit", "4"),
             ("floor", "4"),
+            ("floor-at-chain-rate", "4"),
             ("direct-db", "1"),
             ("direct-hit", "1"),
             ("floor", "1")
@@ -265,6 +266,21 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         .filter_map(|part| part.split_once('=').map(|(host, _)| host))
         .collect();
     assert_eq!(relays, ["gatekeeper", "proxy", "trusted-host"], "{floor:?}");
+    // The floor again, paced at the rate the chain served: not at its own (about twice).
+    let lifted_rate = |mode: &str| -> f64 {
+        let r = lifted
+            .iter()
+            .find(|r| {
+                column(&header, r, "mode") == mode && column(&header, r, "concurrency") == "4"
+            })
+            .unwrap();
+        column(&header, r, "throughput_rps").parse().unwrap()
+    };
+    let paced = lifted_rate("floor-at-chain-rate") / lifted_rate("direct-hit");
+    assert!(
+        (0.5..1.1).contains(&paced),
+        "the paced floor ran at {paced:.2}x the chain's rate"
+    );
     let services: Vec<String> = d.services().into_iter().map(|(host, _)| host).collect();
     assert_eq!(services, ["gatekeeper", "proxy", "trusted-host"]);
     let (rows, degraded): (Vec<Vec<String>>, Vec<Vec<String>>) = all_rows
@@ -320,7 +336,7 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         // The servers that served the mode worked for it (the floor's relays, for it).
         let served = match column(&header, r, "mode") {
             "random" | "customized" => "cpu_us_per_request_workers",
-            "floor" => "cpu_us_per_request_services",
+            "floor" | "floor-at-chain-rate" => "cpu_us_per_request_services",
             _ => "cpu_us_per_request_manager",
         };
         assert!(cpu(served) > 0.0, "{served}: {r:?}");
@@ -350,7 +366,7 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
         }
         // Under the quotas of the scenario, read back from the groups.
         let quotas = column(&header, r, "cpu_quotas");
-        if column(&header, r, "mode") == "floor" {
+        if column(&header, r, "mode").starts_with("floor") {
             // The relays, measured on their services' hosts (above), every quota lifted.
             assert_eq!(quotas, "gatekeeper=none;proxy=none;trusted-host=none");
             continue;
@@ -405,7 +421,9 @@ fn all_quick_survives_a_killed_bench_and_leaves_readable_results() {
     assert!(
         summary.contains("## What the chain costs")
             && summary.contains("Measured with every CPU quota lifted")
-            && summary.contains("| CPU per request, the three services / the three relays |")
+            && summary.contains(
+                "| CPU per request at the same rate: the three services / the three relays paced"
+            )
             && summary.contains("| requests/s, direct-hit / the floor |")
             && summary.contains("| ≤ 1.50x |")
             && summary.contains("### Where the time goes")

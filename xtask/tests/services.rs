@@ -211,6 +211,38 @@ fn the_load_generator_measures_chain_and_database() {
         "{served:?}"
     );
     assert_eq!(direct["target"], "direct-db");
+
+    // Paced: about the rate asked (unpaced, it sends many times more), given as a number or
+    // as what another report measured.
+    let database = format!("{}:3306", d.address("manager"));
+    let paced = |rate: &[&str]| -> f64 {
+        let report = run(&[&["--database", &database, "--user", "bench"], rate].concat());
+        assert_eq!(report["errors"], json!({}), "{report}");
+        report["requests"].as_u64().unwrap() as f64
+    };
+    let sent = paced(&["--rate", "200"]);
+    assert!((140.0..=215.0).contains(&sent), "{sent} requests at 200/s");
+    let measured = std::env::temp_dir().join(format!("loadgen-{}.json", std::process::id()));
+    let mut report = direct.clone();
+    report["throughput_rps"] = json!(150.0);
+    fs::write(&measured, report.to_string()).unwrap();
+    let sent = paced(&["--rate-of", measured.to_str().unwrap()]);
+    assert!((100.0..=165.0).contains(&sent), "{sent} requests at 150/s");
+    // Something that is not a report is refused, saying what it is.
+    fs::write(&measured, "{}").unwrap();
+    let out = Command::new(&loadgen)
+        .args(["--database", &database, "--user", "bench", "--rate-of"])
+        .arg(&measured)
+        .env("LOADGEN_DB_PASSWORD", d.secret("bench_password"))
+        .output()
+        .unwrap();
+    let _ = fs::remove_file(&measured);
+    assert!(!out.status.success());
+    assert!(
+        common::text(&out).contains("is not a load generator's report"),
+        "{}",
+        common::text(&out)
+    );
 }
 
 #[test]

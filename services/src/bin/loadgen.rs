@@ -1,12 +1,12 @@
 //! The load generator: a fixed number of clients send queries for a fixed time, through the
 //! gatekeeper's JSON API in one mode, or straight to a database server (the baseline).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Parser};
-use contract::report::Workload;
+use contract::report::{Report, Workload};
 use contract::wire::Mode;
 use services::loadgen::{self, Plan, Target};
 
@@ -48,6 +48,13 @@ struct Args {
     /// Seconds to send for.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Paces the clients: this many requests/s, all together [default: each client sends its
+    /// next query when it has the last one's answer].
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Paces the clients at the requests/s another run's JSON report measured.
+    #[arg(long, value_name = "REPORT", conflicts_with = "rate")]
+    rate_of: Option<PathBuf>,
     /// Films in the dataset (100 per unit of scale).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     films: u32,
@@ -81,15 +88,42 @@ impl Args {
             }
             (None, None) => unreachable!("clap requires --gatekeeper or --database"),
         };
+        let rate = match &self.rate_of {
+            Some(path) => Some(measured_rate(path)?),
+            None => self.rate,
+        };
         let plan = Plan {
             target,
             workload: self.workload,
             concurrency: usize::from(self.concurrency),
             duration: Duration::from_secs(self.duration),
             films: self.films,
+            rate,
         };
         Ok((plan, self.out))
     }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 1.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate of at least 1 request/s")),
+    }
+}
+
+/// The requests/s a report measured, to send at.
+fn measured_rate(path: &Path) -> Result<f64> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let report: Report = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a load generator's report", path.display()))?;
+    let rate = report.throughput_rps;
+    if !(rate.is_finite() && rate >= 1.0) {
+        bail!(
+            "{} measured {rate:.1} requests/s: too few to pace a load at; run it again",
+            path.display()
+        );
+    }
+    Ok(rate)
 }
 
 #[tokio::main(flavor = "current_thread")]

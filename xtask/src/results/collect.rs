@@ -192,8 +192,9 @@ fn load_reports(dir: &Path, meta: &RunMeta, scenario: Scenario) -> Result<Vec<Pa
 
 fn mode_order(mode: &str) -> usize {
     layout::modes()
-        .iter()
-        .position(|m| *m == mode)
+        .into_iter()
+        .chain([layout::FLOOR, layout::FLOOR_AT_CHAIN_RATE])
+        .position(|m| m == mode)
         .unwrap_or(usize::MAX)
 }
 

@@ -84,6 +84,11 @@ pub fn patterns_cpu_out(mode: &str, n: u32) -> String {
 /// nothing but relay, each beside its service (`cluster::floor`).
 pub const FLOOR: &str = "floor";
 
+/// The floor again, under load paced at the requests/s the chain (`direct-hit`) served in the
+/// same run: a process's CPU per request falls as its rate rises (more requests per wake-up),
+/// and under the same clients the floor runs at about twice the chain's rate.
+pub const FLOOR_AT_CHAIN_RATE: &str = "floor-at-chain-rate";
+
 /// What the chain costs is measured on the same server both ways, with every CPU quota lifted:
 /// `direct-db` (straight to the manager) and `direct-hit` (the manager through the chain), and
 /// beside them the chain's `floor`. Each under load (`chain/`) and as point reads from one

@@ -99,6 +99,15 @@ impl LoadTest {
         args.extend(target.map(String::from));
         args
     }
+
+    /// The floor's options paced at the rate the chain served in run `n` of bench run `run_id`
+    /// (its report is on the client, where the load generator reads it).
+    fn floor_at_chain_rate_args(&self, run_id: &str, n: u32, concurrency: u32) -> Vec<String> {
+        let mut args = self.args(layout::FLOOR, Workload::Mix, concurrency);
+        let chain = layout::chain_out(Mode::DirectHit.as_str(), n);
+        args.extend(["--rate-of".to_string(), format!("{run_id}/{chain}")]);
+        args
+    }
 }
 
 /// The degraded-worker scenario of a run: the last worker, slowed to a share of its quota.
@@ -150,6 +159,7 @@ pub(super) fn pending(done: &BTreeSet<String>, runs: u32, degraded: bool) -> u32
             last_outs.push(layout::chain_cpu_out(mode, n));
             last_outs.push(layout::latency_out(mode, n));
         }
+        last_outs.push(layout::chain_cpu_out(layout::FLOOR_AT_CHAIN_RATE, n));
         if degraded {
             last_outs.extend(
                 layout::degraded_modes()
@@ -248,9 +258,11 @@ pub(super) fn chain_cost(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> 
 fn chain_cost_runs(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> Result<()> {
     let runs = bench.run.settings.runs;
     let left = (1..=runs).any(|n| {
-        layout::chain_modes().iter().any(|mode| {
-            !bench.has(&layout::chain_cpu_out(mode, n)) || !bench.has(&layout::latency_out(mode, n))
-        })
+        !bench.has(&layout::chain_cpu_out(layout::FLOOR_AT_CHAIN_RATE, n))
+            || layout::chain_modes().iter().any(|mode| {
+                !bench.has(&layout::chain_cpu_out(mode, n))
+                    || !bench.has(&layout::latency_out(mode, n))
+            })
     });
     if !left {
         return Ok(());
@@ -279,6 +291,22 @@ fn chain_cost_runs(bench: &mut Bench, d: &Deployment, load: &LoadTest) -> Result
                     .loadgen(&load.args(mode, Workload::Point, 1), out)
                     .with_context(|| format!("the latency test of {mode}"))?;
             }
+        }
+        // After the chain's run, whose rate it is paced at.
+        let mode = layout::FLOOR_AT_CHAIN_RATE;
+        let cpu_out = layout::chain_cpu_out(mode, n);
+        if !bench.has(&cpu_out) {
+            bench.measuring(format!("what the chain costs: {mode} with no CPU quota"), n);
+            let args = load.floor_at_chain_rate_args(&bench.run.id, n, concurrency);
+            bench
+                .loadgen_with_cpu(
+                    d,
+                    &load.floor_measured,
+                    &args,
+                    layout::chain_out(mode, n),
+                    &cpu_out,
+                )
+                .with_context(|| format!("the chain-cost test of {mode}"))?;
         }
     }
     limits::set_all_cpus(d, false)
