@@ -203,7 +203,8 @@ fn pace(rate: f64, clients: usize, deadline: Instant) -> Arc<Semaphore> {
             let unused = given.available_permits();
             given.add_permits(((now - due) as usize).min(clients.saturating_sub(unused)));
             due = now;
-            std::thread::sleep(gap);
+            // Not past the deadline, where the clients are let go.
+            std::thread::sleep(gap.min(deadline.saturating_duration_since(Instant::now())));
         }
         given.close();
     });

@@ -228,6 +228,12 @@ fn the_load_generator_measures_chain_and_database() {
     fs::write(&measured, report.to_string()).unwrap();
     let sent = paced(&["--rate-of", measured.to_str().unwrap()]);
     assert!((100.0..=165.0).contains(&sent), "{sent} requests at 150/s");
+    // A run whose every request failed measured no rate: what is paced at it gets one a
+    // second (the first at once), rather than a refusal that would stop every rerun.
+    report["throughput_rps"] = json!(0.0);
+    fs::write(&measured, report.to_string()).unwrap();
+    let sent = paced(&["--rate-of", measured.to_str().unwrap()]);
+    assert!((1.0..=2.0).contains(&sent), "{sent} requests at 1/s");
     // Something that is not a report is refused, saying what it is.
     fs::write(&measured, "{}").unwrap();
     let out = Command::new(&loadgen)
